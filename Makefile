@@ -1,0 +1,47 @@
+# coherence-diag developer entry points. `make demo` and `make test` work on a fresh machine
+# that has only Python 3.11 and pip: the first target creates .venv and installs the project.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SAMPLE ?= sample_traces/burst-amplification.parquet
+
+.PHONY: all venv demo test lint-imports pytest bench samples docs clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: create the environment and analyze a shipped sample trace
+demo: $(STAMP)
+	$(BIN)/coherence-diag analyze $(SAMPLE)
+
+## test: the whole suite (import-layer contracts + pytest)
+test: $(STAMP) lint-imports pytest
+
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## bench: simulate a ~10M-row trace; time and peak memory of analyze vs a bare Polars scan
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_analyze.py --rows 10000000 --report docs/benchmarks.md
+
+## samples: regenerate sample_traces/ (one trace per scenario) and their labels
+samples: $(STAMP)
+	$(BIN)/python -m coherence_diag.simulate.samples sample_traces
+
+## docs: regenerate the generated reference pages in docs/
+docs: $(STAMP)
+	$(BIN)/python -m coherence_diag.docgen docs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

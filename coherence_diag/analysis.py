@@ -1,0 +1,113 @@
+"""The library entry point: trace path in, typed `Report` (plus the frames behind it) out.
+
+    from coherence_diag import analyze
+    result = analyze("trace.parquet")
+    result.report.metrics.latency_ms.p99
+
+Pipeline: ingest -> validate -> request paths -> time series -> metrics -> (indices, rules).
+No printing, no exiting: errors are raised as `coherence_diag.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from coherence_diag import __version__, ingest, metrics, paths, timeseries, validate
+from coherence_diag.errors import InputError
+from coherence_diag.model import Evaluability, Indices, Report, TraceFacts
+
+ProgressCallback = Callable[[str], None]
+
+INDEX_NAMES = ("CI", "DI", "WPI", "HCL")
+
+
+@dataclass
+class Analysis:
+    """A finished analysis: the report every output renders, and the frames it was built from."""
+
+    report: Report
+    requests: pl.DataFrame
+    series: timeseries.TimeSeries
+    trace: validate.ValidatedTrace
+
+
+def analyze(
+    path: str | Path,
+    *,
+    window_s: float = timeseries.DEFAULT_WINDOW_S,
+    max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
+    progress: ProgressCallback | None = None,
+) -> Analysis:
+    if not window_s > 0:
+        raise InputError(f"--window must be a positive number of seconds, got {window_s}")
+    if not 0 <= max_bad_fraction <= 1:
+        raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
+    step = progress or (lambda _msg: None)
+
+    step("reading and validating trace")
+    source = ingest.open_trace(path)
+    trace = validate.validate(source, max_bad_fraction=max_bad_fraction)
+
+    step("building request paths")
+    requests = paths.request_paths(trace.layers).collect()
+
+    step("building time series")
+    series = timeseries.build(requests.lazy(), trace.layers, window_s)
+
+    step("computing metrics")
+    span = metrics.observation_span(trace.layers)
+    metric_values, evaluability = metrics.compute(requests, trace.layers, trace.columns, span)
+    for name in INDEX_NAMES:
+        evaluability[name] = Evaluability(False, (), "index computation is not implemented in this version")
+
+    report = Report(
+        trace=_facts(trace, requests, span),
+        metrics=metric_values,
+        indices=Indices(),
+        findings=(),
+        evaluability=dict(sorted(evaluability.items())),
+        window_s=window_s,
+        tool_version=__version__,
+    )
+    return Analysis(report=report, requests=requests, series=series, trace=trace)
+
+
+def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics.ObservationSpan) -> TraceFacts:
+    envs: set[str] = set()
+    for frame in trace.layers.values():
+        if "env" in frame.columns:
+            envs.update(frame["env"].drop_nulls().unique().to_list())
+    warnings = tuple(
+        f"{row['rows']} {row['layer']} row(s) set aside: {validate.REASONS[row['reason']]}"
+        for row in trace.audit.filter(pl.col("warning"))
+        .group_by("layer", "reason")
+        .agg(pl.col("rows").sum())
+        .sort("layer", "reason")
+        .iter_rows(named=True)
+    )
+    return TraceFacts(
+        path=trace.source.display_path,
+        rows=trace.rows_total,
+        layers=dict(sorted(trace.rows_by_layer.items())),
+        envs=tuple(sorted(envs)),
+        start=_iso(span.start_ns),
+        end=_iso(span.end_ns),
+        requests=requests.height,
+        duration_s=span.seconds,
+        columns=tuple(sorted(trace.columns)),
+        set_aside=trace.set_aside_counts(),
+        warnings=warnings,
+    )
+
+
+def _iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    seconds, rem = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rem // 1000:06d}Z"

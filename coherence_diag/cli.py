@@ -1,0 +1,181 @@
+"""The `coherence-diag` command line: a thin layer over the library.
+
+It parses options, calls the library, renders the typed result and maps errors to exit codes
+(report-contract.md): 0 ran, 1 gate failed, 2 bad usage or bad input, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from coherence_diag import __version__
+from coherence_diag.errors import InputError
+from coherence_diag.outputs import write_atomic
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="coherence-diag",
+    help="Diagnose cross-layer incoherence in heterogeneous inference fleets from telemetry traces.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OutputFormat(str, Enum):
+    terminal = "terminal"
+    json = "json"
+
+
+class TraceFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+    layers = "layers"
+    shards = "shards"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"coherence-diag {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Diagnose cross-layer incoherence in heterogeneous inference fleets from telemetry traces."""
+
+
+@contextmanager
+def _errors_to_exit_codes() -> Iterator[None]:
+    """Library errors become one clear line on stderr and an exit code; never a traceback."""
+    try:
+        yield
+    except InputError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug: say so plainly, exit 3
+        if os.environ.get("COHERENCE_DIAG_DEBUG"):
+            raise
+        err_console.print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in coherence-diag. Re-run with COHERENCE_DIAG_DEBUG=1 for a traceback.",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator:
+    """A spinner on stderr naming the current step, only when stderr is a terminal."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        yield lambda msg: bar.update(task, description=msg)
+
+
+@app.command()
+def analyze(
+    trace: str = typer.Argument(..., help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob."),
+    format: OutputFormat = typer.Option(OutputFormat.terminal, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
+    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
+    max_bad_fraction: float = typer.Option(
+        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before the trace is rejected (exit 2).", min=0.0, max=1.0
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+) -> None:
+    """Analyze a trace: metrics, coherence indices and findings."""
+    from coherence_diag.analysis import analyze as run_analysis
+    from coherence_diag.render import json_report, terminal
+
+    with _errors_to_exit_codes():
+        _refuse_overwriting_input(output, trace)
+        with _progress(progress) as step:
+            result = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, progress=step)
+        if format is OutputFormat.json:
+            text = json_report.render(result.report)
+            if output:
+                write_atomic(output, text)
+            else:
+                sys.stdout.write(text)
+            return
+        if output:
+            console = Console(record=True, width=120, file=open(os.devnull, "w"), force_terminal=False)
+            terminal.render(result.report, console)
+            write_atomic(output, console.export_text())
+        else:
+            terminal.render(result.report, Console(highlight=False))
+
+
+@app.command()
+def simulate(
+    scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="Scenario name (see --list)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same trace."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the trace (.parquet, .csv, or a directory)."),
+    scale: float = typer.Option(1.0, "--scale", help="Multiply traffic and fleet size (large benchmark traces).", min=0.0001),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Simulated seconds of traffic (default: the scenario's)."),
+    arrivals: Optional[Path] = typer.Option(None, "--arrivals", help="Replay a real arrival process (Azure LLM CSV or Mooncake JSONL)."),
+    fmt: Optional[TraceFormat] = typer.Option(None, "--format", help="Container; default from the output suffix."),
+    naming: str = typer.Option("plain", "--naming", help="Entity names: plain, or random (seeded)."),
+    list_: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+) -> None:
+    """Simulate a heterogeneous serving fleet and write a trace (trace-format v1)."""
+    from coherence_diag.simulate import SCENARIOS, simulate as run_simulation, write_trace
+
+    with _errors_to_exit_codes():
+        if list_:
+            for name, sc in SCENARIOS.items():
+                typer.echo(f"{name:40s} {sc.kind:9s} {sc.description}")
+            return
+        if scenario is None or output is None:
+            raise InputError("simulate needs --scenario NAME and --output PATH (or --list)")
+        if scenario not in SCENARIOS:
+            raise InputError(f"unknown scenario {scenario!r}; expected one of: {', '.join(SCENARIOS)}")
+        if naming not in ("plain", "random"):
+            raise InputError(f"--naming must be 'plain' or 'random', got {naming!r}")
+        frame = run_simulation(scenario, seed, scale=scale, duration_s=duration, arrivals=arrivals, naming=naming)
+        write_trace(frame, output, fmt=fmt.value if fmt else None)
+        err_console.print(f"wrote {frame.height:,} rows to {output}", markup=False)
+
+
+def _refuse_overwriting_input(output: Optional[Path], trace: str) -> None:
+    if output is None:
+        return
+    target = output.resolve()
+    source = Path(trace).resolve()
+    if target == source or (source.is_dir() and source in target.parents):
+        raise InputError(f"{output}: refusing to write the report over or inside the input trace {trace}")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # last resort: Typer/Click internals
+        if os.environ.get("COHERENCE_DIAG_DEBUG"):
+            raise
+        err_console.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
+        sys.exit(EXIT_INTERNAL)

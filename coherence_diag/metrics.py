@@ -1,0 +1,198 @@
+"""Classical serving metrics (report-contract `metrics`), defined precisely in docs/metrics.md.
+
+Latency-type metrics cover inference requests only (`workload_class` other than `batch`; a
+missing class counts as inference): batch jobs are throughput work and would swamp the tails.
+Quantiles use linear interpolation between order statistics (numpy's default), so they can be
+checked against numpy on the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from coherence_diag.model import Evaluability, Metrics, Quantiles, RequestCounts
+from coherence_diag.paths import NS_PER_MS
+from coherence_diag.timeseries import busy_intervals
+
+QUANTILES = (0.50, 0.95, 0.99)
+INFERENCE = pl.col("workload_class").fill_null("inference") != "batch"
+
+
+@dataclass(frozen=True)
+class ObservationSpan:
+    start_ns: int | None
+    end_ns: int | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.start_ns is None or self.end_ns is None or self.end_ns <= self.start_ns:
+            return None
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+def observation_span(layers: dict[str, pl.DataFrame]) -> ObservationSpan:
+    """First and last instant covered by any clean row (span rows count to their end)."""
+    starts, ends = [], []
+    for frame in layers.values():
+        if frame.is_empty():
+            continue
+        end = pl.col("ts")
+        if "dur_ms" in frame.columns:
+            end = pl.col("ts") + (pl.col("dur_ms").fill_null(0.0) * NS_PER_MS).cast(pl.Int64)
+        bounds = frame.select(pl.col("ts").min().alias("a"), end.max().alias("b")).row(0)
+        starts.append(bounds[0])
+        ends.append(bounds[1])
+    starts = [s for s in starts if s is not None]
+    ends = [e for e in ends if e is not None]
+    return ObservationSpan(min(starts) if starts else None, max(ends) if ends else None)
+
+
+def compute(
+    requests: pl.DataFrame,
+    layers: dict[str, pl.DataFrame],
+    columns: set[str],
+    span: ObservationSpan,
+) -> tuple[Metrics, dict[str, Evaluability]]:
+    evaluability: dict[str, Evaluability] = {}
+    inference = requests.filter(INFERENCE)
+    finished = inference.filter(pl.col("outcome") != "unfinished")
+
+    quantiles = inference.select(
+        *_quantile_exprs("latency_ms", pl.col("latency_ms").filter(pl.col("outcome") == "completed")),
+        *_quantile_exprs("queue_wait_ms", pl.col("queue_wait_ms")),
+        *_quantile_exprs("ttft_ms", pl.col("ttft_ms")),
+    ).row(0, named=True)
+
+    n_finished = finished.height
+    counts = _counts(requests)
+    rate = (lambda n: n / n_finished) if n_finished else (lambda n: None)
+    with_slo = finished.filter(pl.col("slo_ms").is_not_null())
+    slo_met = int(with_slo["slo_met"].sum()) if with_slo.height else 0
+    seconds = _scheduler_seconds(layers) or span.seconds
+
+    slo_attainment = slo_met / with_slo.height if with_slo.height else None
+    goodput = slo_met / seconds if (with_slo.height and seconds) else None
+    if "slo_ms" not in columns:
+        for name in ("slo_attainment", "goodput_rps"):
+            evaluability[f"metrics.{name}"] = Evaluability(False, ("slo_ms",), "requests carry no latency objective")
+
+    nominal, source, missing_nominal = _nominal_utilization(layers, span)
+    if nominal is None:
+        evaluability["metrics.nominal_utilization"] = Evaluability(
+            False, missing_nominal, "no GPU utilization samples and no execution spans"
+        )
+    effective, missing_effective, why = _effective_utilization(nominal, requests, layers, columns)
+    if effective is None:
+        evaluability["metrics.effective_utilization"] = Evaluability(False, missing_effective, why)
+
+    metrics = Metrics(
+        latency_ms=Quantiles(*(quantiles[f"latency_ms_{q}"] for q in ("p50", "p95", "p99"))),
+        queue_wait_ms=Quantiles(*(quantiles[f"queue_wait_ms_{q}"] for q in ("p50", "p95", "p99"))),
+        ttft_ms=Quantiles(*(quantiles[f"ttft_ms_{q}"] for q in ("p50", "p95", "p99"))),
+        nominal_utilization=nominal,
+        effective_utilization=effective,
+        timeout_rate=rate(counts_of(finished, "timeout")),
+        drop_rate=rate(counts_of(finished, "dropped")),
+        slo_attainment=slo_attainment,
+        goodput_rps=goodput,
+        throughput_rps=(counts_of(finished, "completed") / seconds) if seconds else None,
+        nominal_utilization_source=source,
+        requests=counts,
+    )
+    return metrics, evaluability
+
+
+def counts_of(frame: pl.DataFrame, outcome: str) -> int:
+    return int((frame["outcome"] == outcome).sum())
+
+
+def _quantile_exprs(name: str, values: pl.Expr) -> list[pl.Expr]:
+    return [
+        values.quantile(q, interpolation="linear").alias(f"{name}_p{int(round(q * 100))}") for q in QUANTILES
+    ]
+
+
+def _counts(requests: pl.DataFrame) -> RequestCounts:
+    row = requests.select(
+        pl.len().alias("total"),
+        INFERENCE.sum().alias("inference"),
+        (~INFERENCE).sum().alias("batch"),
+        (INFERENCE & (pl.col("outcome") == "completed")).sum().alias("completed"),
+        (INFERENCE & (pl.col("outcome") == "timeout")).sum().alias("timeout"),
+        (INFERENCE & (pl.col("outcome") == "dropped")).sum().alias("dropped"),
+        (INFERENCE & (pl.col("outcome") == "unfinished")).sum().alias("unfinished"),
+        (INFERENCE & (pl.col("attempts") > 1)).sum().alias("retried"),
+    ).row(0, named=True)
+    return RequestCounts(**{k: int(v or 0) for k, v in row.items()})
+
+
+def _scheduler_seconds(layers: dict[str, pl.DataFrame]) -> float | None:
+    sched = layers.get("scheduler")
+    if sched is None or sched.is_empty():
+        return None
+    lo, hi = sched.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).row(0)
+    return (hi - lo) / 1e9 if hi > lo else None
+
+
+def _nominal_utilization(
+    layers: dict[str, pl.DataFrame], span: ObservationSpan
+) -> tuple[float | None, str | None, tuple[str, ...]]:
+    """Mean over devices of each device's mean `gpu_util`; else exec busy time over device time."""
+    gpu = layers.get("gpu")
+    if gpu is None or gpu.is_empty():
+        return None, None, ("gpu_util", "dur_ms")
+    samples = gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+    if samples.height:
+        # sorted so the final mean adds the per-device means in a fixed order (byte-identical output)
+        per_device = samples.group_by("device").agg(pl.col("gpu_util").mean()).sort("device")
+        value = per_device.select(pl.col("gpu_util").mean()).item()
+        return float(value), "gpu_util", ()
+    spans = gpu.filter(pl.col("event") == "exec")
+    if spans.is_empty() or span.seconds is None:
+        return None, None, ("gpu_util", "dur_ms")
+    devices = pl.concat([spans["device"], gpu.filter(pl.col("event") == "device_info")["device"]]).drop_nulls().n_unique()
+    whole = (span.end_ns or 0) - (span.start_ns or 0) + 1
+    busy_ms = busy_intervals(gpu.lazy(), window_ns=whole).select(pl.col("busy_ms").sum()).collect().item()
+    value = busy_ms / (devices * span.seconds * 1000.0)
+    return min(1.0, float(value)), "exec_busy_time", ()
+
+
+def _effective_utilization(
+    nominal: float | None, requests: pl.DataFrame, layers: dict[str, pl.DataFrame], columns: set[str]
+) -> tuple[float | None, tuple[str, ...], str | None]:
+    """Nominal utilization times the share of execution time that produced useful work.
+
+    Useful work: spans of inference requests that completed within their SLO, spans of batch
+    jobs that completed, and spans of phase `batch_job` with no request. Everything else
+    (requests that missed their SLO, timed out, were dropped or retried away, unattributed
+    spans) occupied the device without producing served value.
+    """
+    if "slo_ms" not in columns:
+        return None, ("slo_ms",), "requests carry no latency objective, so useful work is undefined"
+    gpu = layers.get("gpu")
+    if nominal is None:
+        return None, ("gpu_util", "dur_ms"), "nominal utilization is not available"
+    spans = gpu.filter(pl.col("event") == "exec") if gpu is not None else None
+    if spans is None or spans.is_empty():
+        return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
+    useful_request = requests.select(
+        "request_id",
+        pl.when(INFERENCE).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed").alias("_useful"),
+    )
+    share = (
+        spans.join(useful_request, on="request_id", how="left")
+        .select(
+            (
+                pl.col("dur_ms")
+                .filter(pl.col("_useful").fill_null(False) | (pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")))
+                .sum()
+                / pl.col("dur_ms").sum()
+            ).alias("share")
+        )
+        .item()
+    )
+    if share is None:
+        return None, ("dur_ms",), "execution spans have no duration"
+    return float(nominal * share), (), None

@@ -1,0 +1,106 @@
+"""The typed result model: what an analysis found, independent of how it is shown.
+
+Every output (JSON, terminal, later Markdown/HTML) renders a `Report`; nothing computes in a
+renderer. Field names follow report-contract.md; units are in the names (`_ms`, `_rps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SCHEMA_VERSION = "1"
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True)
+class Quantiles:
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    total: int = 0
+    inference: int = 0
+    batch: int = 0
+    completed: int = 0
+    timeout: int = 0
+    dropped: int = 0
+    unfinished: int = 0
+    retried: int = 0
+
+
+@dataclass(frozen=True)
+class Metrics:
+    latency_ms: Quantiles = field(default_factory=Quantiles)
+    queue_wait_ms: Quantiles = field(default_factory=Quantiles)
+    ttft_ms: Quantiles = field(default_factory=Quantiles)
+    nominal_utilization: float | None = None
+    effective_utilization: float | None = None
+    timeout_rate: float | None = None
+    drop_rate: float | None = None
+    slo_attainment: float | None = None
+    goodput_rps: float | None = None
+    # Additions beyond the contract's minimum.
+    throughput_rps: float | None = None
+    nominal_utilization_source: str | None = None  # "gpu_util" | "exec_busy_time"
+    requests: RequestCounts = field(default_factory=RequestCounts)
+
+
+@dataclass(frozen=True)
+class Indices:
+    CI: float | None = None
+    DI: float | None = None
+    WPI: float | None = None
+    HCL: float | None = None
+
+
+@dataclass(frozen=True)
+class Evaluability:
+    evaluated: bool
+    missing: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    kind: Literal["mode", "pattern"]
+    mode: str | None
+    domain: str
+    supporting_domains: tuple[str, ...]
+    severity: Severity
+    score: float
+    summary: str
+    evidence: dict[str, object]
+
+
+@dataclass(frozen=True)
+class TraceFacts:
+    path: str
+    rows: int
+    layers: dict[str, int]
+    envs: tuple[str, ...]
+    start: str | None
+    end: str | None
+    requests: int
+    duration_s: float | None = None
+    columns: tuple[str, ...] = ()
+    set_aside: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    trace: TraceFacts
+    metrics: Metrics
+    indices: Indices
+    findings: tuple[Finding, ...]
+    evaluability: dict[str, Evaluability]
+    window_s: float
+    tool_version: str
+    schema_version: str = SCHEMA_VERSION

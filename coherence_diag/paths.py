@@ -1,0 +1,298 @@
+"""The request-path model: one row per request, from its first arrival to its final outcome.
+
+Built from the clean per-layer tables with Polars lazy group-bys (scheduler rows by request),
+joins by request_id (execution spans, KV transfers, device attributes) and as-of joins by time
+(host steal and device utilization at dispatch). Column meanings are in docs/paths.md.
+
+End-to-end latency decomposes along the path (all `_ms`):
+    latency = retry_delay + queue_wait + (prefill_exec + kv_transfer + decode_queue + decode_exec
+              + residual)
+where retry_delay is the time lost in earlier attempts and queue_wait the final attempt's wait
+from its arrive/retry to its first dispatch.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+NS_PER_MS = 1_000_000
+# How old a telemetry sample may be and still describe the moment of a dispatch.
+ASOF_TOLERANCE_NS = 60_000 * NS_PER_MS
+
+OUTCOMES = ("completed", "timeout", "dropped", "unfinished")
+
+# Names and ids are Categorical, as in the validated layers (see validate._layer_column).
+REQUEST_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.Categorical(),
+    "workload_class": pl.Categorical(),
+    "priority": pl.Int64(),
+    "env": pl.Categorical(),
+    "arrive_ns": pl.Int64(),
+    "final_start_ns": pl.Int64(),
+    "dispatch_ns": pl.Int64(),
+    "decode_dispatch_ns": pl.Int64(),
+    "first_token_ns": pl.Int64(),
+    "complete_ns": pl.Int64(),
+    "attempts": pl.Int64(),
+    "preemptions": pl.UInt32(),
+    "outcome": pl.String(),
+    "pool": pl.Categorical(),
+    "decode_pool": pl.Categorical(),
+    "prefill_device": pl.Categorical(),
+    "decode_device": pl.Categorical(),
+    "prefill_accelerator": pl.Categorical(),
+    "decode_accelerator": pl.Categorical(),
+    "host": pl.Categorical(),
+    "virtualized": pl.Boolean(),
+    "prompt_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "slo_ms": pl.Float64(),
+    "ttft_slo_ms": pl.Float64(),
+    "predicted_ms": pl.Float64(),
+    "latency_ms": pl.Float64(),
+    "ttft_ms": pl.Float64(),
+    "queue_wait_ms": pl.Float64(),
+    "retry_delay_ms": pl.Float64(),
+    "prefill_exec_ms": pl.Float64(),
+    "decode_exec_ms": pl.Float64(),
+    "exec_ms": pl.Float64(),
+    "kv_transfer_ms": pl.Float64(),
+    "kv_bytes": pl.Int64(),
+    "decode_queue_ms": pl.Float64(),
+    "slo_met": pl.Boolean(),
+    "ttft_slo_met": pl.Boolean(),
+    "steal_frac_at_dispatch": pl.Float64(),
+    "gpu_util_at_dispatch": pl.Float64(),
+}
+
+
+def request_paths(layers: dict[str, pl.DataFrame]) -> pl.LazyFrame:
+    """LazyFrame of REQUEST_SCHEMA, one row per request_id seen in the scheduler layer."""
+    sched = layers.get("scheduler")
+    if sched is None or sched.is_empty():
+        return pl.LazyFrame(schema=REQUEST_SCHEMA)
+    requests = _scheduler_lifecycle(sched)
+    requests = requests.join(_exec_per_request(layers.get("gpu")), on="request_id", how="left")
+    requests = requests.join(_kv_per_request(layers.get("network")), on="request_id", how="left")
+    requests = _attach_devices(requests, device_table(layers.get("gpu")))
+    requests = _attach_samples(requests, layers)
+    return requests.with_columns(*_derived()).select(
+        [pl.col(c).cast(t) for c, t in REQUEST_SCHEMA.items()]
+    )
+
+
+def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
+    event = pl.col("event")
+    ts = pl.col("ts")
+    sched = sched_frame.lazy()
+    if sched_frame["attempt"].null_count():
+        # Retry rows name the new attempt; where `attempt` is absent, count the retries so far.
+        retries_so_far = (event == "retry").cast(pl.Int64).cum_sum().over("request_id", order_by="ts")
+        sched = sched.with_columns(pl.coalesce(pl.col("attempt"), retries_so_far).alias("attempt"))
+        has_retries = True
+    else:
+        has_retries = bool((sched_frame["attempt"] > 0).any())
+    # Without any retry every row belongs to the final attempt: skip the per-request window.
+    final = pl.col("attempt") == pl.col("attempt").max().over("request_id") if has_retries else pl.lit(True)
+    sched = sched.with_columns(final.alias("_final"))
+    start = event.is_in(["arrive", "retry"])
+
+    def first_ts(cond: pl.Expr) -> pl.Expr:
+        return pl.when(cond).then(ts).min()
+
+    # Masked columns and plain aggregations in one group-by (much faster than filters inside
+    # agg). Request attributes live on arrive/complete rows; min()/max() over the request keep
+    # the choice independent of row order.
+    lifecycle = sched.group_by("request_id").agg(
+        first_ts(start).alias("arrive_ns"),
+        first_ts(start & pl.col("_final")).alias("final_start_ns"),
+        first_ts(event == "first_token").alias("first_token_ns"),
+        pl.when(event == "complete").then(ts).max().alias("complete_ns"),
+        (event == "timeout").any().alias("_timed_out"),
+        (event == "drop").any().alias("_dropped"),
+        (pl.col("attempt").max() + 1).alias("attempts"),
+        (event == "preempt").sum().alias("preemptions"),
+        pl.col("pool").min().alias("_any_pool"),
+        pl.col("workload_class").min(),
+        pl.col("priority").min(),
+        pl.col("env").min(),
+        pl.col("slo_ms").min(),
+        pl.col("ttft_slo_ms").min(),
+        pl.col("prompt_tokens").max(),
+        pl.col("output_tokens").max(),
+    )
+    # The final attempt's dispatches, in time order: first = prefill (or unified), last = decode.
+    placement = (
+        sched.filter((event == "dispatch") & pl.col("_final"))
+        .select("request_id", "ts", "pool", "device", "predicted_ms")
+        .sort("ts", "pool", "device")
+        .group_by("request_id")
+        .agg(
+            ts.first().alias("dispatch_ns"),
+            pl.when(pl.len() >= 2).then(ts.last()).alias("decode_dispatch_ns"),
+            pl.col("pool").first().alias("pool"),
+            pl.col("pool").last().alias("decode_pool"),
+            pl.col("device").first().alias("prefill_device"),
+            pl.col("device").last().alias("decode_device"),
+            pl.when(pl.col("predicted_ms").count() > 0).then(pl.col("predicted_ms").sum()).alias("predicted_ms"),
+        )
+    )
+    return lifecycle.join(placement, on="request_id", how="left").with_columns(
+        pl.coalesce("pool", "_any_pool").alias("pool"),
+    )
+
+
+def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
+    empty = {
+        "request_id": pl.Categorical,
+        "prefill_exec_ms": pl.Float64,
+        "decode_exec_ms": pl.Float64,
+        "exec_ms": pl.Float64,
+        "_prefill_end_ns": pl.Int64,
+    }
+    if gpu is None:
+        return pl.LazyFrame(schema=empty)
+    dur = pl.col("dur_ms")
+    prefill = pl.col("phase") == "prefill"
+    end_ns = pl.col("ts") + (dur * NS_PER_MS).cast(pl.Int64)
+    return (
+        gpu.lazy()
+        .filter((pl.col("event") == "exec") & pl.col("request_id").is_not_null())
+        .group_by("request_id")
+        .agg(
+            dur.filter(prefill).sum().alias("prefill_exec_ms"),
+            dur.filter(pl.col("phase") == "decode").sum().alias("decode_exec_ms"),
+            dur.sum().alias("exec_ms"),
+            end_ns.filter(prefill).max().alias("_prefill_end_ns"),
+        )
+    )
+
+
+def _kv_per_request(network: pl.DataFrame | None) -> pl.LazyFrame:
+    empty = {"request_id": pl.Categorical, "kv_transfer_ms": pl.Float64, "kv_bytes": pl.Int64, "_kv_end_ns": pl.Int64}
+    if network is None:
+        return pl.LazyFrame(schema=empty)
+    dur = pl.col("dur_ms")
+    return (
+        network.lazy()
+        .filter((pl.col("event") == "transfer") & (pl.col("kind") == "kv_transfer") & pl.col("request_id").is_not_null())
+        .group_by("request_id")
+        .agg(
+            dur.sum().alias("kv_transfer_ms"),
+            pl.col("bytes").sum().alias("kv_bytes"),
+            (pl.col("ts") + (dur * NS_PER_MS).cast(pl.Int64)).max().alias("_kv_end_ns"),
+        )
+    )
+
+
+def device_table(gpu: pl.DataFrame | None) -> pl.LazyFrame:
+    """One row per device from `device_info` rows (first seen wins): host, pool, accelerator, ..."""
+    schema = {
+        "device": pl.Categorical,
+        "host": pl.Categorical,
+        "pool": pl.Categorical,
+        "accelerator": pl.Categorical,
+        "mig_profile": pl.Categorical,
+        "virtualized": pl.Boolean,
+        "first_seen_ns": pl.Int64,
+    }
+    if gpu is None:
+        return pl.LazyFrame(schema=schema)
+    ts = pl.col("ts")
+    return (
+        gpu.lazy()
+        .filter(pl.col("event") == "device_info")
+        .group_by("device")
+        .agg(
+            *[pl.col(c).drop_nulls().min_by(ts.filter(pl.col(c).is_not_null())).alias(c)
+              for c in ("host", "pool", "accelerator", "mig_profile")],
+            pl.col("virtualized").drop_nulls().max().alias("virtualized"),
+            ts.min().alias("first_seen_ns"),
+        )
+        .select(list(schema))
+    )
+
+
+def _attach_devices(requests: pl.LazyFrame, devices: pl.LazyFrame) -> pl.LazyFrame:
+    prefill = devices.select(
+        pl.col("device").alias("prefill_device"),
+        pl.col("accelerator").alias("prefill_accelerator"),
+        pl.col("host"),
+        pl.col("virtualized"),
+    )
+    decode = devices.select(pl.col("device").alias("decode_device"), pl.col("accelerator").alias("decode_accelerator"))
+    return requests.join(prefill, on="prefill_device", how="left").join(decode, on="decode_device", how="left")
+
+
+def _attach_samples(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame]) -> pl.LazyFrame:
+    """As-of joins: the latest host steal and device utilization sample before each dispatch."""
+    requests = _asof(requests, layers.get("hypervisor"), "host", "steal_frac", "steal_frac_at_dispatch")
+    requests = _asof(
+        requests, layers.get("gpu"), "device", "gpu_util", "gpu_util_at_dispatch", left_by="prefill_device"
+    )
+    return requests
+
+
+def _asof(
+    requests: pl.LazyFrame,
+    layer: pl.DataFrame | None,
+    by: str,
+    value: str,
+    alias: str,
+    *,
+    left_by: str | None = None,
+) -> pl.LazyFrame:
+    left_by = left_by or by
+    if layer is None or value not in layer.columns:
+        return requests.with_columns(pl.lit(None, pl.Float64).alias(alias))
+    samples = (
+        layer.lazy()
+        .filter((pl.col("event") == "sample") & pl.col(value).is_not_null() & pl.col(by).is_not_null())
+        .select(pl.col(by).alias(left_by), pl.col("ts").alias("dispatch_ns"), pl.col(value).alias(alias))
+        .sort(left_by, "dispatch_ns")
+    )
+    keyed = requests.filter(pl.col("dispatch_ns").is_not_null() & pl.col(left_by).is_not_null())
+    matched = (
+        keyed.select("request_id", left_by, "dispatch_ns")
+        .sort(left_by, "dispatch_ns")
+        .join_asof(samples, on="dispatch_ns", by=left_by, strategy="backward", tolerance=ASOF_TOLERANCE_NS)
+        .select("request_id", alias)
+    )
+    return requests.join(matched, on="request_id", how="left")
+
+
+def _ms_between(later: str, earlier: str) -> pl.Expr:
+    return (pl.col(later) - pl.col(earlier)).cast(pl.Float64) / NS_PER_MS
+
+
+def _derived() -> list[pl.Expr]:
+    completed = pl.col("complete_ns").is_not_null()
+    ready_ns = pl.max_horizontal("_prefill_end_ns", "_kv_end_ns")
+    decode_queue = ((pl.col("decode_dispatch_ns") - ready_ns).cast(pl.Float64) / NS_PER_MS).clip(lower_bound=0.0)
+    outcome = (
+        pl.when(completed)
+        .then(pl.lit("completed"))
+        .when(pl.col("_timed_out"))
+        .then(pl.lit("timeout"))
+        .when(pl.col("_dropped"))
+        .then(pl.lit("dropped"))
+        .otherwise(pl.lit("unfinished"))
+    )
+    latency = pl.when(completed).then(_ms_between("complete_ns", "arrive_ns"))
+    ttft = _ms_between("first_token_ns", "arrive_ns")
+    return [
+        outcome.alias("outcome"),
+        latency.alias("latency_ms"),
+        ttft.alias("ttft_ms"),
+        _ms_between("dispatch_ns", "final_start_ns").alias("queue_wait_ms"),
+        _ms_between("final_start_ns", "arrive_ns").alias("retry_delay_ms"),
+        pl.when(pl.col("decode_dispatch_ns").is_not_null() & ready_ns.is_not_null()).then(decode_queue).alias(
+            "decode_queue_ms"
+        ),
+        pl.when(pl.col("slo_ms").is_not_null())
+        .then(completed & (latency <= pl.col("slo_ms")).fill_null(False))
+        .alias("slo_met"),
+        pl.when(pl.col("ttft_slo_ms").is_not_null())
+        .then((ttft <= pl.col("ttft_slo_ms")).fill_null(False))
+        .alias("ttft_slo_met"),
+    ]

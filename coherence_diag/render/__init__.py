@@ -1,0 +1,1 @@
+"""Renderers: turn a `model.Report` into JSON, terminal output, ... They never compute."""

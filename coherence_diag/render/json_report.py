@@ -1,0 +1,53 @@
+"""JSON rendering of a Report per report-contract.md (schema in coherence_diag/schemas/)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from importlib import resources
+from typing import Any
+
+from coherence_diag.model import Report
+
+# Floats are rounded so that the last bits of a parallel floating-point sum cannot make two
+# runs on the same trace differ: the same trace gives byte-identical JSON.
+_DIGITS = 6
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    raw = dataclasses.asdict(report)
+    out: dict[str, Any] = {
+        "schema_version": raw.pop("schema_version"),
+        "tool": {"name": "coherence-diag", "version": raw.pop("tool_version")},
+        "window_s": raw.pop("window_s"),
+        "trace": raw["trace"],
+        "metrics": raw["metrics"],
+        "indices": raw["indices"],
+        "findings": raw["findings"],
+        "evaluability": raw["evaluability"],
+    }
+    return _clean(out)
+
+
+def render(report: Report) -> str:
+    return json.dumps(report_to_dict(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema shipped with the package for `analyze --format json`."""
+    text = resources.files("coherence_diag.schemas").joinpath("report-v1.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None  # the contract forbids NaN/Infinity; a non-finite value is not a measurement
+        rounded = round(value, _DIGITS)
+        return 0.0 if rounded == 0 else rounded
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value

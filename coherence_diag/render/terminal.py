@@ -1,0 +1,121 @@
+"""Rich terminal view of a Report: trace facts, metrics, indices, findings, blind spots."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from coherence_diag.model import Evaluability, Quantiles, Report
+
+_SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
+
+
+def render(report: Report, console: Console) -> None:
+    console.print(_trace_panel(report))
+    console.print(_metrics_table(report))
+    console.print(_indices_table(report))
+    console.print(_findings(report))
+    blind = _blind_spots(report.evaluability)
+    if blind is not None:
+        console.print(blind)
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "[dim]n/a[/dim]"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _pct(value: float | None) -> str:
+    return "[dim]n/a[/dim]" if value is None else f"{value:.1%}"
+
+
+def _trace_panel(report: Report) -> Panel:
+    t = report.trace
+    layers = ", ".join(f"{name} {count:,}" for name, count in t.layers.items()) or "none"
+    lines = [
+        f"[bold]{escape(t.path)}[/bold]",
+        f"rows {t.rows:,}  ({layers})",
+        f"requests {t.requests:,}   span {escape(t.start or '?')} -> {escape(t.end or '?')}"
+        + (f"  ({t.duration_s:,.1f} s)" if t.duration_s else ""),
+        f"envs {escape(', '.join(t.envs)) or '-'}   window {report.window_s:g} s",
+        _request_line(report),
+    ]
+    if t.set_aside:
+        aside = ", ".join(f"{escape(k)} {v:,}" for k, v in t.set_aside.items())
+        lines.append(f"[yellow]set aside: {aside}[/yellow]")
+    return Panel("\n".join(lines), title="trace", expand=False)
+
+
+def _request_line(report: Report) -> str:
+    c = report.metrics.requests
+    return (
+        f"inference requests {c.inference:,}: {c.completed:,} completed, {c.timeout:,} timed out, "
+        f"{c.dropped:,} dropped, {c.unfinished:,} unfinished, {c.retried:,} retried; batch jobs {c.batch:,}"
+    )
+
+
+def _metrics_table(report: Report) -> Table:
+    m = report.metrics
+    table = Table(title="metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("p50", justify="right")
+    table.add_column("p95", justify="right")
+    table.add_column("p99", justify="right")
+
+    def row(name: str, q: Quantiles) -> None:
+        table.add_row(name, _fmt(q.p50), _fmt(q.p95), _fmt(q.p99))
+
+    row("end-to-end latency (ms)", m.latency_ms)
+    row("time to first token (ms)", m.ttft_ms)
+    row("queue wait (ms)", m.queue_wait_ms)
+    table.add_section()
+    source = f" [dim]({m.nominal_utilization_source})[/dim]" if m.nominal_utilization_source else ""
+    for label, value in [
+        ("nominal utilization" + source, _pct(m.nominal_utilization)),
+        ("effective utilization", _pct(m.effective_utilization)),
+        ("SLO attainment", _pct(m.slo_attainment)),
+        ("timeout rate", _pct(m.timeout_rate)),
+        ("drop rate", _pct(m.drop_rate)),
+        ("goodput (req/s)", _fmt(m.goodput_rps, digits=2)),
+        ("throughput (req/s)", _fmt(m.throughput_rps, digits=2)),
+    ]:
+        table.add_row(label, value, "", "")
+    return table
+
+
+def _indices_table(report: Report) -> Table:
+    table = Table(title="coherence indices", title_justify="left")
+    for name in ("index", "value", "direction"):
+        table.add_column(name)
+    directions = {"CI": "higher is better", "DI": "higher is worse", "WPI": "higher is worse", "HCL": "higher is worse"}
+    for name in ("CI", "DI", "WPI", "HCL"):
+        table.add_row(name, _fmt(getattr(report.indices, name), digits=3), directions[name])
+    return table
+
+
+def _findings(report: Report) -> Panel:
+    if not report.findings:
+        return Panel("[green]no findings[/green]", title="findings", expand=False)
+    table = Table.grid(padding=(0, 1))
+    for f in report.findings:
+        style = _SEVERITY_STYLE[f.severity]
+        table.add_row(
+            f"[{style}]{f.severity.upper()}[/{style}]",
+            f"[bold]{escape(f.rule)}[/bold] [dim]{escape(f.domain)}[/dim]",
+            escape(f.summary),
+        )
+    return Panel(table, title="findings", expand=False)
+
+
+def _blind_spots(evaluability: dict[str, Evaluability]) -> Panel | None:
+    rows = [(name, e) for name, e in evaluability.items() if not e.evaluated]
+    if not rows:
+        return None
+    table = Table.grid(padding=(0, 2))
+    for name, e in rows:
+        needs = f"needs {', '.join(e.missing)}" if e.missing else ""
+        table.add_row(escape(name), escape(e.reason or ""), f"[dim]{escape(needs)}[/dim]")
+    return Panel(Group(table), title="what this trace cannot tell you", expand=False)

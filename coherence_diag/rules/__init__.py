@@ -1,0 +1,1 @@
+"""The taxonomy rules engine: rule files (data), the expression language, evaluation."""

@@ -1,0 +1,197 @@
+"""Windowed time series per pool, device, queue, link and host.
+
+Every table is long-form: one row per (entity, window_start_ns) with the window's aggregates.
+Windows are aligned to multiples of the window length since the epoch, so two traces (or two
+shards of one) use the same grid and their tables can be concatenated and re-aggregated.
+Column meanings are in docs/paths.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from coherence_diag.paths import NS_PER_MS
+
+DEFAULT_WINDOW_S = 1.0
+
+
+@dataclass
+class TimeSeries:
+    window_ns: int
+    pools: pl.DataFrame  # pool, window_start_ns, arrivals, completions, timeouts, drops, latency_*_ms, ...
+    devices: pl.DataFrame  # device, window_start_ns, busy_ms, busy_frac, gpu_util, sm_active, ...
+    queues: pl.DataFrame  # queue, pool, window_start_ns, depth_mean, depth_max
+    links: pl.DataFrame  # link, window_start_ns, link_util, retransmits, transfers, transfer_ms, bytes
+    hosts: pl.DataFrame  # host, window_start_ns, steal_frac, cotenant_util, vgpu_wait_ms
+
+
+def window_of(ts_ns: pl.Expr, window_ns: int) -> pl.Expr:
+    return (ts_ns // window_ns) * window_ns
+
+
+def build(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame], window_s: float = DEFAULT_WINDOW_S) -> TimeSeries:
+    window_ns = int(round(window_s * 1e9))
+    plans = [
+        _pools(requests, layers.get("queue"), window_ns),
+        _devices(layers.get("gpu"), window_ns),
+        _queues(layers.get("queue"), window_ns),
+        _links(layers.get("network"), window_ns),
+        _hosts(layers.get("hypervisor"), window_ns),
+    ]
+    pools, devices, queues, links, hosts = pl.collect_all(plans)
+    return TimeSeries(window_ns, pools, devices, queues, links, hosts)
+
+
+def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
+    inference = pl.col("workload_class").fill_null("inference") != "batch"
+    reqs = requests.filter(inference & pl.col("pool").is_not_null())
+    arrivals = (
+        reqs.filter(pl.col("arrive_ns").is_not_null())
+        .group_by("pool", window_of(pl.col("arrive_ns"), window_ns).alias("window_start_ns"))
+        .agg(pl.len().alias("arrivals"))
+    )
+    ended_ns = pl.coalesce("complete_ns", "final_start_ns", "arrive_ns")
+    outcomes = (
+        reqs.filter(pl.col("outcome") != "unfinished")
+        .group_by("pool", window_of(ended_ns, window_ns).alias("window_start_ns"))
+        .agg(
+            (pl.col("outcome") == "completed").sum().alias("completions"),
+            (pl.col("outcome") == "timeout").sum().alias("timeouts"),
+            (pl.col("outcome") == "dropped").sum().alias("drops"),
+            pl.col("latency_ms").mean().alias("latency_mean_ms"),
+            pl.col("latency_ms").max().alias("latency_max_ms"),
+            pl.col("slo_met").mean().alias("slo_attainment"),
+        )
+    )
+    waits = (
+        reqs.filter(pl.col("dispatch_ns").is_not_null())
+        .group_by("pool", window_of(pl.col("dispatch_ns"), window_ns).alias("window_start_ns"))
+        .agg(pl.col("queue_wait_ms").mean().alias("queue_wait_mean_ms"), pl.len().alias("dispatches"))
+    )
+    keys = ["pool", "window_start_ns"]
+    frame = arrivals.join(outcomes, on=keys, how="full", coalesce=True).join(waits, on=keys, how="full", coalesce=True)
+    if queue is not None and "pool" in queue.columns:
+        depth = (
+            queue.lazy()
+            .filter((pl.col("event") == "sample") & pl.col("pool").is_not_null())
+            .group_by("pool", "queue", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+            .agg(pl.col("depth").mean().alias("depth"))
+            .group_by(keys)  # a pool's depth is the sum over its queues
+            .agg(pl.col("depth").sum().alias("queue_depth_mean"))
+        )
+        frame = frame.join(depth, on=keys, how="full", coalesce=True)
+    else:
+        frame = frame.with_columns(pl.lit(None, pl.Float64).alias("queue_depth_mean"))
+    counts = ["arrivals", "completions", "timeouts", "drops", "dispatches"]
+    return frame.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(keys)
+
+
+def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
+    schema = {"device": pl.String, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
+    signals = ["gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w"]
+    if gpu is None:
+        return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
+    keys = ["device", "window_start_ns"]
+    busy = busy_intervals(gpu.lazy(), window_ns)
+    samples = (
+        gpu.lazy()
+        .filter(pl.col("event") == "sample")
+        .group_by("device", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .agg([pl.col(s).mean() for s in signals])
+    )
+    return busy.join(samples, on=keys, how="full", coalesce=True).sort(keys)
+
+
+def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
+    """Busy time per (device, window): the union of a device's exec spans, split at window edges.
+
+    Spans overlap under continuous batching, so busy time is the length of their union, not
+    the sum of durations (which could exceed the window).
+    """
+    spans = (
+        gpu.filter((pl.col("event") == "exec") & pl.col("device").is_not_null())
+        .select("device", pl.col("ts").alias("start"), (pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)).alias("end"))
+        .sort("device", "start")
+    )
+    # Merge overlapping spans: a new segment starts where a span begins after every earlier end.
+    prev_end = pl.col("end").cum_max().shift(1).over("device")
+    segments = (
+        spans.with_columns((prev_end.is_null() | (pl.col("start") > prev_end)).cum_sum().over("device").alias("_seg"))
+        .group_by("device", "_seg")
+        .agg(pl.col("start").min(), pl.col("end").max())
+    )
+    # Split each merged segment over the windows it covers.
+    first_w = window_of(pl.col("start"), window_ns)
+    last_w = window_of(pl.col("end") - 1, window_ns)
+    return (
+        segments.filter(pl.col("end") > pl.col("start"))
+        .with_columns(pl.int_ranges(first_w, last_w + 1, window_ns).alias("window_start_ns"))
+        .explode("window_start_ns")
+        .with_columns(
+            (
+                pl.min_horizontal("end", pl.col("window_start_ns") + window_ns)
+                - pl.max_horizontal("start", "window_start_ns")
+            ).alias("_overlap_ns")
+        )
+        .group_by("device", "window_start_ns")
+        .agg((pl.col("_overlap_ns").sum().cast(pl.Float64) / NS_PER_MS).alias("busy_ms"))
+        .with_columns((pl.col("busy_ms") * NS_PER_MS / window_ns).clip(0.0, 1.0).alias("busy_frac"))
+    )
+
+
+def _queues(queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
+    if queue is None:
+        return pl.LazyFrame(
+            schema={"queue": pl.String, "pool": pl.String, "window_start_ns": pl.Int64, "depth_mean": pl.Float64, "depth_max": pl.Int64}
+        )
+    return (
+        queue.lazy()
+        .filter(pl.col("event") == "sample")
+        .group_by("queue", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .agg(pl.col("pool").drop_nulls().min(), pl.col("depth").mean().alias("depth_mean"), pl.col("depth").max().alias("depth_max"))
+        .select("queue", "pool", "window_start_ns", "depth_mean", "depth_max")
+        .sort("queue", "window_start_ns")
+    )
+
+
+def _links(network: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
+    schema = {
+        "link": pl.String,
+        "window_start_ns": pl.Int64,
+        "link_util": pl.Float64,
+        "retransmits": pl.Int64,
+        "transfers": pl.UInt32,
+        "transfer_ms": pl.Float64,
+        "bytes": pl.Int64,
+    }
+    if network is None:
+        return pl.LazyFrame(schema=schema)
+    keys = ["link", "window_start_ns"]
+    samples = (
+        network.lazy()
+        .filter((pl.col("event") == "sample") & pl.col("link").is_not_null())
+        .group_by("link", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .agg(pl.col("link_util").mean(), pl.col("retransmits").sum())
+    )
+    transfers = (
+        network.lazy()
+        .filter((pl.col("event") == "transfer") & pl.col("link").is_not_null())
+        .group_by("link", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .agg(pl.len().alias("transfers"), pl.col("dur_ms").sum().alias("transfer_ms"), pl.col("bytes").sum())
+    )
+    return samples.join(transfers, on=keys, how="full", coalesce=True).select(list(schema)).sort(keys)
+
+
+def _hosts(hyper: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
+    cols = ["steal_frac", "cotenant_util", "vgpu_wait_ms"]
+    if hyper is None:
+        return pl.LazyFrame(schema={"host": pl.String, "window_start_ns": pl.Int64} | {c: pl.Float64 for c in cols})
+    return (
+        hyper.lazy()
+        .filter((pl.col("event") == "sample") & pl.col("host").is_not_null())
+        .group_by("host", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .agg([pl.col(c).mean() for c in cols])
+        .sort("host", "window_start_ns")
+    )

@@ -1,0 +1,385 @@
+"""Check a trace against the declared schema and split it into clean per-layer tables.
+
+Every problem is collected into one audit table (file, layer, reason, column, rows, examples)
+instead of stopping at the first one. Rows with a problem are set aside and counted; the trace
+is rejected (TraceError, exit 2) only when it is unusable: a required column is missing, no
+usable row is left, or more rows were set aside than the caller tolerates (`max_bad_fraction`).
+Rows of unknown layers or events are set aside as warnings (trace-format.md) and never count
+against that budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from coherence_diag import schema
+from coherence_diag.errors import TraceError
+from coherence_diag.ingest import SourceFile, TraceSource
+
+# Reason codes of the audit table and what each means to a user.
+REASONS: dict[str, str] = {
+    "unknown_layer": "layer is not one of " + ", ".join(schema.LAYERS),
+    "unknown_event": "event is not defined for its layer",
+    "bad_timestamp": "ts is missing or not a valid timestamp",
+    "missing_value": "a value this event requires is missing",
+    "invalid_duration": "duration is NaN, infinite or negative (expected finite milliseconds >= 0)",
+    "fraction_out_of_range": "fraction is NaN or outside [0, 1]",
+    "negative_count": "count is negative",
+    "invalid_number": "value is NaN or infinite",
+    "bad_value": "value is not one of the allowed values",
+    "duplicate_row": "row is an exact duplicate of an earlier row",
+    "completion_before_arrival": "request completes before it arrives (all its scheduler rows set aside)",
+}
+WARNING_REASONS = frozenset({"unknown_layer", "unknown_event"})
+
+DEFAULT_MAX_BAD_FRACTION = 0.01
+_EXAMPLES = 3
+
+
+@dataclass
+class ValidatedTrace:
+    source: TraceSource
+    layers: dict[str, pl.DataFrame]  # clean rows of each layer present, internal columns dropped
+    rows_total: int
+    rows_by_layer: dict[str, int]  # rows read per known layer, before any was set aside
+    audit: pl.DataFrame  # one row per (file, layer, reason, column): rows, example_rows, warning
+
+    @property
+    def columns(self) -> set[str]:
+        return self.source.columns
+
+    def set_aside_counts(self) -> dict[str, int]:
+        """Rows set aside per `reason:column`, for the report."""
+        if self.audit.is_empty():
+            return {}
+        agg = self.audit.group_by("reason", "column").agg(pl.col("rows").sum()).sort("reason", "column")
+        return {
+            (f"{r}:{c}" if c else r): int(n) for r, c, n in agg.iter_rows()
+        }
+
+
+def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> ValidatedTrace:
+    lf = source.scan()
+    present = source.columns
+    counts = _collect(source, lf.group_by("layer", "event").agg(pl.len().alias("n")))
+    rows_total = int(counts["n"].sum())
+    if rows_total == 0:
+        raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
+
+    audits: list[pl.DataFrame] = []
+    unknown = _unknown_layer_audit(lf, counts, source)
+    if unknown is not None:
+        audits.append(unknown)
+
+    layers_present = [layer for layer in schema.LAYERS if layer in set(counts["layer"].drop_nulls())]
+    _require_columns(source, counts, present)
+
+    plans = [_layer_plan(lf, layer, present) for layer in layers_present]
+    frames = _collect_all(source, plans)
+
+    clean: dict[str, pl.DataFrame] = {}
+    rows_by_layer: dict[str, int] = {}
+    for layer, frame in zip(layers_present, frames):
+        rows_by_layer[layer] = frame.height
+        checked = _mark_problems(frame, layer, present)
+        if layer == "scheduler":
+            checked = _mark_inconsistent_requests(checked)
+        audits.append(_audit(checked, layer, source))
+        clean[layer] = checked.filter(pl.col("_problem").is_null()).drop("_problem", "_source", "_row")
+
+    audit = (
+        pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
+    ).sort("file", "layer", "reason", "column")
+    result = ValidatedTrace(source, clean, rows_total, rows_by_layer, audit)
+    _enforce_budget(result, max_bad_fraction)
+    return result
+
+
+# --- plans -------------------------------------------------------------------------------
+
+
+def _layer_plan(lf: pl.LazyFrame, layer: str, present: set[str]) -> pl.LazyFrame:
+    cols = [_layer_column(c, present) for c in schema.LAYER_COLUMNS[layer]]
+    return lf.filter(pl.col("layer") == layer).select(*cols, "_source", "_row")
+
+
+def _layer_column(name: str, present: set[str]) -> pl.Expr:
+    dtype = schema.dtype_of(name)
+    expr = pl.col(name) if name in present else pl.lit(None, dtype).alias(name)
+    # Names and ids become Categorical once, here: every later group-by, join and equality
+    # test on them then works on integer codes instead of hashing strings again.
+    return expr.cast(pl.Categorical) if dtype == pl.String else expr
+
+
+def _collect(source: TraceSource, lf: pl.LazyFrame) -> pl.DataFrame:
+    return _collect_all(source, [lf])[0]
+
+
+def _collect_all(source: TraceSource, plans: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+    try:
+        return pl.collect_all(plans)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise _attribute_read_error(source, exc) from None
+
+
+def _attribute_read_error(source: TraceSource, exc: BaseException) -> TraceError:
+    """A decode error surfaced while reading the union: find which file(s) cause it."""
+    lines = []
+    for i, f in enumerate(source.files):
+        try:
+            source.scan_file(i).collect()
+        except (pl.exceptions.PolarsError, OSError) as file_exc:
+            typed = _csv_type_problems(f) if f.fmt == "csv" else []
+            lines.extend(typed or [f"{f.path}: {_describe_decode_error(f.fmt, file_exc)}"])
+    if not lines:
+        lines.append(f"{source.display_path}: could not be read ({str(exc).splitlines()[0]})")
+    if len(lines) == 1:
+        return TraceError(lines[0], path=source.display_path)
+    body = "\n".join(f"  - {line}" for line in lines)
+    return TraceError(f"{source.display_path}: {len(lines)} files cannot be read:\n{body}")
+
+
+def _csv_type_problems(f: SourceFile) -> list[str]:
+    """Every typed CSV column with values that do not parse: count, example values and rows."""
+    typed = {name: dtype for name, dtype in f.columns.items() if dtype != pl.String}
+    if not typed:
+        return []
+    try:
+        raw = pl.scan_csv(f.path, infer_schema=False).with_row_index("_row")
+        bad = {name: pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null() for name, dtype in typed.items()}
+        found = raw.select(
+            *[cond.sum().alias(f"{name}__n") for name, cond in bad.items()],
+            *[pl.col(name).filter(cond).head(_EXAMPLES).implode().alias(f"{name}__values") for name, cond in bad.items()],
+            *[pl.col("_row").filter(cond).head(_EXAMPLES).implode().alias(f"{name}__rows") for name, cond in bad.items()],
+        ).collect().row(0, named=True)
+    except (pl.exceptions.PolarsError, OSError):
+        return []
+    lines = []
+    for name in typed:
+        n = found[f"{name}__n"]
+        if n:
+            values = ", ".join(repr(v) for v in found[f"{name}__values"])
+            rows = ", ".join(str(r + 1) for r in found[f"{name}__rows"])
+            kind = schema.describe_kind(schema.COLUMNS[name].kind)
+            lines.append(f"{f.path}: column `{name}` expects {kind}; {n} value(s) do not parse, e.g. {values} (data row {rows})")
+    return lines
+
+
+def _describe_decode_error(fmt: str, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if fmt == "csv" and "could not parse" in text:
+        # polars: could not parse `abc` as dtype `f64` at column 'dur_ms' (column number 5)
+        return f"a value has the wrong type: {text} (expected the type of trace-format.md)"
+    if fmt == "csv":
+        return f"not a well-formed CSV trace ({text})"
+    return f"the Parquet data cannot be decoded ({text}); the file may be corrupt or truncated"
+
+
+# --- row checks ------------------------------------------------------------------------------
+
+
+def _problem_exprs(layer: str, present: set[str]) -> list[tuple[pl.Expr, str]]:
+    """(condition, reason:column) pairs, in the order a row's first problem is reported."""
+    checks: list[tuple[pl.Expr, str]] = [(pl.col("ts").is_null(), "bad_timestamp:ts")]
+    checks.append((~pl.col("event").is_in(schema.EVENTS[layer]) | pl.col("event").is_null(), "unknown_event:event"))
+    for (req_layer, event), cols in schema.REQUIRED_VALUES.items():
+        if req_layer != layer:
+            continue
+        applies = pl.lit(True) if event == "*" else pl.col("event") == event
+        for c in cols:
+            checks.append((applies & pl.col(c).is_null(), f"missing_value:{c}"))
+    if layer == "hypervisor":
+        checks.append(
+            (
+                (pl.col("event") == "migrate") & pl.col("host").is_null() & pl.col("device").is_null(),
+                "missing_value:host",
+            )
+        )
+    for c in schema.LAYER_COLUMNS[layer]:
+        if c not in present:
+            continue
+        x = pl.col(c)
+        kind = schema.COLUMNS[c].kind
+        if kind == "duration_ms":
+            checks.append((x.is_not_null() & ~(x.is_finite() & (x >= 0)), f"invalid_duration:{c}"))
+        elif kind == "fraction":
+            checks.append(
+                (x.is_not_null() & ~(x.is_finite() & (x >= 0) & (x <= 1)), f"fraction_out_of_range:{c}")
+            )
+        elif kind == "count":
+            checks.append((x.is_not_null() & (x < 0), f"negative_count:{c}"))
+        elif kind == "float":
+            checks.append((x.is_not_null() & ~x.is_finite(), f"invalid_number:{c}"))
+        if c in schema.ALLOWED_VALUES:
+            checks.append((x.is_not_null() & ~x.is_in(schema.ALLOWED_VALUES[c]), f"bad_value:{c}"))
+    return checks
+
+
+def _mark_problems(frame: pl.DataFrame, layer: str, present: set[str]) -> pl.DataFrame:
+    checks = _problem_exprs(layer, present)
+    chain = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
+    for cond, reason in checks[1:]:
+        chain = chain.when(cond).then(pl.lit(reason))
+    problem = chain.otherwise(pl.lit(None, pl.String))
+    marked = frame.with_columns(problem.alias("_problem"))
+    duplicate = _later_duplicates(frame.drop("_source", "_row"))
+    if duplicate.any():
+        marked = marked.with_columns(
+            pl.when(duplicate).then(pl.lit("duplicate_row:")).otherwise(pl.col("_problem")).alias("_problem")
+        )
+    return marked
+
+
+def _later_duplicates(data: pl.DataFrame) -> pl.Series:
+    """True for every exact duplicate of an earlier row (the first occurrence is kept).
+
+    Row hashes find candidates cheaply; candidates are then compared exactly, so a hash
+    collision can never set a row aside.
+    """
+    hashes = data.hash_rows()
+    candidates = hashes.is_duplicated()
+    if not candidates.any():
+        return candidates
+    subset = data.filter(candidates)
+    exact_later = subset.select(~pl.struct(data.columns).is_first_distinct()).to_series()
+    positions = candidates.arg_true()
+    flags = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
+    return flags.scatter(positions.filter(exact_later), True)
+
+
+def _mark_inconsistent_requests(frame: pl.DataFrame) -> pl.DataFrame:
+    ok = pl.col("_problem").is_null()
+    bounds = frame.group_by("request_id").agg(
+        pl.when(ok & (pl.col("event") == "arrive")).then(pl.col("ts")).min().alias("first_arrive"),
+        pl.when(ok & (pl.col("event") == "complete")).then(pl.col("ts")).max().alias("last_complete"),
+    )
+    bad = bounds.filter(pl.col("last_complete") < pl.col("first_arrive"))["request_id"]
+    if bad.is_empty():
+        return frame
+    return frame.with_columns(
+        pl.when(ok & pl.col("request_id").is_in(bad.implode()))
+        .then(pl.lit("completion_before_arrival:ts"))
+        .otherwise(pl.col("_problem"))
+        .alias("_problem")
+    )
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+def _audit(checked: pl.DataFrame, layer: str, source: TraceSource) -> pl.DataFrame:
+    bad = checked.filter(pl.col("_problem").is_not_null())
+    if bad.is_empty():
+        return _empty_audit()
+    names = _file_names(source)
+    return (
+        bad.group_by("_source", "_problem")
+        .agg(pl.len().alias("rows"), pl.col("_row").sort().head(_EXAMPLES).alias("example_rows"))
+        .with_columns(
+            pl.col("_source").replace_strict(names, return_dtype=pl.String).alias("file"),
+            pl.lit(layer).alias("layer"),
+            pl.col("_problem").str.split_exact(":", 1).struct.field("field_0").alias("reason"),
+            pl.col("_problem").str.split_exact(":", 1).struct.field("field_1").alias("column"),
+        )
+        .with_columns(pl.col("reason").is_in(list(WARNING_REASONS)).alias("warning"))
+        .select(_AUDIT_COLUMNS)
+    )
+
+
+def _file_names(source: TraceSource) -> dict[int, str]:
+    return {i: str(f.path) for i, f in enumerate(source.files)}
+
+
+_AUDIT_COLUMNS = ["file", "layer", "reason", "column", "rows", "example_rows", "warning"]
+
+
+def _empty_audit() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "file": pl.String,
+            "layer": pl.String,
+            "reason": pl.String,
+            "column": pl.String,
+            "rows": pl.UInt32,
+            "example_rows": pl.List(pl.UInt32),
+            "warning": pl.Boolean,
+        }
+    )
+
+
+def _unknown_layer_audit(lf: pl.LazyFrame, counts: pl.DataFrame, source: TraceSource) -> pl.DataFrame | None:
+    known = pl.col("layer").is_in(schema.LAYERS)
+    if counts.filter(~known | pl.col("layer").is_null()).is_empty():
+        return None
+    names = _file_names(source)
+    bad = _collect(
+        source,
+        lf.filter(~known | pl.col("layer").is_null())
+        .group_by("_source", "layer")
+        .agg(pl.len().alias("rows"), pl.col("_row").sort().head(_EXAMPLES).alias("example_rows")),
+    )
+    return bad.select(
+        pl.col("_source").replace_strict(names, return_dtype=pl.String).alias("file"),
+        pl.col("layer").fill_null("<null>"),
+        pl.lit("unknown_layer").alias("reason"),
+        pl.lit("layer").alias("column"),
+        pl.col("rows").cast(pl.UInt32),
+        pl.col("example_rows").cast(pl.List(pl.UInt32)),
+        pl.lit(True).alias("warning"),
+    )
+
+
+def _require_columns(source: TraceSource, counts: pl.DataFrame, present: set[str]) -> None:
+    """A layer/event that is present needs its required columns to exist somewhere in the trace."""
+    problems = []
+    pairs = {(layer, event) for layer, event, _ in counts.iter_rows()}
+    for (layer, event), cols in schema.REQUIRED_VALUES.items():
+        if not any(l == layer and (event == "*" or e == event) for l, e in pairs):
+            continue
+        for c in cols:
+            if c not in present:
+                what = f"{layer} rows" if event == "*" else f"{layer} `{event}` rows"
+                problems.append(f"missing required column `{c}` (needed by {what})")
+    if problems:
+        unique = sorted(set(problems))
+        if len(unique) == 1:
+            raise TraceError(f"{source.display_path}: {unique[0]}", path=source.display_path)
+        body = "\n".join(f"  - {p}" for p in unique)
+        raise TraceError(f"{source.display_path}: {len(unique)} problems found:\n{body}", path=source.display_path)
+
+
+def _enforce_budget(result: ValidatedTrace, max_bad_fraction: float) -> None:
+    audit = result.audit
+    bad_rows = int(audit.filter(~pl.col("warning"))["rows"].sum()) if not audit.is_empty() else 0
+    usable = sum(frame.height for frame in result.layers.values())
+    too_many = bad_rows > max_bad_fraction * result.rows_total
+    if usable > 0 and not too_many:
+        return
+    path = result.source.display_path
+    if usable == 0:
+        headline = f"{path}: no usable rows (all {result.rows_total} rows were set aside)"
+    else:
+        headline = (
+            f"{path}: {bad_rows} of {result.rows_total} rows ({bad_rows / result.rows_total:.1%}) are invalid, "
+            f"more than the {max_bad_fraction:.1%} tolerated (--max-bad-fraction)"
+        )
+    raise TraceError(headline + ":\n" + format_audit(audit), path=path)
+
+
+def format_audit(audit: pl.DataFrame, limit: int = 20) -> str:
+    """The audit table as indented text lines: file, reason, column, row count, example rows."""
+    lines = []
+    ordered = audit.sort(["warning", "rows"], descending=[False, True])
+    for row in ordered.head(limit).iter_rows(named=True):
+        column = f" `{row['column']}`" if row["column"] else ""
+        examples = ", ".join(str(r + 1) for r in row["example_rows"])
+        what = REASONS.get(row["reason"], row["reason"])
+        lines.append(
+            f"  - {row['file']}: {row['rows']} {row['layer']} row(s){column}: {what} "
+            f"[{row['reason']}] (e.g. data row {examples})"
+        )
+    if ordered.height > limit:
+        lines.append(f"  - ... and {ordered.height - limit} more")
+    return "\n".join(lines)
