@@ -11,6 +11,7 @@ No printing, no exiting: errors are raised as `coherence_diag.errors` exceptions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -32,8 +33,12 @@ class Analysis:
 
     report: Report
     requests: pl.DataFrame
-    series: timeseries.TimeSeries
     trace: validate.ValidatedTrace
+
+    @cached_property
+    def series(self) -> timeseries.TimeSeries:
+        """Windowed time series, built on first use (only consumers that need them pay)."""
+        return timeseries.build(self.requests.lazy(), self.trace.layers, self.report.window_s)
 
 
 def analyze(
@@ -56,9 +61,6 @@ def analyze(
     step("building request paths")
     requests = paths.request_paths(trace.layers).collect()
 
-    step("building time series")
-    series = timeseries.build(requests.lazy(), trace.layers, window_s)
-
     step("computing metrics")
     span = metrics.observation_span(trace.layers)
     metric_values, evaluability = metrics.compute(requests, trace.layers, trace.columns, span)
@@ -74,7 +76,7 @@ def analyze(
         window_s=window_s,
         tool_version=__version__,
     )
-    return Analysis(report=report, requests=requests, series=series, trace=trace)
+    return Analysis(report=report, requests=requests, trace=trace)
 
 
 def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics.ObservationSpan) -> TraceFacts:

@@ -108,6 +108,10 @@ def counts_of(frame: pl.DataFrame, outcome: str) -> int:
     return int((frame["outcome"] == outcome).sum())
 
 
+def _ns(ms: pl.Expr) -> pl.Expr:
+    return (ms * NS_PER_MS).round().cast(pl.Int64)
+
+
 def _quantile_exprs(name: str, values: pl.Expr) -> list[pl.Expr]:
     return [
         values.quantile(q, interpolation="linear").alias(f"{name}_p{int(round(q * 100))}") for q in QUANTILES
@@ -177,22 +181,15 @@ def _effective_utilization(
     spans = gpu.filter(pl.col("event") == "exec") if gpu is not None else None
     if spans is None or spans.is_empty():
         return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
-    useful_request = requests.select(
-        "request_id",
-        pl.when(INFERENCE).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed").alias("_useful"),
-    )
-    share = (
-        spans.join(useful_request, on="request_id", how="left")
-        .select(
-            (
-                pl.col("dur_ms")
-                .filter(pl.col("_useful").fill_null(False) | (pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")))
-                .sum()
-                / pl.col("dur_ms").sum()
-            ).alias("share")
-        )
-        .item()
-    )
+    # Useful time per request is its attributed exec time (paths.exec_ms): no span-level join.
+    # Durations are summed as integer nanoseconds: exact, so independent of row order.
+    useful = pl.when(INFERENCE).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful_ns = requests.select(_ns(pl.col("exec_ms")).filter(useful).sum()).item() or 0
+    totals = spans.select(
+        _ns(pl.col("dur_ms")).sum().alias("all"),
+        _ns(pl.col("dur_ms")).filter(pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).sum().alias("batch"),
+    ).row(0, named=True)
+    share = (useful_ns + (totals["batch"] or 0)) / totals["all"] if totals["all"] else None
     if share is None:
         return None, ("dur_ms",), "execution spans have no duration"
     return float(nominal * share), (), None

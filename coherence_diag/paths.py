@@ -62,7 +62,6 @@ REQUEST_SCHEMA: dict[str, pl.DataType] = {
     "slo_met": pl.Boolean(),
     "ttft_slo_met": pl.Boolean(),
     "steal_frac_at_dispatch": pl.Float64(),
-    "gpu_util_at_dispatch": pl.Float64(),
 }
 
 
@@ -102,12 +101,22 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
 
     # Masked columns and plain aggregations in one group-by (much faster than filters inside
     # agg). Request attributes live on arrive/complete rows; min()/max() over the request keep
-    # the choice independent of row order.
+    # the choice independent of row order. The final attempt's first dispatch is the prefill
+    # (or unified) one, its last the decode one.
+    dispatch_ts = pl.when((event == "dispatch") & pl.col("_final")).then(ts)
     lifecycle = sched.group_by("request_id").agg(
         first_ts(start).alias("arrive_ns"),
         first_ts(start & pl.col("_final")).alias("final_start_ns"),
         first_ts(event == "first_token").alias("first_token_ns"),
         pl.when(event == "complete").then(ts).max().alias("complete_ns"),
+        dispatch_ts.min().alias("dispatch_ns"),
+        pl.when(dispatch_ts.count() >= 2).then(dispatch_ts.max()).alias("decode_dispatch_ns"),
+        pl.col("pool").min_by(dispatch_ts).alias("_dispatch_pool"),
+        pl.col("pool").max_by(dispatch_ts).alias("decode_pool"),
+        pl.col("device").min_by(dispatch_ts).alias("prefill_device"),
+        pl.col("device").max_by(dispatch_ts).alias("decode_device"),
+        pl.when(dispatch_ts.is_not_null()).then(pl.col("predicted_ms")).sum().alias("_predicted_sum"),
+        pl.when(dispatch_ts.is_not_null()).then(pl.col("predicted_ms")).count().alias("_predicted_n"),
         (event == "timeout").any().alias("_timed_out"),
         (event == "drop").any().alias("_dropped"),
         (pl.col("attempt").max() + 1).alias("attempts"),
@@ -121,24 +130,9 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
         pl.col("prompt_tokens").max(),
         pl.col("output_tokens").max(),
     )
-    # The final attempt's dispatches, in time order: first = prefill (or unified), last = decode.
-    placement = (
-        sched.filter((event == "dispatch") & pl.col("_final"))
-        .select("request_id", "ts", "pool", "device", "predicted_ms")
-        .sort("ts", "pool", "device")
-        .group_by("request_id")
-        .agg(
-            ts.first().alias("dispatch_ns"),
-            pl.when(pl.len() >= 2).then(ts.last()).alias("decode_dispatch_ns"),
-            pl.col("pool").first().alias("pool"),
-            pl.col("pool").last().alias("decode_pool"),
-            pl.col("device").first().alias("prefill_device"),
-            pl.col("device").last().alias("decode_device"),
-            pl.when(pl.col("predicted_ms").count() > 0).then(pl.col("predicted_ms").sum()).alias("predicted_ms"),
-        )
-    )
-    return lifecycle.join(placement, on="request_id", how="left").with_columns(
-        pl.coalesce("pool", "_any_pool").alias("pool"),
+    return lifecycle.with_columns(
+        pl.coalesce("_dispatch_pool", "_any_pool").alias("pool"),
+        pl.when(pl.col("_predicted_n") > 0).then(pl.col("_predicted_sum")).alias("predicted_ms"),
     )
 
 
@@ -225,12 +219,8 @@ def _attach_devices(requests: pl.LazyFrame, devices: pl.LazyFrame) -> pl.LazyFra
 
 
 def _attach_samples(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame]) -> pl.LazyFrame:
-    """As-of joins: the latest host steal and device utilization sample before each dispatch."""
-    requests = _asof(requests, layers.get("hypervisor"), "host", "steal_frac", "steal_frac_at_dispatch")
-    requests = _asof(
-        requests, layers.get("gpu"), "device", "gpu_util", "gpu_util_at_dispatch", left_by="prefill_device"
-    )
-    return requests
+    """As-of join: the latest steal sample of the request's host before its dispatch."""
+    return _asof(requests, layers.get("hypervisor"), "host", "steal_frac", "steal_frac_at_dispatch")
 
 
 def _asof(
@@ -251,7 +241,9 @@ def _asof(
         .select(pl.col(by).alias(left_by), pl.col("ts").alias("dispatch_ns"), pl.col(value).alias(alias))
         .sort(left_by, "dispatch_ns")
     )
-    keyed = requests.filter(pl.col("dispatch_ns").is_not_null() & pl.col(left_by).is_not_null())
+    # Only requests on entities that have samples can match; usually a small subset.
+    sampled = samples.select(pl.col(left_by).unique())
+    keyed = requests.filter(pl.col("dispatch_ns").is_not_null()).join(sampled, on=left_by, how="semi")
     matched = (
         keyed.select("request_id", left_by, "dispatch_ns")
         .sort(left_by, "dispatch_ns")

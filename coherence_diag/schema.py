@@ -133,6 +133,16 @@ LAYER_COLUMNS: dict[str, tuple[str, ...]] = {
     "hypervisor": ("ts", "event", "host", "device", "env", "steal_frac", "cotenant_util", "vgpu_wait_ms"),
 }
 
+# Columns that identify a row well enough to find duplicate candidates cheaply: rows that
+# differ here cannot be duplicates. Candidates are then compared on every column.
+IDENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "scheduler": ("ts", "event", "request_id", "attempt", "device"),
+    "queue": ("ts", "queue", "depth"),
+    "gpu": ("ts", "event", "device", "request_id", "dur_ms", "gpu_util"),
+    "network": ("ts", "event", "request_id", "link", "dur_ms", "link_util"),
+    "hypervisor": ("ts", "host", "device", "steal_frac"),
+}
+
 # Enumerated string values. Unknown values of these are set aside with reason `bad_value`
 # (except `event`, which the trace format says to set aside as a warning).
 ALLOWED_VALUES: dict[str, tuple[str, ...]] = {

@@ -87,7 +87,9 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
         if layer == "scheduler":
             checked = _mark_inconsistent_requests(checked)
         audits.append(_audit(checked, layer, source))
-        clean[layer] = checked.filter(pl.col("_problem").is_null()).drop("_problem", "_source", "_row")
+        bad = checked["_problem"].is_not_null()
+        kept = checked.filter(~bad) if bad.any() else checked
+        clean[layer] = kept.drop("_problem", "_source", "_row")
 
     audit = (
         pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
@@ -218,35 +220,35 @@ def _problem_exprs(layer: str, present: set[str]) -> list[tuple[pl.Expr, str]]:
 
 
 def _mark_problems(frame: pl.DataFrame, layer: str, present: set[str]) -> pl.DataFrame:
+    """Add `_problem` (reason:column of the row's first problem, else null)."""
     checks = _problem_exprs(layer, present)
+    any_problem = pl.any_horizontal([cond.fill_null(False) for cond, _ in checks])
+    duplicate = _later_duplicates(frame.drop("_source", "_row"), schema.IDENTITY_COLUMNS[layer])
+    flagged = frame.select(any_problem.alias("p")).to_series() | duplicate
+    if not flagged.any():  # the common case: a clean layer costs one vectorised pass
+        return frame.with_columns(pl.lit(None, pl.String).alias("_problem"))
     chain = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
     for cond, reason in checks[1:]:
         chain = chain.when(cond).then(pl.lit(reason))
-    problem = chain.otherwise(pl.lit(None, pl.String))
-    marked = frame.with_columns(problem.alias("_problem"))
-    duplicate = _later_duplicates(frame.drop("_source", "_row"))
-    if duplicate.any():
-        marked = marked.with_columns(
-            pl.when(duplicate).then(pl.lit("duplicate_row:")).otherwise(pl.col("_problem")).alias("_problem")
-        )
-    return marked
+    problem = chain.when(duplicate).then(pl.lit("duplicate_row:")).otherwise(pl.lit(None, pl.String))
+    return frame.with_columns(pl.when(flagged).then(problem).alias("_problem"))
 
 
-def _later_duplicates(data: pl.DataFrame) -> pl.Series:
+def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Series:
     """True for every exact duplicate of an earlier row (the first occurrence is kept).
 
-    Row hashes find candidates cheaply; candidates are then compared exactly, so a hash
-    collision can never set a row aside.
+    Hashes of the identity columns find candidates cheaply; candidates are then compared on
+    every column, so neither a hash collision nor a partial match can set a row aside.
     """
-    hashes = data.hash_rows()
+    hashes = data.select(identity).hash_rows()
+    no_duplicates = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
+    if data.height < 2 or not (hashes.sort().diff() == 0).any():  # sorting beats hashing u64s here
+        return no_duplicates
     candidates = hashes.is_duplicated()
-    if not candidates.any():
-        return candidates
     subset = data.filter(candidates)
     exact_later = subset.select(~pl.struct(data.columns).is_first_distinct()).to_series()
     positions = candidates.arg_true()
-    flags = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
-    return flags.scatter(positions.filter(exact_later), True)
+    return no_duplicates.scatter(positions.filter(exact_later), True)
 
 
 def _mark_inconsistent_requests(frame: pl.DataFrame) -> pl.DataFrame:
