@@ -86,10 +86,15 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
         checked = _mark_problems(frame, layer, present)
         if layer == "scheduler":
             checked = _mark_inconsistent_requests(checked)
-        audits.append(_audit(checked, layer, source))
         bad = checked["_problem"].is_not_null()
-        kept = checked.filter(~bad) if bad.any() else checked
-        clean[layer] = kept.drop("_problem", "_source", "_row")
+        if bad.any():
+            # Only a layer with problems pays for provenance (file and row of each row): the
+            # same plan read again, in the same order, for the audit's file names and examples.
+            provenance = _collect(source, _layer_plan(lf, layer, present, provenance=True).select("_source", "_row"))
+            checked = checked.with_columns(provenance)
+            audits.append(_audit(checked, layer, source))
+            checked = checked.filter(~bad).drop("_source", "_row")
+        clean[layer] = checked.drop("_problem")
 
     audit = (
         pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
@@ -102,9 +107,10 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
 # --- plans -------------------------------------------------------------------------------
 
 
-def _layer_plan(lf: pl.LazyFrame, layer: str, present: set[str]) -> pl.LazyFrame:
+def _layer_plan(lf: pl.LazyFrame, layer: str, present: set[str], *, provenance: bool = False) -> pl.LazyFrame:
     cols = [_layer_column(c, present) for c in schema.LAYER_COLUMNS[layer]]
-    return lf.filter(pl.col("layer") == layer).select(*cols, "_source", "_row")
+    extra = ["_source", "_row"] if provenance else []
+    return lf.filter(pl.col("layer") == layer).select(*cols, *extra)
 
 
 def _layer_column(name: str, present: set[str]) -> pl.Expr:
@@ -223,7 +229,7 @@ def _mark_problems(frame: pl.DataFrame, layer: str, present: set[str]) -> pl.Dat
     """Add `_problem` (reason:column of the row's first problem, else null)."""
     checks = _problem_exprs(layer, present)
     any_problem = pl.any_horizontal([cond.fill_null(False) for cond, _ in checks])
-    duplicate = _later_duplicates(frame.drop("_source", "_row"), schema.IDENTITY_COLUMNS[layer])
+    duplicate = _later_duplicates(frame, schema.IDENTITY_COLUMNS[layer])
     flagged = frame.select(any_problem.alias("p")).to_series() | duplicate
     if not flagged.any():  # the common case: a clean layer costs one vectorised pass
         return frame.with_columns(pl.lit(None, pl.String).alias("_problem"))
@@ -253,9 +259,13 @@ def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Serie
 
 def _mark_inconsistent_requests(frame: pl.DataFrame) -> pl.DataFrame:
     ok = pl.col("_problem").is_null()
-    bounds = frame.group_by("request_id").agg(
-        pl.when(ok & (pl.col("event") == "arrive")).then(pl.col("ts")).min().alias("first_arrive"),
-        pl.when(ok & (pl.col("event") == "complete")).then(pl.col("ts")).max().alias("last_complete"),
+    bounds = (
+        frame.filter(ok & pl.col("event").is_in(["arrive", "complete"]))
+        .group_by("request_id")
+        .agg(
+            pl.when(pl.col("event") == "arrive").then(pl.col("ts")).min().alias("first_arrive"),
+            pl.when(pl.col("event") == "complete").then(pl.col("ts")).max().alias("last_complete"),
+        )
     )
     bad = bounds.filter(pl.col("last_complete") < pl.col("first_arrive"))["request_id"]
     if bad.is_empty():
