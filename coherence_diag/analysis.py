@@ -4,7 +4,7 @@
     result = analyze("trace.parquet")
     result.report.metrics.latency_ms.p99
 
-Pipeline: ingest -> validate -> request paths -> time series -> metrics -> (indices, rules).
+Pipeline: ingest -> validate -> request paths -> metrics -> features -> indices -> rules.
 No printing, no exiting: errors are raised as `coherence_diag.errors` exceptions.
 """
 
@@ -18,13 +18,13 @@ from typing import Callable
 
 import polars as pl
 
-from coherence_diag import __version__, ingest, metrics, paths, timeseries, validate
+from coherence_diag import __version__, features, indices, ingest, metrics, paths, timeseries, validate
 from coherence_diag.errors import InputError
-from coherence_diag.model import Evaluability, Indices, Report, TraceFacts
+from coherence_diag.model import Report, TraceFacts
+from coherence_diag.rules import engine
+from coherence_diag.rules.loader import load_rules
 
 ProgressCallback = Callable[[str], None]
-
-INDEX_NAMES = ("CI", "DI", "WPI", "HCL")
 
 
 @dataclass
@@ -46,6 +46,7 @@ def analyze(
     *,
     window_s: float = timeseries.DEFAULT_WINDOW_S,
     max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
+    rules_dirs: list[Path] | None = None,
     progress: ProgressCallback | None = None,
 ) -> Analysis:
     if not window_s > 0:
@@ -64,14 +65,31 @@ def analyze(
     step("computing metrics")
     span = metrics.observation_span(trace.layers)
     metric_values, evaluability = metrics.compute(requests, trace.layers, trace.columns, span)
-    for name in INDEX_NAMES:
-        evaluability[name] = Evaluability(False, (), "index computation is not implemented in this version")
+
+    step("computing features and indices")
+    rule_set = load_rules(list(rules_dirs or []))
+    ctx = features.FeatureContext(
+        requests=requests,
+        layers=trace.layers,
+        columns=trace.columns,
+        metrics=metric_values,
+        window_s=window_s,
+        series_factory=lambda: timeseries.build(requests.lazy(), trace.layers, window_s),
+    )
+    wanted = set().union(*(r.features for r in rule_set)) | indices.FEATURES_USED
+    values = features.compute(ctx, wanted)
+    index_values, index_evaluability = indices.compute(ctx, values)
+    evaluability.update(index_evaluability)
+
+    step("evaluating rules")
+    findings, rule_evaluability = engine.evaluate(rule_set, values, trace.columns)
+    evaluability.update(rule_evaluability)
 
     report = Report(
         trace=_facts(trace, requests, span),
         metrics=metric_values,
-        indices=Indices(),
-        findings=(),
+        indices=index_values,
+        findings=tuple(findings),
         evaluability=dict(sorted(evaluability.items())),
         window_s=window_s,
         tool_version=__version__,

@@ -1,0 +1,146 @@
+"""The feature registry: named, documented scalar measurements that rules and indices read.
+
+A feature group is one function that computes several related features from a
+`FeatureContext` (they share intermediate tables). Each feature declares its unit, meaning and
+the trace columns it needs; a feature whose columns are missing is not computed and is `None`,
+and the rules that read it report those columns as what would make them evaluable.
+
+Groups may also return *details*: structured evidence (pool and device names, time windows)
+that findings quote next to the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Mapping
+
+import polars as pl
+
+from coherence_diag.metrics import Metrics
+from coherence_diag.timeseries import TimeSeries
+
+Number = float | None
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    unit: str  # "frac", "ratio", "ms", "count", "corr", "per_min", ...
+    description: str
+    requires: tuple[str, ...]  # trace columns needed
+    group: str = ""
+
+
+@dataclass
+class FeatureContext:
+    """Everything a feature may read. Tables are built lazily and cached."""
+
+    requests: pl.DataFrame
+    layers: dict[str, pl.DataFrame]
+    columns: set[str]
+    metrics: Metrics
+    window_s: float
+    series_factory: Callable[[], TimeSeries]
+
+    @cached_property
+    def series(self) -> TimeSeries:
+        return self.series_factory()
+
+    @cached_property
+    def inference(self) -> pl.DataFrame:
+        return self.requests.filter(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch")
+
+    @cached_property
+    def completed(self) -> pl.DataFrame:
+        return self.inference.filter(pl.col("outcome") == "completed")
+
+    def layer(self, name: str) -> pl.DataFrame | None:
+        frame = self.layers.get(name)
+        return None if frame is None or frame.is_empty() else frame
+
+
+@dataclass
+class GroupResult:
+    values: dict[str, Number]
+    details: dict[str, dict[str, object]] = field(default_factory=dict)
+    # Features the group found it could not compute for lack of columns, with those columns
+    # (for features whose inputs have alternatives, e.g. gpu_util or exec spans).
+    missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+GroupFn = Callable[[FeatureContext], GroupResult]
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    name: str
+    fn: GroupFn
+    outputs: Mapping[str, FeatureSpec]
+
+
+FEATURES: dict[str, FeatureSpec] = {}
+GROUPS: dict[str, FeatureGroup] = {}
+
+
+def feature_group(name: str, outputs: list[FeatureSpec]) -> Callable[[GroupFn], GroupFn]:
+    """Register a function computing the listed features (declared once, here)."""
+
+    def register(fn: GroupFn) -> GroupFn:
+        specs = {}
+        for spec in outputs:
+            if spec.name in FEATURES:
+                raise ValueError(f"feature {spec.name!r} is declared twice")
+            spec = FeatureSpec(spec.name, spec.unit, spec.description, spec.requires, name)
+            FEATURES[spec.name] = spec
+            specs[spec.name] = spec
+        GROUPS[name] = FeatureGroup(name, fn, specs)
+        return fn
+
+    return register
+
+
+def missing_columns(spec: FeatureSpec, columns: set[str]) -> tuple[str, ...]:
+    return tuple(c for c in spec.requires if c not in columns)
+
+
+@dataclass
+class FeatureValues:
+    values: dict[str, Number]
+    details: dict[str, dict[str, object]]
+    missing: dict[str, tuple[str, ...]]  # feature -> columns that would make it computable
+
+
+def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues:
+    """Compute the requested features (all when `names` is None), only their groups."""
+    wanted = set(FEATURES) if names is None else set(names)
+    values: dict[str, Number] = {}
+    details: dict[str, dict[str, object]] = {}
+    missing: dict[str, tuple[str, ...]] = {}
+    for group in GROUPS.values():
+        needed = wanted & set(group.outputs)
+        if not needed:
+            continue
+        absent = {n: missing_columns(group.outputs[n], ctx.columns) for n in needed}
+        if all(absent.values()):
+            for n in needed:
+                values[n] = None
+                missing[n] = absent[n]
+            continue
+        result = group.fn(ctx)
+        for n in needed:
+            if absent[n] or n in result.missing:
+                values[n] = None
+                missing[n] = absent[n] or result.missing[n]
+            else:
+                values[n] = _clean(result.values.get(n))
+                if n in result.details:
+                    details[n] = result.details[n]
+    return FeatureValues(values, details, missing)
+
+
+def _clean(value: object) -> Number:
+    if value is None:
+        return None
+    value = float(value)  # type: ignore[arg-type]
+    return value if value == value and value not in (float("inf"), float("-inf")) else None

@@ -1,0 +1,289 @@
+"""Load and validate rule files (rules/*.yaml). Rule files are data: nothing in them is run.
+
+Each file holds one rule (a mapping) or a list of rules. Every problem in every file is
+collected and reported together as one RuleError (exit 2) naming file, rule and problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coherence_diag.errors import RuleError
+from coherence_diag.features import FEATURES
+from coherence_diag.model import SEVERITIES
+from coherence_diag.rules.expr import ExprError, Expression, parse
+
+MODES: dict[str, tuple[str, tuple[str, ...]]] = {  # report-contract.md: mode -> (domain, supporting)
+    "latency-asymmetry-drift": ("AI.07", ("AI.04",)),
+    "memory-path-incoherence": ("AI.07", ()),
+    "interconnect-capacity-inaccessibility": ("AI.11", ("AI.01",)),
+    "virtualization-control-distortion": ("AI.14", ()),
+    "migration-reconfiguration-risk": ("AI.20", ()),
+}
+PATTERNS = (
+    "batch-scheduling-conflict",
+    "burst-amplification",
+    "slot-locking",
+    "idle-overload-oscillation",
+    "energy-latency-mismatch",
+    "retry-amplification",
+    "queue-wait-dominance",
+    "sla-degradation-without-shortage",
+)
+DOMAINS = ("AI.01", "AI.04", "AI.07", "AI.11", "AI.14", "AI.20", "AI.27")
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_FORMAT_SPEC = re.compile(r"^[<>^=+ 0-9,._%-]*[bdeEfFgGnoxX%]?$")
+_FIELDS = {
+    "id": True,
+    "kind": True,
+    "mode": False,
+    "domain": True,
+    "supporting_domains": False,
+    "title": True,
+    "requires": False,
+    "condition": True,
+    "score": True,
+    "severity": True,
+    "summary": True,
+    "evidence": True,
+    "explanation": True,
+    "next_checks": True,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    kind: str
+    mode: str | None
+    domain: str
+    supporting_domains: tuple[str, ...]
+    title: str
+    requires: tuple[str, ...]  # extra trace columns beyond those of the features it reads
+    condition: Expression
+    score: Expression
+    severity: dict[str, float]  # severity -> lowest score at which it applies
+    summary: str
+    evidence: tuple[str, ...]
+    explanation: str
+    next_checks: tuple[str, ...]
+    source: str  # file it came from
+
+    @property
+    def features(self) -> frozenset[str]:
+        return self.condition.names | self.score.names | frozenset(self.evidence) | frozenset(template_names(self.summary))
+
+
+def builtin_rules_dir() -> Path:
+    return Path(str(resources.files("coherence_diag.builtin_rules")))
+
+
+def load_rules(extra_dirs: list[Path] | None = None) -> list[Rule]:
+    """The shipped rules plus those of `extra_dirs` (a later rule with the same id is an error)."""
+    dirs = [builtin_rules_dir(), *(extra_dirs or [])]
+    problems: list[str] = []
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            problems.append(f"{directory}: not a directory of rule files")
+            continue
+        files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+        if not files and directory != dirs[0]:
+            problems.append(f"{directory}: contains no .yaml rule files")
+        for path in files:
+            for rule in _load_file(path, problems):
+                if rule.id in seen:
+                    problems.append(f"{path}: rule {rule.id!r}: id already defined in {seen[rule.id]}")
+                    continue
+                seen[rule.id] = str(path)
+                rules.append(rule)
+    if problems:
+        if len(problems) == 1:
+            raise RuleError(f"invalid rule file: {problems[0]}")
+        body = "\n".join(f"  - {p}" for p in problems)
+        raise RuleError(f"invalid rule files ({len(problems)} problems):\n{body}")
+    return sorted(rules, key=lambda r: r.id)
+
+
+def _load_file(path: Path, problems: list[str]) -> list[Rule]:
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not UTF-8 text")
+        return []
+    except yaml.YAMLError as exc:
+        problems.append(f"{path}: not valid YAML ({str(exc).splitlines()[0]})")
+        return []
+    items = data if isinstance(data, list) else [data]
+    rules = []
+    for i, item in enumerate(items):
+        where = f"{path}: rule #{i + 1}"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected a mapping of rule fields, got {type(item).__name__}")
+            continue
+        if isinstance(item.get("id"), str):
+            where = f"{path}: rule {item['id']!r}"
+        rule = _build(item, where, str(path), problems)
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -> Rule | None:
+    before = len(problems)
+    for key in item:
+        if key not in _FIELDS:
+            problems.append(f"{where}: unknown field {key!r} (allowed: {', '.join(_FIELDS)})")
+    for key, required in _FIELDS.items():
+        if required and key not in item:
+            problems.append(f"{where}: missing required field {key!r}")
+    if len(problems) > before:
+        return None
+
+    def text(key: str) -> str:
+        value = item.get(key)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{where}: {key!r} must be non-empty text")
+            return ""
+        return value.strip()
+
+    def text_list(key: str) -> tuple[str, ...]:
+        value = item.get(key, [])
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append(f"{where}: {key!r} must be a list of text")
+            return ()
+        return tuple(value)
+
+    rule_id = text("id")
+    if rule_id and not _ID.match(rule_id):
+        problems.append(f"{where}: id {rule_id!r} must be lower-case letters, digits and '-'")
+    kind = item.get("kind")
+    if kind not in ("mode", "pattern"):
+        problems.append(f"{where}: kind must be 'mode' or 'pattern', got {kind!r}")
+    mode = item.get("mode")
+    if mode is not None and mode not in MODES:
+        problems.append(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
+    if kind == "mode" and mode is None:
+        problems.append(f"{where}: a rule of kind 'mode' must name its mode")
+    domain = item.get("domain")
+    if domain not in DOMAINS:
+        problems.append(f"{where}: domain {domain!r} is not one of {', '.join(DOMAINS)}")
+    supporting = text_list("supporting_domains")
+    for d in supporting:
+        if d not in DOMAINS:
+            problems.append(f"{where}: supporting domain {d!r} is not one of {', '.join(DOMAINS)}")
+    if kind == "mode" and mode in MODES and rule_id == mode:
+        want_domain, want_support = MODES[mode]
+        if domain != want_domain or tuple(supporting) != want_support:
+            problems.append(
+                f"{where}: the rule of mode {mode!r} must map to domain {want_domain} "
+                f"with supporting {list(want_support)} (report-contract.md)"
+            )
+
+    condition = _expr(item.get("condition"), "condition", where, problems)
+    score = _expr(item.get("score"), "score", where, problems)
+    severity = _severity(item.get("severity"), where, problems)
+    summary = text("summary")
+    evidence = text_list("evidence")
+    requires = text_list("requires")
+    names = set(evidence) | set(template_names(summary, where, problems))
+    for expr in (condition, score):
+        if expr is not None:
+            names |= expr.names
+    for name in sorted(names):
+        if name not in FEATURES:
+            problems.append(f"{where}: unknown feature {name!r} (see `coherence-diag explain features`)")
+    explanation = text("explanation")
+    next_checks = text_list("next_checks")
+    if not next_checks:
+        problems.append(f"{where}: 'next_checks' must list at least one thing an operator should check")
+    title = text("title")
+    if len(problems) > before:
+        return None
+    return Rule(
+        id=rule_id,
+        kind=kind,
+        mode=mode,
+        domain=domain,
+        supporting_domains=tuple(supporting),
+        title=title,
+        requires=requires,
+        condition=condition,  # type: ignore[arg-type]
+        score=score,  # type: ignore[arg-type]
+        severity=severity,
+        summary=summary,
+        evidence=evidence,
+        explanation=explanation,
+        next_checks=next_checks,
+        source=source,
+    )
+
+
+def _expr(value: Any, key: str, where: str, problems: list[str]) -> Expression | None:
+    if not isinstance(value, str):
+        problems.append(f"{where}: {key!r} must be an expression written as text")
+        return None
+    try:
+        return parse(value)
+    except ExprError as exc:
+        problems.append(f"{where}: {key}: {exc}")
+        return None
+
+
+def _severity(value: Any, where: str, problems: list[str]) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        problems.append(f"{where}: 'severity' must map severities ({', '.join(SEVERITIES)}) to score thresholds")
+        return {}
+    out: dict[str, float] = {}
+    for key, threshold in value.items():
+        if key not in SEVERITIES:
+            problems.append(f"{where}: severity {key!r} is not one of {', '.join(SEVERITIES)}")
+            continue
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            problems.append(f"{where}: severity threshold for {key!r} must be a number in [0, 1], got {threshold!r}")
+            continue
+        out[key] = float(threshold)
+    ordered = [out[s] for s in SEVERITIES if s in out]
+    if ordered != sorted(ordered):
+        problems.append(f"{where}: severity thresholds must rise from low to critical")
+    return out
+
+
+def template_names(template: str, where: str = "", problems: list[str] | None = None) -> list[str]:
+    """Feature names used by `{name}` or `{name:spec}` placeholders, checking their form."""
+    names = []
+    for body in _PLACEHOLDER.findall(template):
+        name, _, spec = body.partition(":")
+        if not re.match(r"^[a-z_][a-z0-9_]*$", name) or not _FORMAT_SPEC.match(spec):
+            if problems is not None:
+                problems.append(f"{where}: summary placeholder {{{body}}} must be {{feature}} or {{feature:format}}")
+            continue
+        names.append(name)
+    return names
+
+
+def render_template(template: str, values: dict[str, object]) -> str:
+    """Fill `{name:spec}` placeholders with formatted values (no str.format on rule text)."""
+
+    def fill(match: re.Match[str]) -> str:
+        name, _, spec = match.group(1).partition(":")
+        value = values.get(name)
+        if value is None:
+            return "n/a"
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            return str(value)
+
+    return _PLACEHOLDER.sub(fill, template)

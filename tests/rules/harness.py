@@ -1,0 +1,22 @@
+"""Shared harness for rule test cases: small simulated traces, simulated once per session."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from coherence_diag import analyze
+from coherence_diag.analysis import Analysis
+from coherence_diag.simulate import simulate, write_trace
+
+_TMP = Path(tempfile.mkdtemp(prefix="coherence-rule-cases-"))
+
+
+@functools.lru_cache(maxsize=None)
+def analyzed(scenario: str, seed: int, duration_s: float | None = None, naming: str = "plain") -> Analysis:
+    """Simulate a scenario (cached per arguments), write it as Parquet, analyze it."""
+    path = _TMP / f"{scenario}-{seed}-{duration_s}-{naming}.parquet"
+    if not path.exists():
+        write_trace(simulate(scenario, seed, duration_s=duration_s, naming=naming), path)
+    return analyze(path)
