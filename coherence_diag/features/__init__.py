@@ -1,8 +1,12 @@
 """Features: named scalar measurements of a trace that rules and indices read.
 
-`registry.py` declares the machinery; each sibling module registers one family of features.
-Generated reference: docs/features.md.
+`registry.py` holds the machinery; every other module in this package registers one family of
+features when imported (all are imported here, in name order). Generated reference:
+docs/features.md.
 """
+
+import importlib
+import pkgutil
 
 from coherence_diag.features.registry import (
     FEATURES,
@@ -15,7 +19,8 @@ from coherence_diag.features.registry import (
     feature_group,
 )
 
-# Importing a family registers its features.
-from coherence_diag.features import core  # noqa: E402,F401  isort: skip
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "registry":
+        importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["FEATURES", "GROUPS", "FeatureContext", "FeatureSpec", "FeatureValues", "GroupResult", "compute", "feature_group"]
