@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLE ?= sample_traces/burst-amplification.parquet
 
-.PHONY: all venv demo test lint-imports pytest bench samples docs clean
+.PHONY: all venv demo test lint-imports pytest bench samples docs detection clean
 
 all: test
 
@@ -42,6 +42,10 @@ samples: $(STAMP)
 ## docs: regenerate the generated reference pages in docs/
 docs: $(STAMP)
 	$(BIN)/python -m coherence_diag.docgen docs
+
+## detection: every scenario x 5 seeds with varied presentation; per-rule scores
+detection: $(STAMP)
+	$(BIN)/python benchmarks/detection.py --seeds 5 --report docs/detection.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -108,6 +108,11 @@ def markdown(runs: list[Run], seeds: list[int]) -> str:
         f"**Macro-F1: {macro_f1(table):.3f}** over {len(table)} mode and pattern rules (target >= 0.95).",
         f"Baseline traces (healthy, legitimate-queueing) with a finding >= medium: {len(baseline_false_alarms(runs))}.",
         "",
+        "Scope: these are simulated traces, one injected condition each on a healthy heterogeneous",
+        "fleet. They show that each rule reads the physics of its own condition and not names, clock",
+        "origin, row order, container or optional columns; they do not measure detection on production",
+        "traces, where conditions overlap.",
+        "",
         "| rule | TP | FP | FN | precision | recall | F1 |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -68,17 +68,10 @@ def analyze(
 
     step("computing features and indices")
     rule_set = load_rules(list(rules_dirs or []))
-    ctx = features.FeatureContext(
-        requests=requests,
-        layers=trace.layers,
-        columns=trace.columns,
-        metrics=metric_values,
-        window_s=window_s,
-        series_factory=lambda: timeseries.build(requests.lazy(), trace.layers, window_s),
-    )
+    ctx = features.FeatureContext.build(requests, trace.layers, trace.columns, metric_values, window_s)
     wanted = set().union(*(r.features for r in rule_set)) | indices.FEATURES_USED
     values = features.compute(ctx, wanted)
-    index_values, index_evaluability = indices.compute(ctx, values)
+    index_values, breakdown, index_evaluability = indices.compute(ctx, values)
     evaluability.update(index_evaluability)
 
     step("evaluating rules")
@@ -93,6 +86,7 @@ def analyze(
         evaluability=dict(sorted(evaluability.items())),
         window_s=window_s,
         tool_version=__version__,
+        index_breakdown=breakdown,
     )
     return Analysis(report=report, requests=requests, trace=trace)
 

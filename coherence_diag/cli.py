@@ -104,6 +104,7 @@ def analyze(
         0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before the trace is rejected (exit 2).", min=0.0, max=1.0
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
 ) -> None:
     """Analyze a trace: metrics, coherence indices and findings."""
     from coherence_diag.analysis import analyze as run_analysis
@@ -112,7 +113,9 @@ def analyze(
     with _errors_to_exit_codes():
         _refuse_overwriting_input(output, trace)
         with _progress(progress) as step:
-            result = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, progress=step)
+            result = run_analysis(
+                trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step
+            )
         if format is OutputFormat.json:
             text = json_report.render(result.report)
             if output:
@@ -157,6 +160,51 @@ def simulate(
         frame = run_simulation(scenario, seed, scale=scale, duration_s=duration, arrivals=arrivals, naming=naming)
         write_trace(frame, output, fmt=fmt.value if fmt else None)
         err_console.print(f"wrote {frame.height:,} rows to {output}", markup=False)
+
+
+rules_app = typer.Typer(help="The taxonomy rules: list them, check rule files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("list")
+def rules_list(
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Also load the rule files of this directory; repeatable."),
+) -> None:
+    """List every rule: id, kind, domain, title."""
+    from rich.table import Table
+
+    from coherence_diag.rules.loader import load_rules
+
+    with _errors_to_exit_codes():
+        table = Table(title="rules", title_justify="left")
+        table.add_column("id", no_wrap=True)
+        for col in ("kind", "mode", "domain", "supporting", "title"):
+            table.add_column(col)
+        for rule in load_rules(list(rules or [])):
+            table.add_row(rule.id, rule.kind, rule.mode or "-", rule.domain, ", ".join(rule.supporting_domains) or "-", rule.title)
+        Console(highlight=False).print(table)
+
+
+@rules_app.command("check")
+def rules_check(directory: Path = typer.Argument(..., help="Directory of rule files to validate.")) -> None:
+    """Validate rule files (exit 2 naming file, rule and problem)."""
+    from coherence_diag.rules.loader import load_rules
+
+    with _errors_to_exit_codes():
+        loaded = load_rules([directory])
+        typer.echo(f"{directory}: ok ({len(loaded)} rules in all, shipped ones included)")
+
+
+@app.command()
+def explain(
+    name: str = typer.Argument(..., help="A rule id, an index (CI, DI, WPI, HCL), a feature name, or 'features' / 'indices'."),
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Also load the rule files of this directory; repeatable."),
+) -> None:
+    """Explain a rule, an index or a feature: definition, inputs, what to check next."""
+    from coherence_diag import docgen
+
+    with _errors_to_exit_codes():
+        typer.echo(docgen.explain(name, list(rules or [])))
 
 
 def _refuse_overwriting_input(output: Optional[Path], trace: str) -> None:

@@ -1,33 +1,365 @@
 """The four coherence indices: CI, DI, WPI, HCL. Definitions and reasoning: docs/indices.md.
 
-Each index is in [0, 1] or None (not computable from this trace, with the missing columns in
-`evaluability`). DI, WPI and HCL: higher is worse. CI: higher is more coherent.
+Each index is in [0, 1] or None (not computable from this trace; `evaluability` says why and
+which columns are missing). DI, WPI and HCL: higher is worse. CI: higher is more coherent.
+The breakdown (per layer, per link, per pool, timeline) is part of the report.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import polars as pl
+
 from coherence_diag.features import FeatureContext, FeatureValues
-from coherence_diag.model import Evaluability, Indices
+from coherence_diag.model import Evaluability, IndexBreakdown, Indices
+from coherence_diag.paths import NS_PER_MS
+
+# Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
+INDEX_DOCS: dict[str, dict[str, str]] = {
+    "CI": {
+        "title": "Coherence Index",
+        "range": "[0, 1]; higher is more coherent",
+        "formula": "geometric mean of the measurable layer-health and link-alignment components "
+        "(index_breakdown.layers and .links; each in [0, 1], 1 = healthy); null with fewer than two",
+        "needs": "scheduler rows; more layers make more components measurable",
+    },
+    "DI": {
+        "title": "Delay Index",
+        "range": "[0, 1]; higher is worse",
+        "formula": "sum over completed inference requests of (retry_delay + queue_wait + decode_queue + "
+        "kv_transfer) / sum of their end-to-end latency",
+        "needs": "scheduler rows (arrive, dispatch, complete); KV transfers and a decode dispatch add their waits",
+    },
+    "WPI": {
+        "title": "Wave Propagation Index",
+        "range": "[0, 1]; higher is worse",
+        "formula": "over initiating wait excursions (robust z > 4 per pool-side wait series; initiating = not "
+        "itself following another), the duration-weighted mean of spread x (0.5 + 0.5 x amplified), where spread "
+        "is the share of other series with an excursion starting after it began and within 5 s of its end, and "
+        "amplified whether one of those is larger or longer",
+        "needs": "wait series for at least two pools or both sides of a disaggregated path",
+    },
+    "HCL": {
+        "title": "Hidden Capacity Loss",
+        "range": "[0, 1]; higher is worse",
+        "formula": "nominal_utilization - effective_utilization (docs/metrics.md)",
+        "needs": "gpu_util samples or exec spans, exec spans, and slo_ms",
+    },
+}
 
 # Features the indices read (computed alongside those the rules need).
-FEATURES_USED = frozenset({"utilization_gap", "delay_share"})
+FEATURES_USED = frozenset(
+    {"utilization_gap", "delay_share", "nominal_utilization", "effective_utilization", "slo_attainment",
+     "timeout_rate", "drop_rate", "transfer_share"}
+)
+
+# WPI parameters (docs/indices.md).
+EXCURSION_Z = 4.0  # robust z-score above which a window is an excursion
+WAIT_FLOOR_MS = 10.0  # smallest scale of a wait series: ignores sub-10 ms jitter
+WAIT_FLOOR_OF_LATENCY = 0.05  # ... and waits under 5% of the median request latency
+FOLLOW_S = 5.0  # an excursion elsewhere starting within this long after is a follower
+STABILITY_WINDOW_S = 10.0  # window of the latency-stability series
 
 
-def compute(ctx: FeatureContext, values: FeatureValues) -> tuple[Indices, dict[str, Evaluability]]:
-    evaluability: dict[str, Evaluability] = {}
+def _ramp(x: float, lo: float, hi: float) -> float:
+    return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+
+
+def compute(ctx: FeatureContext, values: FeatureValues) -> tuple[Indices, IndexBreakdown, dict[str, Evaluability]]:
+    ev: dict[str, Evaluability] = {}
+    v = values.values
 
     def from_feature(index: str, feature: str) -> float | None:
-        value = values.values.get(feature)
+        value = v.get(feature)
         if value is None:
             missing = values.missing.get(feature, ())
-            why = "missing columns" if missing else "the trace has no data for it"
-            evaluability[index] = Evaluability(False, missing, why)
+            ev[index] = Evaluability(False, missing, "missing columns" if missing else "the trace has no data for it")
             return None
-        evaluability[index] = Evaluability(True)
+        ev[index] = Evaluability(True)
         return min(1.0, max(0.0, value))
 
     hcl = from_feature("HCL", "utilization_gap")
     di = from_feature("DI", "delay_share")
-    for name in ("CI", "WPI"):
-        evaluability[name] = Evaluability(False, (), "index computation is not implemented in this version")
-    return Indices(CI=None, DI=di, WPI=None, HCL=hcl), evaluability
+    waves = wave_propagation(ctx)
+    if waves.wpi is None:
+        ev["WPI"] = Evaluability(False, (), waves.reason)
+    else:
+        ev["WPI"] = Evaluability(True)
+    layers, links = _health(ctx, v, waves.wpi)
+    parts = [x for x in [*layers.values(), *links.values()] if x is not None]
+    ci = None
+    if len(parts) >= 2:
+        ci = math.exp(sum(math.log(max(p, 1e-3)) for p in parts) / len(parts))
+        ev["CI"] = Evaluability(True)
+    else:
+        ev["CI"] = Evaluability(False, (), "fewer than two layer or link components could be measured")
+    breakdown = IndexBreakdown(
+        layers=layers,
+        links=links,
+        pools=_per_pool(ctx),
+        timeline=waves.timeline,
+        wave_episodes=waves.episodes,
+    )
+    return Indices(CI=ci, DI=di, WPI=waves.wpi, HCL=hcl), breakdown, ev
+
+
+# --- WPI -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Waves:
+    wpi: float | None
+    reason: str | None
+    episodes: int
+    timeline: tuple[dict[str, object], ...]
+
+
+def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
+    """Per (entity, window) mean wait: queue wait by pool of arrival, decode-side wait by decode pool."""
+    window_ns = int(round(ctx.window_s * 1e9))
+    reqs = ctx.inference.filter(pl.col("arrive_ns").is_not_null())
+    t0 = _origin(ctx)
+    front = reqs.filter(pl.col("pool").is_not_null() & pl.col("queue_wait_ms").is_not_null()).select(
+        pl.concat_str(pl.lit("wait:"), pl.col("pool").cast(pl.String)).alias("entity"),
+        ((pl.col("arrive_ns") - t0) // window_ns).alias("w"),
+        pl.col("queue_wait_ms").alias("x"),
+    )
+    back = reqs.filter(pl.col("decode_pool").is_not_null() & pl.col("decode_queue_ms").is_not_null()).select(
+        pl.concat_str(pl.lit("decode_wait:"), pl.col("decode_pool").cast(pl.String)).alias("entity"),
+        ((pl.col("decode_dispatch_ns") - t0) // window_ns).alias("w"),
+        pl.col("decode_queue_ms").alias("x"),
+    )
+    series = pl.concat([front, back]).group_by("entity", "w").agg(pl.col("x").mean())
+    if series.is_empty():
+        return series
+    # Dense grid per entity over the whole span: a window with no arrivals had nothing waiting.
+    lo, hi = series["w"].min(), series["w"].max()
+    grid = pl.DataFrame({"entity": series["entity"].unique().sort()}).join(
+        pl.DataFrame({"w": pl.int_range(lo, hi + 1, eager=True)}), how="cross"
+    )
+    return grid.join(series, on=["entity", "w"], how="left").with_columns(pl.col("x").fill_null(0.0)).sort("entity", "w")
+
+
+def _origin(ctx: FeatureContext) -> int:
+    """Index windows count from the first arrival, so indices do not depend on the clock's origin."""
+    first = ctx.requests.select(pl.col("arrive_ns").min()).item()
+    return int(first) if first is not None else 0
+
+
+def wave_propagation(ctx: FeatureContext) -> Waves:
+    series = _stress_series(ctx)
+    p50 = ctx.metrics.latency_ms.p50
+    floor = max(WAIT_FLOOR_MS, WAIT_FLOOR_OF_LATENCY * p50) if p50 else WAIT_FLOOR_MS
+    if series.is_empty() or series["entity"].n_unique() < 2:
+        return Waves(None, "needs wait series for at least two pools or both sides of a disaggregated path", 0, ())
+    scaled = series.with_columns(
+        pl.col("x").median().over("entity").alias("base"),
+        ((pl.col("x") - pl.col("x").median().over("entity")).abs().median().over("entity") * 1.4826).alias("mad"),
+    ).with_columns(
+        pl.max_horizontal("mad", pl.col("base") * 0.25, pl.lit(floor)).alias("scale"),
+    ).with_columns(((pl.col("x") - pl.col("base")) / pl.col("scale")).alias("z"))
+    flagged = scaled.with_columns((pl.col("z") > EXCURSION_Z).alias("hot")).with_columns(
+        pl.col("hot").rle_id().over("entity").alias("run")
+    )
+    episodes = (
+        flagged.filter(pl.col("hot"))
+        .group_by("entity", "run")
+        .agg(pl.col("w").min().alias("start"), pl.col("w").max().alias("end"), (pl.col("x") - pl.col("base")).max().alias("peak"))
+        .with_columns((pl.col("end") - pl.col("start") + 1).alias("dur"))
+        .sort("start", "entity")
+    )
+    entities = series["entity"].n_unique()
+    timeline = _timeline(ctx, flagged, entities)
+    if episodes.is_empty():
+        return Waves(0.0, None, 0, timeline)
+    follow = max(1, math.ceil(FOLLOW_S / ctx.window_s))
+    eps = episodes.select("entity", "start", "end", "peak", "dur").rows()
+
+    def follows(later: tuple, earlier: tuple) -> bool:
+        return later[0] != earlier[0] and earlier[1] < later[1] <= earlier[2] + follow
+
+    # Only initiating excursions are scored (those that do not themselves follow an earlier one
+    # elsewhere): a wave is judged by where it starts, so its own aftermath cannot dilute it.
+    weighted = total = 0.0
+    for ep in eps:  # a loop over excursion episodes (few), not over trace rows
+        if any(follows(ep, other) for other in eps):
+            continue
+        followers = [other for other in eps if follows(other, ep)]
+        spread = len({f[0] for f in followers}) / (entities - 1)
+        amplified = any(f[3] >= ep[3] or f[4] >= ep[4] for f in followers)
+        weighted += ep[4] * spread * (0.5 + 0.5 * amplified)
+        total += ep[4]
+    return Waves(weighted / total if total else 0.0, None, len(eps), timeline)
+
+
+def _timeline(ctx: FeatureContext, flagged: pl.DataFrame, entities: int) -> tuple[dict[str, object], ...]:
+    window_ns = int(round(ctx.window_s * 1e9))
+    t0 = _origin(ctx)
+    extent = flagged.group_by("w").agg((pl.col("hot").sum() / entities).alias("wave_extent"))
+    done = ctx.completed.filter(pl.col("latency_ms") > 0)
+    waits = pl.sum_horizontal(
+        pl.col("retry_delay_ms").fill_null(0.0), pl.col("queue_wait_ms").fill_null(0.0),
+        pl.col("decode_queue_ms").fill_null(0.0), pl.col("kv_transfer_ms").fill_null(0.0),
+    )
+    delay = done.group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
+        (waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI")
+    )
+    joined = extent.join(delay, on="w", how="full", coalesce=True).sort("w")
+    return tuple(
+        {"window_start": _iso(t0 + int(row["w"]) * window_ns), "DI": row["DI"], "wave_extent": row["wave_extent"]}
+        for row in joined.iter_rows(named=True)
+    )
+
+
+def _iso(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    seconds, rem = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
+
+
+# --- CI components ----------------------------------------------------------------------------
+
+
+def _health(ctx: FeatureContext, v: dict, wpi: float | None) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    done = ctx.completed.filter(pl.col("latency_ms") > 0)
+    wait_share = None
+    if done.height:
+        wait_share = done.select(
+            ((pl.col("queue_wait_ms").fill_null(0.0) + pl.col("decode_queue_ms").fill_null(0.0)).sum() / pl.col("latency_ms").sum())
+        ).item()
+    nominal, effective = v.get("nominal_utilization"), v.get("effective_utilization")
+    compute = effective / nominal if nominal and effective is not None else None
+    transfers = v.get("transfer_share") if done.select(pl.col("kv_transfer_ms").is_not_null().any()).item() else None
+    timeouts = (v.get("timeout_rate") or 0.0) + (v.get("drop_rate") or 0.0)
+    slo = v.get("slo_attainment")
+    serving = min(slo, 1.0 - timeouts) if slo is not None else (1.0 - timeouts if done.height else None)
+    layers = {
+        "scheduler": None if wait_share is None else 1.0 - _ramp(wait_share, 0.05, 0.5),
+        "compute": compute,
+        "network": None if transfers is None else 1.0 - _ramp(transfers, 0.05, 0.4),
+        "serving": None if serving is None else max(0.0, serving),
+    }
+    links = {
+        "scheduler_compute": _prediction_agreement(done),
+        "compute_network": _handoff_coherence(done),
+        "network_serving": _ttft_stability(ctx),
+        "end_to_end": _end_to_end(ctx, done, wpi),
+    }
+    return layers, links
+
+
+def _prediction_agreement(done: pl.DataFrame) -> float | None:
+    """How well the scheduler's service-time model matches execution, on the worst paths.
+
+    Per device (decode device, else prefill device) the p90 of |log(realized / predicted)|;
+    then the p90 over devices: tails are set by the slowest structurally exposed paths, so a
+    few distorted devices must show even when most paths are well predicted.
+    """
+    pairs = done.filter((pl.col("predicted_ms") > 0) & (pl.col("exec_ms") > 0)).with_columns(
+        pl.coalesce(pl.col("decode_device"), pl.col("prefill_device")).alias("_dev"),
+        (pl.col("exec_ms") / pl.col("predicted_ms")).log().abs().alias("_err"),
+    )
+    if pairs.height < 20:
+        return None
+    per_device = pairs.group_by("_dev").agg(pl.col("_err").quantile(0.9), pl.len().alias("n")).filter(pl.col("n") >= 10)
+    if per_device.is_empty():
+        err = pairs.select(pl.col("_err").quantile(0.9)).item()
+    else:
+        err = per_device.select(pl.col("_err").quantile(0.9)).item()
+    return 1.0 - _ramp(err, 0.15, 1.0)
+
+
+def _handoff_coherence(done: pl.DataFrame) -> float | None:
+    """Prefill -> decode handoff: median (KV transfer + decode-side wait) / execution time."""
+    pairs = done.filter(pl.col("decode_dispatch_ns").is_not_null() & (pl.col("exec_ms") > 0))
+    if pairs.height < 20:
+        return None
+    ratio = pairs.select(
+        ((pl.col("kv_transfer_ms").fill_null(0.0) + pl.col("decode_queue_ms").fill_null(0.0)) / pl.col("exec_ms")).median()
+    ).item()
+    return 1.0 - _ramp(ratio, 0.05, 1.0)
+
+
+def _ttft_stability(ctx: FeatureContext) -> float | None:
+    ttft = ctx.inference.filter(pl.col("ttft_ms") > 0)
+    if ttft.height < 20:
+        return None
+    p50, p99 = ttft.select(pl.col("ttft_ms").quantile(0.5).alias("a"), pl.col("ttft_ms").quantile(0.99).alias("b")).row(0)
+    return 1.0 - _ramp(p99 / p50, 3.0, 20.0)
+
+
+def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> float | None:
+    """Latency stability over time (p90/p10 of 10-s median latency) times containment (1 - WPI)."""
+    window_ns = int(STABILITY_WINDOW_S * 1e9)
+    t0 = _origin(ctx)
+    medians = done.group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
+        pl.col("latency_ms").median().alias("m"), pl.len().alias("n")
+    ).filter(pl.col("n") >= 5)
+    if medians.height < 3:
+        return None
+    p10, p90 = medians.select(pl.col("m").quantile(0.1).alias("a"), pl.col("m").quantile(0.9).alias("b")).row(0)
+    stability = 1.0 - _ramp(p90 / p10 if p10 > 0 else 10.0, 1.3, 4.0)
+    return stability * (1.0 - wpi if wpi is not None else 1.0)
+
+
+# --- per pool ----------------------------------------------------------------------------------
+
+
+def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
+    """DI per pool (of arrival) and HCL per pool where device telemetry allows."""
+    done = ctx.completed.filter((pl.col("latency_ms") > 0) & pl.col("pool").is_not_null())
+    waits = pl.sum_horizontal(
+        pl.col("retry_delay_ms").fill_null(0.0), pl.col("queue_wait_ms").fill_null(0.0),
+        pl.col("decode_queue_ms").fill_null(0.0), pl.col("kv_transfer_ms").fill_null(0.0),
+    )
+    di = done.group_by(pl.col("pool").cast(pl.String)).agg((waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI"))
+    out: dict[str, dict[str, float | None]] = {row["pool"]: {"DI": row["DI"], "HCL": None} for row in di.iter_rows(named=True)}
+    for pool, hcl in _hcl_per_pool(ctx).items():
+        out.setdefault(pool, {"DI": None, "HCL": None})["HCL"] = hcl
+    return dict(sorted(out.items()))
+
+
+def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
+    gpu = ctx.layer("gpu")
+    if gpu is None or "slo_ms" not in ctx.columns:
+        return {}
+    devices = gpu.filter(pl.col("event") == "device_info").select("device", pl.col("pool").cast(pl.String)).unique("device")
+    samples = gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+    if samples.is_empty() or devices.is_empty():
+        return {}
+    nominal = (
+        samples.group_by("device").agg(pl.col("gpu_util").mean())
+        .join(devices, on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
+    )
+    # Total exec time per pool from spans (grouped by device first: cheap); useful time from the
+    # request table (prefill time to the request's pool, decode time to its decode pool), so no
+    # span-level join. Integer nanoseconds keep the sums exact.
+    ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
+    spans = gpu.filter(pl.col("event") == "exec")
+    by_device = spans.group_by("device").agg(
+        ns.sum().alias("all_ns"), ns.filter(pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).sum().alias("batch_ns")
+    )
+    totals = by_device.join(devices, on="device").group_by("pool").agg(pl.col("all_ns").sum(), pl.col("batch_ns").sum())
+    useful = pl.when(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch").then(
+        pl.col("slo_met").fill_null(False)
+    ).otherwise(pl.col("outcome") == "completed")
+    good = ctx.requests.filter(useful)
+    useful_ns = pl.concat(
+        [
+            good.select(pl.col("pool").cast(pl.String), (pl.col("prefill_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
+            good.select(pl.col("decode_pool").cast(pl.String).alias("pool"), (pl.col("decode_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
+        ]
+    ).group_by("pool").agg(pl.col("ns").sum().alias("useful_ns"))
+    share = totals.join(useful_ns, on="pool", how="left").select(
+        "pool",
+        ((pl.col("useful_ns").fill_null(0) + pl.col("batch_ns")) / pl.col("all_ns")).clip(0.0, 1.0).alias("share"),
+    )
+    joined = nominal.join(share, on="pool", how="left")
+    return {
+        row["pool"]: max(0.0, row["nominal"] * (1.0 - row["share"]))
+        for row in joined.iter_rows(named=True)
+        if row["share"] is not None
+    }

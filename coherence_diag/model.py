@@ -60,6 +60,17 @@ class Indices:
 
 
 @dataclass(frozen=True)
+class IndexBreakdown:
+    """Where the indices come from: CI components, per-pool DI/HCL, and the timeline."""
+
+    layers: dict[str, float | None] = field(default_factory=dict)  # scheduler, compute, network, serving
+    links: dict[str, float | None] = field(default_factory=dict)  # scheduler_compute, ..., end_to_end
+    pools: dict[str, dict[str, float | None]] = field(default_factory=dict)  # pool -> {DI, HCL}
+    timeline: tuple[dict[str, object], ...] = ()  # per window: window_start, DI, wave_extent
+    wave_episodes: int = 0  # excursion episodes seen by WPI
+
+
+@dataclass(frozen=True)
 class Evaluability:
     evaluated: bool
     missing: tuple[str, ...] = ()
@@ -103,4 +114,5 @@ class Report:
     evaluability: dict[str, Evaluability]
     window_s: float
     tool_version: str
+    index_breakdown: IndexBreakdown = field(default_factory=IndexBreakdown)
     schema_version: str = SCHEMA_VERSION

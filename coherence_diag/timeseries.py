@@ -89,7 +89,7 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
 
 
 def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
-    schema = {"device": pl.String, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
+    schema = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
     signals = ["gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w"]
     if gpu is None:
         return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
@@ -144,7 +144,7 @@ def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
 def _queues(queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     if queue is None:
         return pl.LazyFrame(
-            schema={"queue": pl.String, "pool": pl.String, "window_start_ns": pl.Int64, "depth_mean": pl.Float64, "depth_max": pl.Int64}
+            schema={"queue": pl.Categorical, "pool": pl.Categorical, "window_start_ns": pl.Int64, "depth_mean": pl.Float64, "depth_max": pl.Int64}
         )
     return (
         queue.lazy()
@@ -158,7 +158,7 @@ def _queues(queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
 
 def _links(network: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     schema = {
-        "link": pl.String,
+        "link": pl.Categorical,
         "window_start_ns": pl.Int64,
         "link_util": pl.Float64,
         "retransmits": pl.Int64,
@@ -187,7 +187,7 @@ def _links(network: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
 def _hosts(hyper: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     cols = ["steal_frac", "cotenant_util", "vgpu_wait_ms"]
     if hyper is None:
-        return pl.LazyFrame(schema={"host": pl.String, "window_start_ns": pl.Int64} | {c: pl.Float64 for c in cols})
+        return pl.LazyFrame(schema={"host": pl.Categorical, "window_start_ns": pl.Int64} | {c: pl.Float64 for c in cols})
     return (
         hyper.lazy()
         .filter((pl.col("event") == "sample") & pl.col("host").is_not_null())

@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import polars as pl
 
 from coherence_diag.metrics import Metrics
+from coherence_diag import timeseries
 from coherence_diag.timeseries import TimeSeries
 
 Number = float | None
@@ -42,6 +43,20 @@ class FeatureContext:
     metrics: Metrics
     window_s: float
     series_factory: Callable[[], TimeSeries]
+
+    @classmethod
+    def build(
+        cls, requests: pl.DataFrame, layers: dict[str, pl.DataFrame], columns: set[str], metrics: Metrics, window_s: float
+    ) -> "FeatureContext":
+        """The context of one analysis; its time series are built on first use."""
+        return cls(
+            requests=requests,
+            layers=layers,
+            columns=columns,
+            metrics=metrics,
+            window_s=window_s,
+            series_factory=lambda: timeseries.build(requests.lazy(), layers, window_s),
+        )
 
     @cached_property
     def series(self) -> TimeSeries:

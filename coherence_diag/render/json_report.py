@@ -24,6 +24,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "trace": raw["trace"],
         "metrics": raw["metrics"],
         "indices": raw["indices"],
+        "index_breakdown": raw["index_breakdown"],
         "findings": raw["findings"],
         "evaluability": raw["evaluability"],
     }

@@ -16,6 +16,9 @@ def render(report: Report, console: Console) -> None:
     console.print(_trace_panel(report))
     console.print(_metrics_table(report))
     console.print(_indices_table(report))
+    health = _health(report)
+    if health is not None:
+        console.print(health)
     console.print(_findings(report))
     blind = _blind_spots(report.evaluability)
     if blind is not None:
@@ -88,12 +91,45 @@ def _metrics_table(report: Report) -> Table:
 
 def _indices_table(report: Report) -> Table:
     table = Table(title="coherence indices", title_justify="left")
-    for name in ("index", "value", "direction"):
+    for name in ("index", "value", "direction", "meaning"):
         table.add_column(name)
-    directions = {"CI": "higher is better", "DI": "higher is worse", "WPI": "higher is worse", "HCL": "higher is worse"}
-    for name in ("CI", "DI", "WPI", "HCL"):
-        table.add_row(name, _fmt(getattr(report.indices, name), digits=3), directions[name])
+    rows = [
+        ("CI", "higher is better", "coherence across layers and links"),
+        ("DI", "higher is worse", "share of request time lost to waiting"),
+        ("WPI", "higher is worse", "how far instability spreads"),
+        ("HCL", "higher is worse", "busy time that produced nothing useful"),
+    ]
+    for name, direction, meaning in rows:
+        table.add_row(name, _fmt(getattr(report.indices, name), digits=3), direction, meaning)
     return table
+
+
+def _health(report: Report) -> Table | None:
+    b = report.index_breakdown
+    if not b.layers and not b.links:
+        return None
+    table = Table(title="synchronization map (1 = healthy)", title_justify="left")
+    table.add_column("layer")
+    table.add_column("health", justify="right")
+    table.add_column("link")
+    table.add_column("alignment", justify="right")
+    layers = list(b.layers.items())
+    links = list(b.links.items())
+    for i in range(max(len(layers), len(links))):
+        lname, lval = layers[i] if i < len(layers) else ("", None)
+        kname, kval = links[i] if i < len(links) else ("", None)
+        table.add_row(
+            lname, _score(lval) if lname else "", kname.replace("_", " <-> ", 1) if kname != "end_to_end" else "end to end",
+            _score(kval) if kname else "",
+        )
+    return table
+
+
+def _score(value: float | None) -> str:
+    if value is None:
+        return "[dim]n/a[/dim]"
+    style = "green" if value >= 0.8 else "yellow" if value >= 0.5 else "red"
+    return f"[{style}]{value:.2f}[/{style}]"
 
 
 def _findings(report: Report) -> Panel:
@@ -102,12 +138,24 @@ def _findings(report: Report) -> Panel:
     table = Table.grid(padding=(0, 1))
     for f in report.findings:
         style = _SEVERITY_STYLE[f.severity]
+        domains = f.domain + (f" (+{', '.join(f.supporting_domains)})" if f.supporting_domains else "")
         table.add_row(
             f"[{style}]{f.severity.upper()}[/{style}]",
-            f"[bold]{escape(f.rule)}[/bold] [dim]{escape(f.domain)}[/dim]",
-            escape(f.summary),
+            f"[bold]{escape(f.rule)}[/bold] [dim]{escape(f.kind)} | {escape(domains)} | score {f.score:.2f}[/dim]",
         )
-    return Panel(table, title="findings", expand=False)
+        table.add_row("", escape(f.summary))
+        evidence = ", ".join(f"{escape(str(k))}={escape(_evidence_value(v))}" for k, v in f.evidence.items())
+        if evidence:
+            table.add_row("", f"[dim]evidence: {evidence}[/dim]")
+    return Panel(table, title="findings (most severe first)", expand=False)
+
+
+def _evidence_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_evidence_value(v) for v in value[:6]) + (", ..." if len(value) > 6 else "") + "]"
+    return str(value)
 
 
 def _blind_spots(evaluability: dict[str, Evaluability]) -> Panel | None:

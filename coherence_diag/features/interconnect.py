@@ -1,0 +1,310 @@
+"""Interconnect features (domain AI.11): provisioned capacity that the communication topology
+cannot make usable (interconnect-induced capacity inaccessibility, seed 002 section 5.3).
+
+The link under study is the most saturated link that carries KV transfers: the largest share of
+sampled windows with `link_util >= SATURATED_UTIL` (ties: higher mean utilization). Devices *behind*
+that link are those whose KV transfers (as source or destination) go over it almost exclusively
+(share >= `BEHIND_SHARE`): for them the link is the only path to the rest of the serving graph.
+Their *peers* are the devices not behind the link that do the same kind of work: the same pool
+when it has such devices, else the same dominant exec phase.
+
+Capacity is inaccessible when the link is saturated, requests routed over it spend a large share
+of their latency in the transfer, and the devices behind it stay far less busy than their peers
+over the same period (from the moment the last of them came online: `device_info`, first sample
+or first exec span) while the rest of the fleet is busy: the hardware exists, but the interconnect
+cannot operationalize it, so throughput does not scale with the devices added.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
+from coherence_diag.paths import NS_PER_MS, device_table
+
+SATURATED_UTIL = 0.9  # a link window at >= 90% utilization has no headroom left
+BEHIND_SHARE = 0.9  # a device whose KV transfers use the link at least this often is behind it
+MIN_LINK_SAMPLES = 10
+MIN_REQUESTS = 20
+MIN_PERIOD_S = 10.0
+MIN_SATURATION = 0.1  # below this the link under study is not cutting any capacity off
+MAX_LISTED = 10
+MAX_PEERS = 64  # peers measured for the busy and throughput comparison
+
+NEEDS = ("link", "link_util", "dur_ms", "src_device", "dst_device")
+
+
+@feature_group(
+    "interconnect",
+    [
+        FeatureSpec(
+            "interconnect_link_saturated_frac", "frac",
+            f"Share of the sampled windows with link_util >= {SATURATED_UTIL} on the most saturated link that carries "
+            "KV transfers (the link under study).",
+            NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_link_util_mean_frac", "frac",
+            "Mean sampled link_util of the link under study.",
+            NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_transfer_share_frac", "frac",
+            "Median over completed inference requests whose KV transfer crossed the link under study of "
+            "kv_transfer_ms / end-to-end latency: how much of their latency is spent moving state over it.",
+            NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_path_slowdown_ratio", "ratio",
+            "Median KV-transfer time per byte on the link under study / the same over all other links "
+            "(None with a single link).",
+            NEEDS + ("bytes",),
+        ),
+        FeatureSpec(
+            "interconnect_bound_device_busy_ratio", "ratio",
+            f"Busy fraction (union of exec spans) of the devices behind the link under study (>= {BEHIND_SHARE:.0%} of "
+            "their KV transfers use it) / that of their peers (same pool, else same exec phase, not behind the link), "
+            "over the same period from when the last of them came online to the end of the trace (< 1: provisioned "
+            f"devices sit idle; at most {MAX_PEERS} peers, evenly spaced by name, are measured). None when the link "
+            f"under study is saturated in less than {MIN_SATURATION:.0%} of its windows (it cuts no capacity off).",
+            NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_bound_device_throughput_ratio", "ratio",
+            "Completed inference requests per device-second served by the devices behind the link under study / "
+            "the same for their peers, over the same period: what the added or link-bound hardware contributes.",
+            NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_bound_device_share_frac", "frac",
+            "Devices behind the link under study / (those devices + their peers): the share of that part of the "
+            "fleet whose capacity depends on the link.",
+            NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_bound_pool_wait_frac", "frac",
+            "Share of the inference requests of the pools of the devices behind the link under study, arriving in the "
+            "same period, that waited for a dispatch (queue wait > 0, or decode-side queueing for decode devices): "
+            "requests queue while the link-bound devices idle.",
+            NEEDS,
+        ),
+    ],
+)
+def interconnect(ctx: FeatureContext) -> GroupResult:
+    net, gpu = ctx.layer("network"), ctx.layer("gpu")
+    if net is None or not set(NEEDS) <= set(net.columns):
+        return GroupResult({})
+    kind = (pl.col("kind") == "kv_transfer") if "kind" in net.columns else pl.lit(True)
+    transfers = net.lazy().filter((pl.col("event") == "transfer") & kind & pl.col("link").is_not_null())
+    links = (
+        net.lazy()
+        .filter((pl.col("event") == "sample") & pl.col("link").is_not_null() & pl.col("link_util").is_not_null())
+        .group_by("link")
+        .agg(
+            pl.len().alias("n"),
+            (pl.col("link_util") >= SATURATED_UTIL).mean().alias("sat"),
+            pl.col("link_util").mean().alias("util"),
+        )
+        .filter(pl.col("n") >= MIN_LINK_SAMPLES)
+        .join(transfers.select(pl.col("link").unique()), on="link", how="semi")
+        .with_columns(pl.col("link").cast(pl.String))
+        .sort(["sat", "util", "link"], descending=[True, True, False])
+        .collect()
+    )
+    if links.is_empty():
+        return GroupResult({})
+    top = links.row(0, named=True)
+    link = top["link"]
+    on_link = pl.col("link") == link
+    values: dict[str, float | None] = {
+        "interconnect_link_saturated_frac": top["sat"],
+        "interconnect_link_util_mean_frac": top["util"],
+    }
+    detail: dict[str, object] = {"link": link, "link_samples": int(top["n"]), "links_compared": links.height}
+
+    # Latency share of the transfer for requests routed over the link.
+    routed = transfers.filter(on_link & pl.col("request_id").is_not_null()).select(pl.col("request_id").unique())
+    done = ctx.completed.lazy().filter(pl.col("latency_ms") > 0).join(routed, on="request_id", how="semi")
+    share = done.select(
+        pl.len().alias("n"), (pl.col("kv_transfer_ms").fill_null(0.0) / pl.col("latency_ms")).median().alias("share")
+    ).collect().row(0, named=True)
+    if share["n"] >= MIN_REQUESTS:
+        values["interconnect_transfer_share_frac"] = share["share"]
+    detail["requests_over_link"] = int(share["n"])
+
+    if "bytes" in net.columns:
+        per_byte = (
+            transfers.filter((pl.col("bytes") > 0) & pl.col("dur_ms").is_not_null())
+            .group_by(on_link.alias("on"))
+            .agg((pl.col("dur_ms") / pl.col("bytes")).median().alias("x"))
+            .collect()
+        )
+        by = dict(zip(per_byte["on"].to_list(), per_byte["x"].to_list()))
+        if by.get(True) is not None and by.get(False):
+            values["interconnect_path_slowdown_ratio"] = by[True] / by[False]
+
+    if gpu is not None and top["sat"] >= MIN_SATURATION:
+        values.update(_stranded(ctx, gpu, transfers, on_link, detail))
+    return GroupResult(values, details={"interconnect_link_saturated_frac": detail})
+
+
+def _stranded(
+    ctx: FeatureContext,
+    gpu: pl.DataFrame,
+    transfers: pl.LazyFrame,
+    on_link: pl.Expr,
+    detail: dict[str, object],
+) -> dict[str, float | None]:
+    """Devices behind the link vs their peers: busy fraction, throughput, queueing of their pools."""
+    touching = pl.concat(
+        [
+            transfers.filter(on_link).select(pl.col("src_device").alias("device")),
+            transfers.filter(on_link).select(pl.col("dst_device").alias("device")),
+        ]
+    ).filter(pl.col("device").is_not_null()).unique().collect()["device"]
+    ids = touching.implode()
+    ends = pl.concat(
+        [
+            transfers.filter(pl.col("src_device").is_in(ids)).select(pl.col("src_device").alias("device"), on_link.alias("on")),
+            transfers.filter(pl.col("dst_device").is_in(ids)).select(pl.col("dst_device").alias("device"), on_link.alias("on")),
+        ]
+    )
+    behind = (
+        ends.filter(pl.col("device").is_in(ids))
+        .group_by("device")
+        .agg(pl.col("on").mean().alias("share"))
+        .filter(pl.col("share") >= BEHIND_SHARE)
+        .collect()["device"]
+    )
+    if behind.is_empty():
+        return {}
+    execs = gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null() & pl.col("dur_ms").is_not_null())
+    phase = pl.col("phase").cast(pl.String) if "phase" in gpu.columns else pl.lit("all")
+    info = device_table(gpu).select("device", "pool", "first_seen_ns").collect()
+    if info["pool"].null_count() == info.height:
+        sched = ctx.layer("scheduler")
+        if sched is not None and {"pool", "device"} <= set(sched.columns):
+            info = info.drop("pool").join(
+                sched.lazy().filter((pl.col("event") == "dispatch") & pl.col("pool").is_not_null())
+                .group_by("device", "pool").agg(pl.len())
+                .group_by("device")
+                .agg(pl.col("pool").sort_by(["len", pl.col("pool").cast(pl.String)], descending=[True, False]).first())
+                .collect(),
+                on="device", how="full", coalesce=True,
+            )
+
+    def roles(devices: pl.Series) -> pl.DataFrame:
+        """Dominant exec phase of each device in `devices` (most spans; ties by name)."""
+        return (
+            execs.filter(pl.col("device").is_in(devices.implode()))
+            .group_by("device", phase.alias("phase"))
+            .agg(pl.len().alias("n"))
+            .collect()
+            .group_by("device")
+            .agg(pl.col("phase").sort_by(["n", "phase"], descending=[True, False]).first())
+        )
+
+    bound = roles(behind).join(info, on="device", how="left")
+    if bound.is_empty():
+        return {}
+    pools = bound["pool"].drop_nulls().unique()
+    phases = bound["phase"].drop_nulls().unique()
+    same_pool = info.filter(pl.col("pool").is_in(pools.implode()) & ~pl.col("device").is_in(behind.implode()))["device"]
+    peers = roles(same_pool).filter(pl.col("phase").is_in(phases.implode())) if same_pool.len() else None
+    if peers is None or peers.is_empty():
+        everyone = execs.select(pl.col("device").unique()).collect()["device"]
+        peers = roles(everyone.filter(~everyone.is_in(behind.implode()))).filter(pl.col("phase").is_in(phases.implode()))
+    if peers.is_empty():
+        return {}
+    peer_count = peers.height
+    if peer_count > MAX_PEERS:  # an evenly spaced sample (by name) stands for the peer group
+        ordered = peers.with_columns(pl.col("device").cast(pl.String).alias("_name")).sort("_name")
+        peers = ordered[[int(i * peer_count / MAX_PEERS) for i in range(MAX_PEERS)]].drop("_name")
+    chosen = pl.concat([bound.select("device", pl.lit(True).alias("behind")), peers.select("device", pl.lit(False).alias("behind"))])
+    first_row = (  # first sample, exec span or device_info row of each device behind the link
+        gpu.lazy().filter(pl.col("device").is_in(behind.implode())).group_by("device").agg(pl.col("ts").min().alias("_first"))
+    )
+    onlines = bound.join(first_row.collect(), on="device", how="left").select(
+        pl.min_horizontal("first_seen_ns", "_first").max()
+    ).item()
+    t_end = gpu.select(pl.col("ts").max()).item()
+    if onlines is None or t_end is None or (t_end - onlines) < MIN_PERIOD_S * 1e9:
+        return {}
+    t_on = onlines
+    period_ns = t_end - t_on
+    busy = _busy_ns(execs.join(chosen.lazy(), on="device", how="inner"), t_on, t_end)
+    f = {k: busy.get(k, 0) / (n * period_ns) for k, n in ((True, bound.height), (False, peers.height))}
+    out: dict[str, float | None] = {
+        "interconnect_bound_device_share_frac": bound.height / (bound.height + peer_count),
+    }
+    if f[False] > 0:
+        out["interconnect_bound_device_busy_ratio"] = f[True] / f[False]
+    detail.update(
+        {
+            "devices_behind_link": sorted(str(d) for d in bound["device"].to_list())[:MAX_LISTED],
+            "devices_behind_link_count": bound.height,
+            "peer_devices": peer_count,
+            "peer_devices_measured": peers.height,
+            "behind_busy_frac": round(f[True], 4),
+            "peer_busy_frac": round(f[False], 4),
+            "period_s": round(period_ns / 1e9, 3),
+        }
+    )
+
+    # Throughput per device-second and queueing of the pools, over the same period.
+    decode_side = set(phases.to_list()) == {"decode"}
+    pool_col, wait_col = ("decode_pool", "decode_queue_ms") if decode_side else ("pool", "queue_wait_ms")
+    bound_ids, peer_ids = bound["device"].implode(), peers["device"].implode()
+    served = pl.col("outcome") == "completed"
+    row = (
+        ctx.inference.lazy()
+        .filter(pl.col("arrive_ns") >= t_on)
+        .select(
+            (served & (pl.col("prefill_device").is_in(bound_ids) | pl.col("decode_device").is_in(bound_ids))).sum().alias("bound_served"),
+            (served & (pl.col("prefill_device").is_in(peer_ids) | pl.col("decode_device").is_in(peer_ids))).sum().alias("peer_served"),
+            (pl.col(pool_col).is_in(pools.cast(pl.Categorical).implode()) & pl.col(wait_col).is_not_null()).alias("_in"),
+            (pl.col(wait_col) > 0).alias("_waited"),
+        )
+        .select(
+            pl.col("bound_served").first(),
+            pl.col("peer_served").first(),
+            pl.col("_in").sum().alias("in_pools"),
+            (pl.col("_in") & pl.col("_waited")).sum().alias("waited"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    if row["peer_served"] > 0:
+        out["interconnect_bound_device_throughput_ratio"] = (row["bound_served"] / bound.height) / (
+            row["peer_served"] / peers.height
+        )
+    if row["in_pools"] >= MIN_REQUESTS:
+        out["interconnect_bound_pool_wait_frac"] = row["waited"] / row["in_pools"]
+    return out
+
+
+def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:
+    """Summed per-device union length of exec spans within [t_on, t_end), in ns, by `behind` flag.
+
+    Spans are laid out on one axis, each device shifted by its own offset so that devices never
+    overlap; sorted by start, a span adds only the part beyond every earlier end (the running max).
+    """
+    width = t_end - t_on + 1
+    spans = (
+        execs.select(
+            "device",
+            "behind",
+            (pl.col("ts").clip(t_on, t_end) - t_on).alias("start"),
+            ((pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)).clip(t_on, t_end) - t_on).alias("end"),
+        )
+        .filter(pl.col("end") > pl.col("start"))
+        .with_columns((pl.col("device").to_physical().rank("dense").cast(pl.Int64) * width).alias("_off"))
+        .with_columns(pl.col("start") + pl.col("_off"), pl.col("end") + pl.col("_off"))
+        .sort("start")
+        .with_columns(pl.col("end").cum_max().shift(1).fill_null(0).alias("_reach"))
+        .with_columns((pl.col("end") - pl.max_horizontal("start", "_reach")).clip(0, None).alias("_new"))
+        .group_by("behind")
+        .agg(pl.col("_new").sum())
+        .collect()
+    )
+    return dict(zip(spans["behind"].to_list(), spans["_new"].to_list()))

@@ -1,0 +1,155 @@
+"""Service-quality features: is an SLO shortfall explained by a visible capacity shortage?
+
+For every completed inference request that missed its SLO, the trace is asked whether its own
+path shows a capacity shortage: it waited (retry delay, queue wait, decode-side queueing), its
+prefill device was saturated in the window it was dispatched, or its KV transfer crossed a
+saturated link. Fleet headroom and backlog are measured on the windowed series.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from coherence_diag.features.dynamics import fleet_windows, window_ns, window_start
+from coherence_diag.features.energy import inference_devices
+from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
+from coherence_diag.paths import NS_PER_MS
+
+WAIT_SHARE = 0.2  # a miss is explained by waiting when waits are >= this share of its latency
+SATURATED = 0.95  # busy fraction (device) or utilization (link) that counts as saturated
+
+SLO = ("slo_ms",)
+WAIT = pl.sum_horizontal(
+    pl.col("retry_delay_ms").fill_null(0.0), pl.col("queue_wait_ms").fill_null(0.0), pl.col("decode_queue_ms").fill_null(0.0)
+)
+
+SERVICE_FEATURES = [
+    FeatureSpec(
+        "slo_miss_wait_share", "frac",
+        "Over completed inference requests that missed their SLO: total waiting (retry delay + queue wait + "
+        "decode-side queueing) / total end-to-end latency. Null without SLO misses.",
+        SLO,
+    ),
+    FeatureSpec(
+        "slo_miss_explained_frac", "frac",
+        "Share of completed inference requests that missed their SLO whose own path shows a visible capacity "
+        f"shortage: waiting >= {WAIT_SHARE:.0%} of their latency, or a prefill device busy >= {SATURATED:.0%} of "
+        f"the dispatch window, or a KV transfer over a link at >= {SATURATED:.0%} utilization in that window "
+        f"taking >= {WAIT_SHARE:.0%} of their latency. Null without SLO misses.",
+        SLO + ("dur_ms",),
+    ),
+    FeatureSpec(
+        "slo_unexplained_miss_rate", "frac",
+        "Completed inference requests that missed their SLO with no visible capacity shortage on their path "
+        "(definition under slo_miss_explained_frac) / finished inference requests with an SLO (the "
+        "denominator of slo_attainment). 0 when every SLO was met.",
+        SLO + ("dur_ms",),
+    ),
+    FeatureSpec(
+        "slo_miss_time_concentration", "frac",
+        "Share of SLO misses that complete in the 10% of windows holding the most misses: near 0.1-0.3 for "
+        "misses spread evenly over time, near 1 when they cluster in a few incidents. Null without misses.",
+        SLO,
+    ),
+    FeatureSpec(
+        "fleet_busy_p95", "frac",
+        "p95 over windows of the fleet busy fraction: summed busy time (union of exec spans) of all devices "
+        "that served inference / (devices x window). Below ~0.85 the fleet kept headroom even at its "
+        "busiest moments.",
+        ("dur_ms",),
+    ),
+    FeatureSpec(
+        "backlog_p95_per_device", "ratio",
+        "p95 over windows of the fleet queue depth (sum over queues of mean sampled depth) / number of devices "
+        "that served inference: how many requests were waiting per device at the busiest moments.",
+        ("depth",),
+    ),
+]
+
+
+def _missed(ctx: FeatureContext) -> pl.DataFrame:
+    return ctx.completed.filter(pl.col("slo_met").is_not_null() & ~pl.col("slo_met") & (pl.col("latency_ms") > 0))
+
+
+def _explained(ctx: FeatureContext, miss: pl.DataFrame, w: int) -> pl.Series:
+    frame = miss.select(
+        "request_id",
+        pl.col("prefill_device").alias("device"),
+        window_start(pl.col("dispatch_ns"), w).alias("window_start_ns"),
+        (WAIT / pl.col("latency_ms") >= WAIT_SHARE).alias("waited"),
+        (pl.col("kv_transfer_ms").fill_null(0.0) / pl.col("latency_ms") >= WAIT_SHARE).alias("long_kv"),
+    )
+    devices = ctx.series.devices
+    busy = (
+        devices.lazy()
+        .filter(pl.col("device").is_in(frame["device"].drop_nulls().unique().implode()))
+        .select("device", "window_start_ns", "busy_frac")
+        .collect()
+    )
+    frame = frame.join(busy, on=["device", "window_start_ns"], how="left").with_columns(
+        (pl.col("busy_frac").fill_null(0.0) >= SATURATED).alias("saturated")
+    )
+    hot = _hot_link_requests(ctx, frame.filter(pl.col("long_kv"))["request_id"], w)
+    frame = frame.with_columns(pl.col("request_id").is_in(hot.implode()).alias("hot_link"))
+    return frame.select(pl.col("waited") | pl.col("saturated") | (pl.col("long_kv") & pl.col("hot_link"))).to_series()
+
+
+def _hot_link_requests(ctx: FeatureContext, ids: pl.Series, w: int) -> pl.Series:
+    """Of `ids`, the requests with a KV transfer on a link at >= SATURATED utilization in that window."""
+    net = ctx.layer("network")
+    links = ctx.series.links
+    empty = pl.Series("request_id", [], dtype=ids.dtype)
+    if ids.len() == 0 or net is None or "link" not in net.columns or links.is_empty():
+        return empty
+    cond = (pl.col("event") == "transfer") & pl.col("link").is_not_null() & pl.col("request_id").is_in(ids.implode())
+    if "kind" in net.columns:
+        cond = cond & (pl.col("kind").is_null() | (pl.col("kind") == "kv_transfer"))
+    transfers = net.filter(cond).select("request_id", "link", window_start(pl.col("ts"), w).alias("window_start_ns"))
+    hot = links.filter(pl.col("link_util") >= SATURATED).select("link", "window_start_ns")
+    return transfers.join(hot, on=["link", "window_start_ns"], how="semi")["request_id"].unique()
+
+
+@feature_group("sla_without_shortage", SERVICE_FEATURES)
+def service_features(ctx: FeatureContext) -> GroupResult:
+    names = [s.name for s in SERVICE_FEATURES]
+    values: dict[str, float | None] = {n: None for n in names}
+    w = window_ns(ctx)
+    miss = _missed(ctx)
+    finished = ctx.inference.filter((pl.col("outcome") != "unfinished") & pl.col("slo_ms").is_not_null()).height
+    if finished:
+        values["slo_unexplained_miss_rate"] = 0.0
+    if miss.height:
+        values["slo_miss_wait_share"] = miss.select(WAIT.sum() / pl.col("latency_ms").sum()).item()
+        explained = _explained(ctx, miss, w)
+        values["slo_miss_explained_frac"] = float(explained.mean())
+        if finished:
+            values["slo_unexplained_miss_rate"] = float((~explained).sum() / finished)
+    fw = fleet_windows(ctx)
+    if fw is not None and miss.height:
+        misses = miss.group_by(window_start(pl.col("complete_ns"), w).alias("w")).agg(pl.len().alias("m"))
+        per_w = pl.DataFrame({"w": fw.start_ns}).join(misses, on="w", how="left")["m"].fill_null(0).to_numpy()
+        top = max(1, per_w.size // 10)
+        values["slo_miss_time_concentration"] = float(np.sort(per_w)[::-1][:top].sum() / max(per_w.sum(), 1))
+    inf_devs = inference_devices(ctx)
+    devices = ctx.series.devices
+    if inf_devs.len() and not devices.is_empty() and fw is not None:
+        fleet = (
+            devices.lazy()
+            .filter(pl.col("device").is_in(inf_devs.implode()))
+            .group_by("window_start_ns")
+            .agg(pl.col("busy_ms").sum())
+            .collect()
+        )
+        per_w = (
+            pl.DataFrame({"window_start_ns": fw.start_ns})
+            .join(fleet, on="window_start_ns", how="left")["busy_ms"]
+            .fill_null(0.0)
+            .to_numpy()
+        )
+        values["fleet_busy_p95"] = float(np.quantile(per_w / (inf_devs.len() * w / NS_PER_MS), 0.95))
+        if fw.depth is not None:
+            depth = fw.depth[np.isfinite(fw.depth)]
+            if depth.size:
+                values["backlog_p95_per_device"] = float(np.quantile(depth, 0.95) / inf_devs.len())
+    return GroupResult(values)

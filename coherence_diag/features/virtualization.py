@@ -1,0 +1,365 @@
+"""Virtualization features: does the abstraction layer distort the mapping from intent to effect?
+
+Unit of measurement: one inference execution span (gpu `exec`, phase other than `batch_job`)
+joined to the scheduler `dispatch` that started it, which carries the service time the scheduler
+expected (`predicted_ms`). The span's *service distortion* is log(realized dur_ms / predicted_ms):
+the same work normalized away, what is left is how far execution departed from the control model.
+
+A span ran *virtualized* when its device (or its host, if hypervisor samples name hosts only) has
+a hypervisor sample at most 60 s before the span start, or `device_info` flags the device
+`virtualized`. The hypervisor sample also gives the span's `steal_frac` / `cotenant_util`.
+Virtualization status is therefore per span, not per device: hosts that become VMs mid-trace
+(a migration) count as bare metal before and virtualized after.
+
+Virtualized and bare-metal spans are compared only within the same stratum (environment, pool,
+phase): the same kind of work, in the same environment, scheduled by the same control model. A
+span's environment is the target env of the latest hypervisor `migrate` of its device or host
+before it started, else the env on its gpu row, else the env of its dispatch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+from scipy import stats
+
+from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
+from coherence_diag.paths import ASOF_TOLERANCE_NS, device_table
+
+MIN_STRATUM = 30  # spans per side of a stratum comparison
+MIN_COUPLING = 50  # virtualized spans with a hypervisor sample
+SPAN_CAP = 50_000  # spans per side read exactly; above, a deterministic subsample
+SPAN_COLUMNS = ("dur_ms", "predicted_ms")
+STRATA = ("_env", "_pool", "_phase")
+
+
+def _spread(col: str) -> pl.Expr:
+    return pl.col(col).quantile(0.9, "linear") - pl.col(col).quantile(0.1, "linear")
+
+
+@feature_group(
+    "virtualization",
+    [
+        FeatureSpec(
+            "virt_span_share", "frac",
+            "Share of inference execution spans (gpu exec, phase other than batch_job) that ran virtualized: "
+            "their device (or host) had a hypervisor sample at most 60 s before the span start, or device_info "
+            "flags the device virtualized=true.",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_dispersion_ratio", "ratio",
+            "Spread (p90 - p10) of log(realized dur_ms / predicted_ms) over spans on virtualized devices divided "
+            "by the same spread on bare-metal devices, per stratum (env, pool, phase) with >= 30 spans on each "
+            "side, averaged weighted by the virtualized spans. 1 = the same work is as predictable under the "
+            "hypervisor as on bare metal.",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_slowdown_ratio", "ratio",
+            "exp of the weighted mean difference, virtualized minus bare metal in the same strata, of the median "
+            "log(realized / predicted) service time: the typical extra service time under the hypervisor.",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_steal_coupling_rho", "corr",
+            "Spearman rank correlation, over virtualized spans, between the span's log(realized / predicted) "
+            "(minus its stratum median) and the hypervisor steal_frac sampled at or before the span start.",
+            SPAN_COLUMNS + ("steal_frac",),
+        ),
+        FeatureSpec(
+            "virt_cotenant_coupling_rho", "corr",
+            "Spearman rank correlation, over virtualized spans, between the span's log(realized / predicted) "
+            "(minus its stratum median) and the co-tenant activity cotenant_util sampled at or before the span.",
+            SPAN_COLUMNS + ("cotenant_util",),
+        ),
+        FeatureSpec(
+            "virt_coupling_rho", "corr",
+            "The stronger (larger) of virt_steal_coupling_rho and virt_cotenant_coupling_rho: how much realized "
+            "service time follows hypervisor contention (needs steal_frac or cotenant_util).",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_coupling_p", "p",
+            "One-sided p-value (t approximation) that virt_coupling_rho is not positive.",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_steal_spread", "frac",
+            "p90 - p10 of steal_frac over virtualized spans: how much hypervisor contention varied while work ran.",
+            SPAN_COLUMNS + ("steal_frac",),
+        ),
+    ],
+)
+def virtualization_features(ctx: FeatureContext) -> GroupResult:
+    found = _spans(ctx)
+    if found is None:
+        return GroupResult({})
+    spans, share = found
+    missing: dict[str, tuple[str, ...]] = {}
+    if not {"steal_frac", "cotenant_util"} & ctx.columns:
+        missing = {"virt_coupling_rho": ("steal_frac",), "virt_coupling_p": ("steal_frac",)}
+    values: dict[str, float | None] = {"virt_span_share": share}
+    if spans.is_empty():
+        return GroupResult(values, missing=missing)
+    details: dict[str, dict[str, object]] = {}
+
+    strata = spans.group_by(*STRATA, "_virt").agg(
+        pl.len().alias("n"), _spread("_r").alias("spread"), pl.col("_r").median().alias("median")
+    )
+    virt = strata.filter(pl.col("_virt"))
+    bare = strata.filter(~pl.col("_virt"))
+    both = virt.join(bare, on=list(STRATA), suffix="_bare", nulls_equal=True).filter(
+        (pl.col("n") >= MIN_STRATUM) & (pl.col("n_bare") >= MIN_STRATUM) & (pl.col("spread_bare") > 0)
+    )
+    if both.height:
+        row = both.select(
+            ((pl.col("spread") / pl.col("spread_bare")) * pl.col("n")).sum() / pl.col("n").sum(),
+            ((pl.col("median") - pl.col("median_bare")) * pl.col("n")).sum() / pl.col("n").sum(),
+            pl.col("n").sum(),
+            pl.col("n_bare").sum(),
+        ).row(0)
+        values["virt_dispersion_ratio"] = row[0]
+        values["virt_slowdown_ratio"] = math.exp(row[1])
+        worst = both.with_columns((pl.col("spread") / pl.col("spread_bare")).alias("ratio")).sort(
+            "ratio", *STRATA, descending=[True, False, False, False], nulls_last=True
+        ).row(0, named=True)
+        details["virt_dispersion_ratio"] = {
+            "virtualized_spans_compared": int(row[2]),
+            "bare_metal_spans_compared": int(row[3]),
+            "strata_compared": both.height,
+            "most_distorted_pool": worst["_pool"],
+            "most_distorted_phase": worst["_phase"],
+            "most_distorted_env": worst["_env"],
+            "most_distorted_dispersion_ratio": worst["ratio"],
+        }
+    else:
+        values["virt_dispersion_ratio"] = None
+        values["virt_slowdown_ratio"] = None
+
+    coupled = spans.filter(pl.col("_virt")).with_columns(
+        (pl.col("_r") - pl.col("_r").median().over(*STRATA)).alias("_res")
+    )
+    rhos = {}
+    for col, name in (("steal_frac", "virt_steal_coupling_rho"), ("cotenant_util", "virt_cotenant_coupling_rho")):
+        sample = coupled.filter(pl.col(col).is_not_null()) if col in coupled.columns else coupled.head(0)
+        rho = None
+        if sample.height >= MIN_COUPLING and sample[col].n_unique() > 1:
+            rho = sample.select(pl.corr("_res", col, method="spearman")).item()
+        values[name] = rho
+        if rho is not None and rho == rho:
+            rhos[name] = (rho, sample.height)
+    if rhos:
+        best = max(rhos, key=lambda k: (rhos[k][0], k))
+        rho, n = rhos[best]
+        values["virt_coupling_rho"] = rho
+        values["virt_coupling_p"] = _one_sided_p(rho, n)
+        details["virt_coupling_rho"] = {"coupled_to": "steal_frac" if "steal" in best else "cotenant_util", "spans": n}
+    else:
+        values["virt_coupling_rho"] = None
+        values["virt_coupling_p"] = None
+    steal = coupled["steal_frac"].drop_nulls() if "steal_frac" in coupled.columns else None
+    values["virt_steal_spread"] = (
+        float(steal.quantile(0.9, "linear") - steal.quantile(0.1, "linear")) if steal is not None and steal.len() else None
+    )
+    return GroupResult(values, details, missing)
+
+
+def _one_sided_p(rho: float, n: int) -> float | None:
+    if n < 3:
+        return None
+    if rho >= 1.0:
+        return 0.0
+    t = rho * math.sqrt((n - 2) / max(1e-12, 1.0 - rho * rho))
+    return float(stats.t.sf(t, n - 2))
+
+
+def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
+    """Inference exec spans of the strata that hold virtualized work, each with its dispatch's
+    prediction, stratum and hypervisor sample; and the share of all inference exec spans that
+    ran virtualized.
+
+    Only pools that have a virtualized device are read (the others cannot be compared). Above
+    SPAN_CAP spans per side (on virtualized devices / on the other devices of those pools) a
+    deterministic subsample (by a hash of the span start) is used.
+    """
+    gpu, sched = ctx.layer("gpu"), ctx.layer("scheduler")
+    if gpu is None or sched is None or not {"dur_ms", "predicted_ms", "device"} <= ctx.columns:
+        return None
+    inference_exec = (pl.col("event") == "exec") & pl.col("request_id").is_not_null() & (pl.col("dur_ms") > 0)
+    if "phase" in gpu.columns:
+        inference_exec = inference_exec & (pl.col("phase").is_null() | (pl.col("phase") != "batch_job"))
+    total = gpu.select(inference_exec.sum()).item()
+    if not total:
+        return None
+    devices = device_table(gpu).collect()
+    samples, key = _hypervisor_samples(ctx.layer("hypervisor"), devices)
+    if key == "host" and samples is not None and "host" in gpu.columns:
+        # Devices whose rows name a sampled host but that have no device_info host.
+        extra = (
+            gpu.lazy()
+            .filter(pl.col("device").is_not_null() & pl.col("host").is_in(samples["host"].unique().implode()))
+            .group_by("device")
+            .agg(pl.col("host").min())
+            .join(devices.lazy().filter(pl.col("host").is_not_null()), on="device", how="anti")
+            .collect()
+        )
+        if extra.height:
+            devices = pl.concat([devices.filter(~pl.col("device").is_in(extra["device"].implode())), extra], how="diagonal")
+    virt_devices = devices.filter(pl.col("virtualized").fill_null(False))["device"]
+    if samples is not None:
+        if key == "device":
+            sampled = samples["device"].unique()
+        else:
+            sampled = devices.join(samples.select(pl.col("host").unique()), on="host", how="semi")["device"]
+        virt_devices = pl.concat([virt_devices, sampled.cast(virt_devices.dtype)]).unique()
+    if virt_devices.is_empty():
+        return pl.DataFrame(), 0.0
+    virt_pools = devices.filter(pl.col("device").is_in(virt_devices.implode()))["pool"].drop_nulls().unique()
+    if devices["pool"].null_count() == devices.height:
+        candidates = None  # no pool in device_info: every device may share a pool with a VM
+    else:
+        candidates = pl.concat([
+            devices.filter(pl.col("pool").is_in(virt_pools.implode()))["device"], virt_devices
+        ]).unique()
+
+    phase = pl.col("phase") if "phase" in gpu.columns else pl.lit(None, pl.Categorical)
+    env = pl.col("env") if "env" in gpu.columns else pl.lit(None, pl.Categorical)
+    spans = gpu.lazy().filter(inference_exec)
+    if candidates is not None:
+        spans = spans.filter(pl.col("device").is_in(candidates.implode()))
+    spans = spans.select(
+        "ts", "request_id", "device", "dur_ms",
+        phase.cast(pl.String).alias("_phase"), env.cast(pl.String).alias("_env"),
+        pl.col("device").is_in(virt_devices.implode()).alias("_on_virt"),
+    ).collect()
+    n_on_virt = int(spans["_on_virt"].sum())
+    spans = pl.concat([
+        _subsample(spans.filter(pl.col("_on_virt"))),
+        _subsample(spans.filter(~pl.col("_on_virt"))),
+    ])
+    pool = pl.col("pool") if "pool" in sched.columns else pl.lit(None, pl.Categorical)
+    sched_env = pl.col("env") if "env" in sched.columns else pl.lit(None, pl.Categorical)
+    dispatch = (
+        sched.lazy()
+        .filter(
+            (pl.col("event") == "dispatch")
+            & (pl.col("predicted_ms") > 0)
+            & pl.col("request_id").is_in(spans["request_id"].unique().implode())
+        )
+        .select(
+            "ts", "request_id", "device", "predicted_ms",
+            pool.cast(pl.String).alias("_pool"), sched_env.cast(pl.String).alias("_dispatch_env"),
+        )
+        .sort("ts")
+    )
+    # The dispatch that started the span: the latest one of the same request on the same device.
+    joined = (
+        spans.lazy()
+        .sort("ts")
+        .join_asof(dispatch, on="ts", by=["request_id", "device"], strategy="backward", check_sortedness=False)
+        .filter(pl.col("predicted_ms").is_not_null())
+        .with_columns((pl.col("dur_ms") / pl.col("predicted_ms")).log().alias("_r"))
+        .join(
+            devices.lazy().select(
+                "device",
+                pl.col("host"),
+                pl.col("pool").cast(pl.String).alias("_info_pool"),
+                pl.col("virtualized").fill_null(False).alias("_flagged"),
+            ),
+            on="device",
+            how="left",
+        )
+        .with_columns(
+            pl.coalesce("_pool", "_info_pool").alias("_pool"),
+            pl.coalesce("_env", "_dispatch_env").alias("_env"),
+            pl.col("_flagged").fill_null(False),
+        )
+        .drop("_info_pool", "_dispatch_env")
+        .collect()
+    )
+    joined = _attach_migrations(joined, ctx.layer("hypervisor"), devices)
+    joined = _attach_hypervisor(joined, samples, key)
+    joined = joined.with_columns((pl.col("_flagged") | pl.col("_sampled")).alias("_virt"))
+    on_virt = joined.filter(pl.col("_on_virt"))
+    share = (n_on_virt * float(on_virt["_virt"].mean())) / total if on_virt.height else 0.0
+    return joined, share
+
+
+def _attach_migrations(spans: pl.DataFrame, hyp: pl.DataFrame | None, devices: pl.DataFrame) -> pl.DataFrame:
+    """A span's environment is where its device was when it started: after a hypervisor `migrate`
+    of its device (or host) the target `env` of the latest such event, else the env on its rows."""
+    if hyp is None or "env" not in hyp.columns:
+        return spans
+    moves = hyp.filter((pl.col("event") == "migrate") & pl.col("env").is_not_null())
+    if moves.is_empty():
+        return spans
+    parts = []
+    if "device" in moves.columns:
+        parts.append(moves.filter(pl.col("device").is_not_null()).select("device", "ts", "env"))
+    if "host" in moves.columns:
+        by_host = moves.filter(pl.col("host").is_not_null())
+        if "device" in moves.columns:
+            by_host = by_host.filter(pl.col("device").is_null())
+        parts.append(by_host.select("host", "ts", "env").join(devices.select("device", "host"), on="host").select("device", "ts", "env"))
+    table = (
+        pl.concat(parts)
+        .group_by("device", "ts")
+        .agg(pl.col("env").cast(pl.String).max().alias("_moved_env"))
+        .sort("ts")
+    )
+    return (
+        spans.sort("ts")
+        .join_asof(table, on="ts", by="device", strategy="backward", check_sortedness=False)
+        .with_columns(pl.coalesce("_moved_env", "_env").alias("_env"))
+        .drop("_moved_env")
+    )
+
+
+def _subsample(frame: pl.DataFrame) -> pl.DataFrame:
+    if frame.height <= SPAN_CAP:
+        return frame
+    keep = -(-frame.height // SPAN_CAP)  # ceil
+    return frame.filter(pl.col("ts").hash(seed=17) % keep == 0)
+
+
+def _hypervisor_samples(hyp: pl.DataFrame | None, devices: pl.DataFrame) -> tuple[pl.DataFrame | None, str]:
+    """Hypervisor samples (one row per key and ts, values averaged), keyed by device when every
+    sample names one, else by host."""
+    cols = [c for c in ("steal_frac", "cotenant_util") if hyp is not None and c in hyp.columns]
+    if hyp is None or not cols:
+        return None, "device"
+    samples = hyp.filter(pl.col("event") == "sample")
+    key = "device" if "device" in samples.columns and samples["device"].null_count() == 0 else "host"
+    if key not in samples.columns:
+        return None, key
+    samples = (
+        samples.filter(pl.col(key).is_not_null())
+        .group_by(key, "ts")
+        .agg(*[pl.col(c).mean() for c in cols])
+        .with_columns(*[pl.lit(None, pl.Float64).alias(c) for c in ("steal_frac", "cotenant_util") if c not in cols])
+    )
+    return (samples if samples.height else None), key
+
+
+def _attach_hypervisor(spans: pl.DataFrame, samples: pl.DataFrame | None, key: str) -> pl.DataFrame:
+    if samples is None:
+        return spans.with_columns(
+            pl.lit(False).alias("_sampled"),
+            pl.lit(None, pl.Float64).alias("steal_frac"),
+            pl.lit(None, pl.Float64).alias("cotenant_util"),
+        )
+    right = samples.with_columns(pl.lit(True).alias("_sampled")).sort("ts")
+    keys = right.select(pl.col(key).unique())
+    matched = (
+        spans.join(keys, on=key, how="semi")
+        .sort("ts")
+        .join_asof(right, on="ts", by=key, strategy="backward", tolerance=ASOF_TOLERANCE_NS, check_sortedness=False)
+    )
+    rest = spans.join(keys, on=key, how="anti").with_columns(
+        pl.lit(None, pl.Boolean).alias("_sampled"),
+        pl.lit(None, pl.Float64).alias("steal_frac"),
+        pl.lit(None, pl.Float64).alias("cotenant_util"),
+    )
+    return pl.concat([matched, rest.select(matched.columns)]).with_columns(pl.col("_sampled").fill_null(False))

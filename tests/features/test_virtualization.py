@@ -1,0 +1,83 @@
+"""Virtualization features on hand-built traces whose distortion is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.features._build import T0, MS, compute, context, device_info, exec_span, sched
+
+DEVICES = [("g0", "h0"), ("g1", "h1"), ("g2", "h2"), ("g3", "hv")]  # g3 runs behind a hypervisor
+
+
+def _rows(*, coupled: bool, vm_from_s: float = 0.0, hyp_device_column: bool = False, n: int = 800):
+    rng = np.random.default_rng(7)
+    rows = [device_info(d, h, "dec") for d, h in DEVICES]
+    steal = np.clip(0.05 + 0.4 * (np.sin(np.arange(400) / 7.0) > 0.3) + 0.02 * rng.standard_normal(400), 0, 1)
+    for s in range(400):
+        if s >= vm_from_s:
+            row = {"ts": T0 + s * 1000 * MS, "layer": "hypervisor", "event": "sample", "host": "hv",
+                   "steal_frac": float(steal[s]), "cotenant_util": float(min(1.0, steal[s] * 1.5))}
+            if hyp_device_column:
+                row["device"] = "g3"
+            rows.append(row)
+    for i in range(n):
+        t_ms = i * 400.0 + float(rng.uniform(0, 50))
+        device, _host = DEVICES[i % 4]
+        on_vm = device == "g3" and t_ms / 1000 >= vm_from_s
+        factor = float(np.exp(0.05 * rng.standard_normal()))
+        if on_vm:
+            s = int(t_ms // 1000)
+            factor *= (1.0 + 3.0 * steal[s]) if coupled else float(np.exp(0.6 * rng.standard_normal()))
+        rid = f"r{i}"
+        rows += [
+            sched(rid, "arrive", t_ms, priority=1, slo_ms=10_000.0, prompt_tokens=100, workload_class="inference"),
+            sched(rid, "dispatch", t_ms, device=device, pool="dec", predicted_ms=100.0),
+            exec_span(rid, device, t_ms, 100.0 * factor, "decode"),
+            sched(rid, "complete", t_ms + 100.0 * factor + 1, output_tokens=10),
+        ]
+    return rows
+
+
+NAMES = ("virt_dispersion_ratio", "virt_coupling_rho", "virt_steal_coupling_rho", "virt_coupling_p",
+         "virt_span_share", "virt_slowdown_ratio")
+
+
+@pytest.mark.parametrize("hyp_device_column", [False, True])
+def test_coupled_distortion_is_measured(tmp_path, hyp_device_column):
+    v = compute(context(tmp_path, _rows(coupled=True, hyp_device_column=hyp_device_column)), *NAMES)
+    assert v["virt_span_share"] == pytest.approx(0.25)
+    assert v["virt_dispersion_ratio"] > 5  # bare metal spreads ~exp(+-0.064), the VM by steal
+    assert v["virt_steal_coupling_rho"] > 0.8
+    assert v["virt_coupling_rho"] >= v["virt_steal_coupling_rho"]
+    assert v["virt_coupling_p"] < 1e-6
+    assert v["virt_slowdown_ratio"] > 1.2
+
+
+def test_uncoupled_noise_has_dispersion_but_no_coupling(tmp_path):
+    v = compute(context(tmp_path, _rows(coupled=False)), *NAMES)
+    assert v["virt_dispersion_ratio"] > 3
+    assert abs(v["virt_coupling_rho"]) < 0.25
+
+
+def test_a_host_that_becomes_a_vm_midway_counts_as_bare_metal_before(tmp_path):
+    v = compute(context(tmp_path, _rows(coupled=True, vm_from_s=160.0)), *NAMES)
+    # g3 has a quarter of the spans; it is virtualized for the last half of the trace (160 s of 320 s).
+    assert v["virt_span_share"] == pytest.approx(0.125, abs=0.01)
+
+
+def test_no_hypervisor_layer_means_no_virtualized_work(tmp_path):
+    rows = [r for r in _rows(coupled=True) if r["layer"] != "hypervisor"]
+    v = compute(context(tmp_path, rows), *NAMES)
+    assert v["virt_span_share"] == 0.0
+    assert v["virt_dispersion_ratio"] is None and v["virt_coupling_rho"] is None
+
+
+def test_work_on_a_migrated_host_is_not_compared_with_the_old_environment(tmp_path):
+    rows = _rows(coupled=True, vm_from_s=160.0)
+    rows.append({"ts": T0 + 160_000 * MS, "layer": "hypervisor", "event": "migrate", "host": "hv", "env": "cloud"})
+    v = compute(context(tmp_path, rows), *NAMES)
+    # g3's spans after the move ran in `cloud`, where no bare-metal device serves the pool.
+    assert v["virt_span_share"] == pytest.approx(0.125, abs=0.01)
+    assert v["virt_dispersion_ratio"] is None
+    assert v["virt_coupling_rho"] > 0.8  # the coupling itself is still measured

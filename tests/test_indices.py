@@ -1,0 +1,160 @@
+"""Index properties: bounds, invariances, and that each index moves the way its definition says."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coherence_diag import analyze
+from coherence_diag.simulate import SCENARIOS
+from tests.rules.harness import analyzed
+from tests.tracegen import TraceSpec, make_trace, write
+
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+specs = st.builds(
+    TraceSpec,
+    n_requests=st.integers(20, 120),
+    seed=st.integers(0, 10_000),
+    rate_per_s=st.floats(5.0, 80.0),
+    timeout_frac=st.floats(0.0, 0.2),
+    retry_frac=st.floats(0.0, 0.3),
+    slo_ms=st.one_of(st.none(), st.floats(100.0, 1500.0)),
+    network=st.booleans(),
+)
+
+
+def _indices(frame: pl.DataFrame, tmp) -> dict:
+    path = tmp / f"t{np.random.default_rng().integers(1 << 30)}.parquet"
+    write(frame, path)
+    i = analyze(path).report.indices
+    return {"CI": i.CI, "DI": i.DI, "WPI": i.WPI, "HCL": i.HCL}
+
+
+def _same(a: dict, b: dict) -> None:
+    for k in a:
+        assert (a[k] is None) == (b[k] is None), k
+        if a[k] is not None:
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), k
+
+
+@SETTINGS
+@given(spec=specs)
+def test_indices_are_bounded(tmp_path_factory, spec):
+    values = _indices(make_trace(spec), tmp_path_factory.mktemp("b"))
+    for name, value in values.items():
+        assert value is None or 0.0 <= value <= 1.0, (name, value)
+
+
+@SETTINGS
+@given(spec=specs, perm=st.integers(0, 2**31), shift_s=st.integers(-10**8, 10**8))
+def test_invariant_under_row_order_time_shift_and_relabelling(tmp_path_factory, spec, perm, shift_s):
+    tmp = tmp_path_factory.mktemp("inv")
+    frame = make_trace(spec)
+    base = _indices(frame, tmp)
+    _same(base, _indices(frame[np.random.default_rng(perm).permutation(frame.height)], tmp))
+    shift = pl.duration(seconds=shift_s, microseconds=123, time_unit="ns")  # ns: keep every instant exact
+    _same(base, _indices(frame.with_columns(pl.col("ts") + shift), tmp))
+    relabel = {
+        c: pl.when(pl.col(c).is_not_null()).then(pl.lit("x-") + pl.col(c).hash(7).cast(pl.String)).otherwise(None)
+        for c in ("request_id", "device", "host", "pool", "src_device", "dst_device", "link", "queue")
+        if c in frame.columns
+    }
+    _same(base, _indices(frame.with_columns(**relabel), tmp))
+
+
+def _delay_after_arrival(frame: pl.DataFrame, every: int, delay_ms: float) -> pl.DataFrame:
+    """Postpone everything that happens to every n-th request after its arrival."""
+    ids = frame.filter(pl.col("event") == "arrive")["request_id"].unique().sort()[::every]
+    later = pl.col("request_id").is_in(ids.implode()) & ~((pl.col("layer") == "scheduler") & (pl.col("event") == "arrive"))
+    delay = pl.duration(microseconds=int(delay_ms * 1000), time_unit="ns")
+    return frame.with_columns(pl.when(later).then(pl.col("ts") + delay).otherwise(pl.col("ts")).alias("ts"))
+
+
+@SETTINGS
+@given(spec=specs, every=st.integers(1, 4), delay_ms=st.floats(50.0, 2000.0))
+def test_di_rises_when_queue_delay_is_injected(tmp_path_factory, spec, every, delay_ms):
+    tmp = tmp_path_factory.mktemp("di")
+    frame = make_trace(spec)
+    before = _indices(frame, tmp)["DI"]
+    after = _indices(_delay_after_arrival(frame, every, delay_ms), tmp)["DI"]
+    assert before is not None and after is not None
+    assert after > before
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), tighter=st.floats(0.1, 0.4))
+def test_hcl_rises_when_effective_work_falls_at_equal_nominal_utilization(tmp_path_factory, seed, tighter):
+    tmp = tmp_path_factory.mktemp("hcl")
+    frame = make_trace(TraceSpec(n_requests=150, seed=seed, slo_ms=1000.0))
+    strict = frame.with_columns(pl.col("slo_ms") * tighter)  # same devices, same busy time, fewer SLOs met
+    a = analyze_path(frame, tmp)
+    b = analyze_path(strict, tmp)
+    assert a.metrics.nominal_utilization == pytest.approx(b.metrics.nominal_utilization)
+    assert b.metrics.effective_utilization < a.metrics.effective_utilization
+    assert b.indices.HCL > a.indices.HCL
+
+
+def analyze_path(frame, tmp):
+    path = tmp / f"h{np.random.default_rng().integers(1 << 30)}.parquet"
+    write(frame, path)
+    return analyze(path).report
+
+
+def _wave_trace(cascade: bool, tmp) -> float:
+    """Two pools, a steady trickle, and one wait spike in pool A; in the cascade the spike
+    moves on to pool B a few seconds later, larger."""
+    ms = 1_000_000
+    t0 = 1_767_225_600_000_000_000
+    rows = []
+    for i in range(600):
+        for pool in ("a", "b"):
+            arrive = t0 + i * 100 * ms
+            second = i // 10
+            wait = 5.0
+            if pool == "a" and 20 <= second < 23:
+                wait = 900.0
+            if cascade and pool == "b" and 25 <= second < 31:
+                wait = 1500.0
+            rid = f"{pool}{i}"
+            rows += [
+                {"ts": arrive, "layer": "scheduler", "event": "arrive", "request_id": rid, "pool": pool, "slo_ms": 5000.0},
+                {"ts": arrive + int(wait * ms), "layer": "scheduler", "event": "dispatch", "request_id": rid, "pool": pool, "device": f"d{pool}"},
+                {"ts": arrive + int((wait + 50) * ms), "layer": "scheduler", "event": "complete", "request_id": rid},
+            ]
+    path = tmp / ("cascade.parquet" if cascade else "local.parquet")
+    pl.DataFrame(rows).write_parquet(path)
+    return analyze(path).report.indices.WPI
+
+
+def test_wpi_is_higher_for_a_propagating_cascade_than_for_a_local_spike(tmp_path):
+    local = _wave_trace(False, tmp_path)
+    cascade = _wave_trace(True, tmp_path)
+    assert local is not None and cascade is not None
+    assert local == 0.0
+    assert cascade > 0.4
+
+
+def test_wpi_needs_two_series(tmp_path):
+    frame = make_trace(TraceSpec(n_requests=50, seed=1)).filter(pl.col("layer") == "scheduler")
+    frame = frame.with_columns(pl.lit("only").alias("pool"))
+    frame = frame.filter(~((pl.col("event") == "dispatch") & (pl.col("device").cast(pl.String).str.starts_with("gpu-2") | pl.col("device").cast(pl.String).str.starts_with("gpu-3"))))
+    path = tmp_path / "one.parquet"
+    write(frame, path)
+    report = analyze(path).report
+    assert report.indices.WPI is None
+    assert report.evaluability["WPI"].evaluated is False
+
+
+DEGRADED = [name for name, sc in SCENARIOS.items() if sc.kind != "baseline"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ci_of_healthy_exceeds_every_degraded_scenario(seed):
+    healthy = analyzed("healthy", seed, 180.0).report.indices.CI
+    assert healthy is not None
+    worse = {name: analyzed(name, seed, 180.0).report.indices.CI for name in DEGRADED}
+    offenders = {k: v for k, v in worse.items() if v is None or v >= healthy}
+    assert not offenders, (healthy, offenders)
