@@ -35,6 +35,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rows": df.height, "column
 
 ANALYZE_CHILD = r"""
 import json, sys, time
+import coherence_diag.analysis  # imports (polars, scipy, rules) before the clock, as the scan child imports polars
 from coherence_diag import analyze
 from coherence_diag.render.json_report import render
 t = time.perf_counter()

@@ -21,7 +21,7 @@ DEFAULT_WINDOW_S = 1.0
 class TimeSeries:
     window_ns: int
     pools: pl.DataFrame  # pool, window_start_ns, arrivals, completions, timeouts, drops, latency_*_ms, ...
-    devices: pl.DataFrame  # device, window_start_ns, busy_ms, busy_frac, gpu_util, sm_active, ...
+    devices: pl.DataFrame  # device, window_start_ns, busy_ms, busy_frac, gpu_util, ... (row order unspecified)
     queues: pl.DataFrame  # queue, pool, window_start_ns, depth_mean, depth_max
     links: pl.DataFrame  # link, window_start_ns, link_util, retransmits, transfers, transfer_ms, bytes
     hosts: pl.DataFrame  # host, window_start_ns, steal_frac, cotenant_util, vgpu_wait_ms
@@ -29,6 +29,29 @@ class TimeSeries:
 
 def window_of(ts_ns: pl.Expr, window_ns: int) -> pl.Expr:
     return (ts_ns // window_ns) * window_ns
+
+
+def entity_window_key(entity: str, ts_ns: pl.Expr, window_ns: int) -> pl.Expr:
+    """One Int64 key for (categorical entity, window index): group-bys on a single integer
+    column are several times faster than on the pair. Entity codes are below 2**31 and window
+    indices of any epoch-aligned window fit in the low 32 bits."""
+    return pl.col(entity).to_physical().cast(pl.Int64) * (1 << 32) + (ts_ns // window_ns) % (1 << 32)
+
+
+def sort_entity_windows(entity: str) -> list[pl.Expr]:
+    """Sort order of series tables: entity by category code (an integer sort; string order of
+    names would cost a string comparison per row), then time."""
+    return [pl.col(entity).to_physical(), pl.col("window_start_ns")]
+
+
+def _by_entity_window(frame: pl.LazyFrame, entity: str, ts_ns: pl.Expr, window_ns: int, aggs: list[pl.Expr]) -> pl.LazyFrame:
+    """Group by (entity, window) through entity_window_key; returns entity and window_start_ns."""
+    return (
+        frame.with_columns(entity_window_key(entity, ts_ns, window_ns).alias("_k"), window_of(ts_ns, window_ns).alias("window_start_ns"))
+        .group_by("_k")
+        .agg(pl.col(entity).first(), pl.col("window_start_ns").first(), *aggs)
+        .drop("_k")
+    )
 
 
 def build(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame], window_s: float = DEFAULT_WINDOW_S) -> TimeSeries:
@@ -85,7 +108,7 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
     else:
         frame = frame.with_columns(pl.lit(None, pl.Float64).alias("queue_depth_mean"))
     counts = ["arrivals", "completions", "timeouts", "drops", "dispatches"]
-    return frame.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(keys)
+    return frame.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(sort_entity_windows("pool"))
 
 
 def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
@@ -93,15 +116,18 @@ def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     signals = ["gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w"]
     if gpu is None:
         return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
-    keys = ["device", "window_start_ns"]
     busy = busy_intervals(gpu.lazy(), window_ns)
-    samples = (
-        gpu.lazy()
-        .filter(pl.col("event") == "sample")
-        .group_by("device", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
-        .agg([pl.col(s).mean() for s in signals])
+    samples = _by_entity_window(
+        gpu.lazy().filter(pl.col("event") == "sample"), "device", pl.col("ts"), window_ns, [pl.col(s).mean() for s in signals]
     )
-    return busy.join(samples, on=keys, how="full", coalesce=True).sort(keys)
+    # Join on the single integer key too (see entity_window_key).
+    key = entity_window_key("device", pl.col("window_start_ns"), window_ns).alias("_k")
+    joined = busy.with_columns(key).join(samples.with_columns(key), on="_k", how="full", coalesce=False)
+    return joined.select(
+        pl.coalesce("device", "device_right").alias("device"),
+        pl.coalesce("window_start_ns", "window_start_ns_right").alias("window_start_ns"),
+        "busy_ms", "busy_frac", *signals,
+    )  # unsorted: the largest series table; consumers group or sort as they need
 
 
 def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
@@ -113,7 +139,7 @@ def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
     spans = (
         gpu.filter((pl.col("event") == "exec") & pl.col("device").is_not_null())
         .select("device", pl.col("ts").alias("start"), (pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)).alias("end"))
-        .sort("device", "start")
+        .sort(pl.col("device").to_physical(), "start")  # integer sort of the device code
     )
     # Merge overlapping spans: a new segment starts where a span begins after every earlier end.
     prev_end = pl.col("end").cum_max().shift(1).over("device")
@@ -135,8 +161,10 @@ def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
                 - pl.max_horizontal("start", "window_start_ns")
             ).alias("_overlap_ns")
         )
-        .group_by("device", "window_start_ns")
-        .agg((pl.col("_overlap_ns").sum().cast(pl.Float64) / NS_PER_MS).alias("busy_ms"))
+        .with_columns(entity_window_key("device", pl.col("window_start_ns"), window_ns).alias("_k"))
+        .group_by("_k")
+        .agg(pl.col("device").first(), pl.col("window_start_ns").first(), (pl.col("_overlap_ns").sum().cast(pl.Float64) / NS_PER_MS).alias("busy_ms"))
+        .drop("_k")
         .with_columns((pl.col("busy_ms") * NS_PER_MS / window_ns).clip(0.0, 1.0).alias("busy_frac"))
     )
 
@@ -152,7 +180,7 @@ def _queues(queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
         .group_by("queue", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg(pl.col("pool").drop_nulls().min(), pl.col("depth").mean().alias("depth_mean"), pl.col("depth").max().alias("depth_max"))
         .select("queue", "pool", "window_start_ns", "depth_mean", "depth_max")
-        .sort("queue", "window_start_ns")
+        .sort(sort_entity_windows("queue"))
     )
 
 
@@ -181,7 +209,7 @@ def _links(network: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
         .group_by("link", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg(pl.len().alias("transfers"), pl.col("dur_ms").sum().alias("transfer_ms"), pl.col("bytes").sum())
     )
-    return samples.join(transfers, on=keys, how="full", coalesce=True).select(list(schema)).sort(keys)
+    return samples.join(transfers, on=keys, how="full", coalesce=True).select(list(schema)).sort(sort_entity_windows("link"))
 
 
 def _hosts(hyper: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
@@ -193,5 +221,5 @@ def _hosts(hyper: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
         .filter((pl.col("event") == "sample") & pl.col("host").is_not_null())
         .group_by("host", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg([pl.col(c).mean() for c in cols])
-        .sort("host", "window_start_ns")
+        .sort(sort_entity_windows("host"))
     )
