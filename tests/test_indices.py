@@ -103,38 +103,47 @@ def analyze_path(frame, tmp):
     return analyze(path).report
 
 
-def _wave_trace(cascade: bool, tmp) -> float:
-    """Two pools, a steady trickle, and one wait spike in pool A; in the cascade the spike
-    moves on to pool B a few seconds later, larger."""
+def _wave_trace(tmp, *, cascade: bool, spike_ms: float, spike_s: int, lag_s: int, growth: float) -> float:
+    """Two pools, a steady trickle, and one wait spike in pool A; in the cascade the spike moves
+    on to pool B `lag_s` after it began, `growth` times larger and longer."""
     ms = 1_000_000
     t0 = 1_767_225_600_000_000_000
     rows = []
-    for i in range(600):
+    follow_from, follow_to = 20 + lag_s, 20 + lag_s + int(spike_s * growth)
+    for i in range(700):
+        second = i // 10
         for pool in ("a", "b"):
             arrive = t0 + i * 100 * ms
-            second = i // 10
             wait = 5.0
-            if pool == "a" and 20 <= second < 23:
-                wait = 900.0
-            if cascade and pool == "b" and 25 <= second < 31:
-                wait = 1500.0
+            if pool == "a" and 20 <= second < 20 + spike_s:
+                wait = spike_ms
+            if cascade and pool == "b" and follow_from <= second < follow_to:
+                wait = spike_ms * growth
             rid = f"{pool}{i}"
             rows += [
-                {"ts": arrive, "layer": "scheduler", "event": "arrive", "request_id": rid, "pool": pool, "slo_ms": 5000.0},
+                {"ts": arrive, "layer": "scheduler", "event": "arrive", "request_id": rid, "pool": pool, "slo_ms": 9000.0},
                 {"ts": arrive + int(wait * ms), "layer": "scheduler", "event": "dispatch", "request_id": rid, "pool": pool, "device": f"d{pool}"},
                 {"ts": arrive + int((wait + 50) * ms), "layer": "scheduler", "event": "complete", "request_id": rid},
             ]
-    path = tmp / ("cascade.parquet" if cascade else "local.parquet")
+    path = tmp / f"{'cascade' if cascade else 'local'}-{np.random.default_rng().integers(1 << 30)}.parquet"
     pl.DataFrame(rows).write_parquet(path)
     return analyze(path).report.indices.WPI
 
 
-def test_wpi_is_higher_for_a_propagating_cascade_than_for_a_local_spike(tmp_path):
-    local = _wave_trace(False, tmp_path)
-    cascade = _wave_trace(True, tmp_path)
-    assert local is not None and cascade is not None
-    assert local == 0.0
-    assert cascade > 0.4
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    spike_ms=st.floats(400.0, 3000.0),
+    spike_s=st.integers(2, 6),
+    lag_s=st.integers(1, 4),
+    growth=st.floats(1.0, 2.0),
+)
+def test_wpi_is_higher_for_a_propagating_cascade_than_for_a_local_spike(tmp_path_factory, spike_ms, spike_s, lag_s, growth):
+    tmp = tmp_path_factory.mktemp("wpi")
+    local = _wave_trace(tmp, cascade=False, spike_ms=spike_ms, spike_s=spike_s, lag_s=lag_s, growth=growth)
+    cascade = _wave_trace(tmp, cascade=True, spike_ms=spike_ms, spike_s=spike_s, lag_s=lag_s, growth=growth)
+    assert local == 0.0  # a local spike with no follower does not propagate
+    assert cascade is not None and cascade > local
+    assert cascade >= 0.75  # it reaches the only other series, at least as large: amplified
 
 
 def test_wpi_needs_two_series(tmp_path):

@@ -51,7 +51,8 @@ _OUTPUTS = {
 def environment_shift(ctx: FeatureContext) -> GroupResult:
     split = environment_split(ctx)
     if split is None:
-        return GroupResult({})
+        why = "not applicable: the trace holds one environment and no migration (nothing to compare)"
+        return GroupResult({}, reasons={name: why for name in _OUTPUTS})
     base, candidate, facts = split
     result = distribution_shift(base, candidate)
     values = {name: result.get(key) for name, (key, _u, _d) in _OUTPUTS.items()}

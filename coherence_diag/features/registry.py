@@ -82,6 +82,8 @@ class GroupResult:
     # Features the group found it could not compute for lack of columns, with those columns
     # (for features whose inputs have alternatives, e.g. gpu_util or exec spans).
     missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Why features the group could not compute are undefined for this trace (shown to users).
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 GroupFn = Callable[[FeatureContext], GroupResult]
@@ -124,6 +126,7 @@ class FeatureValues:
     values: dict[str, Number]
     details: dict[str, dict[str, object]]
     missing: dict[str, tuple[str, ...]]  # feature -> columns that would make it computable
+    reasons: dict[str, str] = field(default_factory=dict)  # feature -> why it is undefined here
 
 
 def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues:
@@ -132,6 +135,7 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
     values: dict[str, Number] = {}
     details: dict[str, dict[str, object]] = {}
     missing: dict[str, tuple[str, ...]] = {}
+    reasons: dict[str, str] = {}
     for group in GROUPS.values():
         needed = wanted & set(group.outputs)
         if not needed:
@@ -151,7 +155,9 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
                 values[n] = _clean(result.values.get(n))
                 if n in result.details:
                     details[n] = result.details[n]
-    return FeatureValues(values, details, missing)
+                if values[n] is None and n in result.reasons:
+                    reasons[n] = result.reasons[n]
+    return FeatureValues(values, details, missing, reasons)
 
 
 def _clean(value: object) -> Number:

@@ -31,9 +31,9 @@ def evaluate(rules: list[Rule], features: FeatureValues, columns: set[str]) -> t
         values = features.values
         if any(values.get(n) is None for n in rule.condition.names):
             undefined = sorted(n for n in rule.condition.names if values.get(n) is None)
-            evaluability[rule.id] = Evaluability(
-                False, (), "the trace has too little data for " + ", ".join(undefined)
-            )
+            stated = sorted({features.reasons[n] for n in undefined if n in features.reasons})
+            why = "; ".join(stated) if stated else "the trace has too little data for " + ", ".join(undefined)
+            evaluability[rule.id] = Evaluability(False, (), why)
             continue
         evaluability[rule.id] = Evaluability(True)
         if rule.condition.evaluate(values) is not True:
