@@ -163,6 +163,9 @@ def _blind_spots(evaluability: dict[str, Evaluability]) -> Panel | None:
     if not rows:
         return None
     table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)  # names are identifiers: never cut them
+    table.add_column(ratio=2, overflow="fold")
+    table.add_column(ratio=1, overflow="fold")
     for name, e in rows:
         needs = f"needs {', '.join(e.missing)}" if e.missing else ""
         table.add_row(escape(name), escape(e.reason or ""), f"[dim]{escape(needs)}[/dim]")
