@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,7 @@ import polars as pl
 
 from coherence_diag import __version__, features, indices, ingest, metrics, paths, timeseries, validate
 from coherence_diag.errors import InputError
-from coherence_diag.model import Report, TraceFacts
+from coherence_diag.model import Report, TraceFacts, iso_utc
 from coherence_diag.rules import engine
 from coherence_diag.rules.loader import load_rules
 
@@ -109,19 +108,11 @@ def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics
         rows=trace.rows_total,
         layers=dict(sorted(trace.rows_by_layer.items())),
         envs=tuple(sorted(envs)),
-        start=_iso(span.start_ns),
-        end=_iso(span.end_ns),
+        start=None if span.start_ns is None else iso_utc(span.start_ns),
+        end=None if span.end_ns is None else iso_utc(span.end_ns),
         requests=requests.height,
         duration_s=span.seconds,
         columns=tuple(sorted(trace.columns)),
         set_aside=trace.set_aside_counts(),
         warnings=warnings,
     )
-
-
-def _iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    seconds, rem = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{rem // 1000:06d}Z"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from coherence_diag.features import FeatureContext, FeatureValues
-from coherence_diag.model import Evaluability, IndexBreakdown, Indices
+from coherence_diag.model import Evaluability, IndexBreakdown, Indices, iso_utc
 from coherence_diag.paths import NS_PER_MS
 
 # Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
@@ -208,16 +208,9 @@ def _timeline(ctx: FeatureContext, flagged: pl.DataFrame, entities: int) -> tupl
     )
     joined = extent.join(delay, on="w", how="full", coalesce=True).sort("w")
     return tuple(
-        {"window_start": _iso(t0 + int(row["w"]) * window_ns), "DI": row["DI"], "wave_extent": row["wave_extent"]}
+        {"window_start": iso_utc(t0 + int(row["w"]) * window_ns), "DI": row["DI"], "wave_extent": row["wave_extent"]}
         for row in joined.iter_rows(named=True)
     )
-
-
-def _iso(ns: int) -> str:
-    from datetime import datetime, timezone
-
-    seconds, rem = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
 
 
 # --- CI components ----------------------------------------------------------------------------

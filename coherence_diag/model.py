@@ -7,9 +7,16 @@ renderer. Field names follow report-contract.md; units are in the names (`_ms`, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Literal
 
 SCHEMA_VERSION = "1"
+
+
+def iso_utc(ns: int) -> str:
+    """Int64 ns since the epoch as the report's timestamp text: ISO-8601 UTC, microseconds, Z."""
+    seconds, rem = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
