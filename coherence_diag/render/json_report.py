@@ -32,7 +32,12 @@ def report_to_dict(report: Report) -> dict[str, Any]:
 
 
 def render(report: Report) -> str:
-    return json.dumps(report_to_dict(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return dumps(report_to_dict(report))
+
+
+def dumps(value: Any) -> str:
+    """Deterministic JSON text of any plain value (dataclasses first go through `asdict`)."""
+    return json.dumps(_clean(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def schema() -> dict[str, Any]:
