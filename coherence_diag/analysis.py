@@ -48,15 +48,32 @@ def analyze(
     rules_dirs: list[Path] | None = None,
     progress: ProgressCallback | None = None,
 ) -> Analysis:
-    if not window_s > 0:
+    """Read, validate and analyze the trace at `path`."""
+    if not window_s > 0:  # checked before the (slow) read
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
+    (progress or (lambda _msg: None))("reading and validating trace")
+    trace = read_trace(path, max_bad_fraction=max_bad_fraction)
+    return analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress)
+
+
+def read_trace(path: str | Path, *, max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION) -> validate.ValidatedTrace:
+    """Open and validate a trace (raises InputError / TraceError on bad input)."""
     if not 0 <= max_bad_fraction <= 1:
         raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
-    step = progress or (lambda _msg: None)
+    return validate.validate(ingest.open_trace(path), max_bad_fraction=max_bad_fraction)
 
-    step("reading and validating trace")
-    source = ingest.open_trace(path)
-    trace = validate.validate(source, max_bad_fraction=max_bad_fraction)
+
+def analyze_trace(
+    trace: validate.ValidatedTrace,
+    *,
+    window_s: float = timeseries.DEFAULT_WINDOW_S,
+    rules_dirs: list[Path] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Analysis:
+    """Analyze an already validated trace (`analyze` = `read_trace` + this)."""
+    if not window_s > 0:
+        raise InputError(f"--window must be a positive number of seconds, got {window_s}")
+    step = progress or (lambda _msg: None)
 
     step("building request paths")
     requests = paths.request_paths(trace.layers).collect()

@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +36,12 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 class OutputFormat(str, Enum):
     terminal = "terminal"
     json = "json"
+
+
+class CompareFormat(str, Enum):
+    terminal = "terminal"
+    json = "json"
+    markdown = "markdown"
 
 
 class TraceFormat(str, Enum):
@@ -123,12 +129,59 @@ def analyze(
             else:
                 sys.stdout.write(text)
             return
-        if output:
-            console = Console(record=True, width=120, file=open(os.devnull, "w"), force_terminal=False)
-            terminal.render(result.report, console)
-            write_atomic(output, console.export_text())
+        _emit_terminal(lambda console: terminal.render(result.report, console), output)
+
+
+@app.command()
+def compare(
+    base: str = typer.Argument(..., help="The base trace (before the change, or the migration source)."),
+    candidate: Optional[str] = typer.Argument(None, help="The candidate trace (after). Omit it to compare two envs of BASE."),
+    env: Optional[list[str]] = typer.Option(
+        None, "--env", help="With one trace: the base env, then the candidate env (give --env twice). Default: its two envs, earliest first."
+    ),
+    format: CompareFormat = typer.Option(CompareFormat.terminal, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of stdout."),
+    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
+    max_bad_fraction: float = typer.Option(
+        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before a trace is rejected (exit 2).", min=0.0, max=1.0
+    ),
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
+) -> None:
+    """Compare two traces (before/after), or two environments of one trace (migration)."""
+    from coherence_diag import compare as comparing
+    from coherence_diag.render import compare as render
+
+    with _errors_to_exit_codes():
+        for trace in (base, candidate):
+            if trace is not None:
+                _refuse_overwriting_input(output, trace)
+        options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules)
+        if candidate is not None:
+            if env:
+                raise InputError("--env selects two environments of ONE trace; with two traces, give no --env")
+            result = comparing.compare_traces(base, candidate, **options)
         else:
-            terminal.render(result.report, Console(highlight=False))
+            if env and len(env) != 2:
+                raise InputError(f"--env must be given exactly twice (base env, candidate env), got {len(env)}")
+            result = comparing.compare_envs(base, *(env or [None, None]), **options)
+        if format is CompareFormat.terminal:
+            _emit_terminal(lambda console: render.render_terminal(result, console), output)
+            return
+        text = render.render_json(result) if format is CompareFormat.json else render.render_markdown(result)
+        if output:
+            write_atomic(output, text)
+        else:
+            sys.stdout.write(text)
+
+
+def _emit_terminal(draw: Callable[[Console], None], output: Optional[Path]) -> None:
+    """Draw a Rich view on stdout, or as plain text into `output` (atomically)."""
+    if output:
+        console = Console(record=True, width=120, file=open(os.devnull, "w"), force_terminal=False)
+        draw(console)
+        write_atomic(output, console.export_text())
+    else:
+        draw(Console(highlight=False))
 
 
 @app.command()

@@ -13,7 +13,7 @@ from typing import Callable, Literal
 
 from coherence_diag.model import Quantiles, Report
 
-Direction = Literal["lower", "higher"]
+Direction = Literal["lower", "higher", "neither"]  # "neither": context, not a quality (nominal utilization)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _build() -> dict[str, Measure]:
                 Measure(f"{field}.{q}", f"{q.upper()} {label}", "ms", "lower", "metrics", _quantile(field, q), f"{q} of the {what}, ms")
             )
     for field, label, unit, better, what in (
-        ("nominal_utilization", "Nominal utilization", "frac", "higher", "device-reported busy fraction (gpu_util, or exec busy time)"),
+        ("nominal_utilization", "Nominal utilization", "frac", "neither", "device-reported busy fraction (gpu_util, or exec busy time); neither better nor worse by itself: compare it with effective utilization"),
         ("effective_utilization", "Effective utilization", "frac", "higher", "fraction of device time spent on productive work"),
         ("timeout_rate", "Timeout rate", "frac", "lower", "timed-out / finished inference requests"),
         ("drop_rate", "Drop rate", "frac", "lower", "dropped / finished inference requests"),
@@ -99,7 +99,7 @@ def regression(measure: Measure, base: float | None, candidate: float | None) ->
     fractions and indices whose baseline is 0 the absolute change is used (a rate going from 0
     to 0.05 is a regression that a relative change cannot express).
     """
-    if base is None or candidate is None:
+    if base is None or candidate is None or measure.better == "neither":
         return None
     sign = 1.0 if measure.better == "lower" else -1.0
     if base == 0:

@@ -44,8 +44,11 @@ _OUTPUTS = {
 }
 
 
+SHIFT_GROUP = "environment_shift"
+
+
 @feature_group(
-    "environment_shift",
+    SHIFT_GROUP,
     [FeatureSpec(name, unit, desc, NEEDS) for name, (_key, unit, desc) in _OUTPUTS.items()],
 )
 def environment_shift(ctx: FeatureContext) -> GroupResult:
@@ -55,9 +58,18 @@ def environment_shift(ctx: FeatureContext) -> GroupResult:
         return GroupResult({}, reasons={name: why for name in _OUTPUTS})
     base, candidate, facts = split
     result = distribution_shift(base, candidate)
+    values, evidence = shift_features(result)
+    return GroupResult(values, {"env_shift_p99_ratio": {**facts, **evidence}})
+
+
+def shift_features(result: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """The env_shift_* feature values and their evidence from a `distribution_shift` result.
+
+    Shared with `compare`, where the two sides are two traces (or two environments) instead of
+    the two environments found inside one trace; the same rules then read the same names.
+    """
     values = {name: result.get(key) for name, (key, _u, _d) in _OUTPUTS.items()}
     evidence = {
-        **facts,
         "base_p50_ms": result.get("p50_base"),
         "candidate_p50_ms": result.get("p50_candidate"),
         "base_p99_ms": result.get("p99_base"),
@@ -66,7 +78,7 @@ def environment_shift(ctx: FeatureContext) -> GroupResult:
         "candidate_failure_rate": result.get("failure_rate_candidate"),
         "workload_matched_on": result.get("token_columns"),
     }
-    return GroupResult(values, {"env_shift_p99_ratio": evidence})
+    return values, evidence
 
 
 def _migration_window(ctx: FeatureContext) -> tuple[int, int] | None:

@@ -21,6 +21,7 @@ out. Without token columns the comparison is unmatched (`matched` is False).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -143,13 +144,23 @@ def _failure_rate(frame: pl.DataFrame) -> float | None:
     return float(finished["outcome"].is_in(["timeout", "dropped"]).mean())
 
 
-def _violation_rate(frame: pl.DataFrame, value: str) -> float | None:
-    if "slo_ms" not in frame.columns:
+def _violation_rate(frame: pl.DataFrame, value: str, slo: str | None) -> float | None:
+    if slo is None or slo not in frame.columns:
         return None
-    with_slo = frame.filter(pl.col("slo_ms").is_not_null())
+    with_slo = frame.filter(pl.col(slo).is_not_null())
     if with_slo.is_empty():
         return None
-    return float((with_slo[value] > with_slo["slo_ms"]).mean())
+    return float((with_slo[value] > with_slo[slo]).mean())
+
+
+def _anderson_darling(b: np.ndarray, c: np.ndarray) -> tuple[float | None, float | None]:
+    """k-sample Anderson-Darling statistic and p-value (scipy clips the p-value to [0.001, 0.25])."""
+    if np.unique(np.concatenate([b, c])).size < 2:
+        return None, None  # every value identical: the test is undefined
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns when it clips the p-value; the clip is documented
+        res = stats.anderson_ksamp([b, c])
+    return float(res.statistic), float(res.pvalue)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -163,9 +174,12 @@ def distribution_shift(
     candidate: pl.DataFrame,
     *,
     value: str = "latency_ms",
+    slo: str | None = "slo_ms",
     min_side: int = MIN_SIDE,
 ) -> dict[str, Any]:
-    """Compare the latency distribution of `candidate` with that of `base`, workload-matched.
+    """Compare the distribution of `value` (default end-to-end latency) of `candidate` with that
+    of `base`, workload-matched. `slo` names the per-request objective `value` is held to
+    (`slo_ms` for latency, `ttft_slo_ms` for TTFT, None when there is none).
 
     `base` and `candidate` are request-path frames (docs/paths.md). Inference requests are used
     (batch jobs dropped when `workload_class` is present); latency statistics use completed
@@ -177,12 +191,15 @@ def distribution_shift(
     - `n_base`, `n_candidate`: completed requests per side; `n_matched`: matched requests per side
     - `matched`, `token_columns`, `cells`, `mix_distance`: the workload matching (match_by_tokens)
     - `ks_stat`, `ks_p`: two-sample Kolmogorov-Smirnov statistic and p-value (scipy.stats.ks_2samp)
+    - `ad_stat`, `ad_p`: k-sample Anderson-Darling statistic and p-value (scipy.stats.anderson_ksamp;
+      the p-value is clipped by scipy to [0.001, 0.25]), more sensitive to the tails than KS
     - `mw_p`: two-sided Mann-Whitney U p-value; `mw_effect`: P(candidate > base) + 0.5 P(tie)
-    - `wasserstein_rel`: Wasserstein-1 distance between the matched samples / base median
+    - `wasserstein_ms`: Wasserstein-1 distance between the matched samples (unit of `value`);
+      `wasserstein_rel`: the same / base median
     - `p50_base`, `p50_candidate`, `p99_base`, `p99_candidate` (ms) and `p50_ratio`, `p99_ratio`
     - `tail_ratio_base`, `tail_ratio_candidate` (p99/p50) and `tail_ratio_change` (candidate/base)
     - `raw_p99_ratio`: p99 ratio before matching (differs from p99_ratio when the mix differs)
-    - `slo_violation_base`, `slo_violation_candidate`: share of matched requests over `slo_ms`
+    - `slo_violation_base`, `slo_violation_candidate`: share of matched requests over `slo`
     - `slo_violation_delta`: candidate - base; `slo_elasticity`: relative change of the violation
       rate / relative change of the median latency (None when either change is undefined or the
       median moved by less than 1 %)
@@ -211,7 +228,7 @@ def distribution_shift(
     out.update(info)
     out["n_matched"] = float(min(mb.height, mc.height))
     stat_keys = (
-        "ks_stat", "ks_p", "mw_p", "mw_effect", "wasserstein_rel", "p50_base", "p50_candidate", "p99_base",
+        "ks_stat", "ks_p", "ad_stat", "ad_p", "mw_p", "wasserstein_ms", "mw_effect", "wasserstein_rel", "p50_base", "p50_candidate", "p99_base",
         "p99_candidate", "p50_ratio", "p99_ratio", "tail_ratio_base", "tail_ratio_candidate", "tail_ratio_change",
         "raw_p99_ratio", "slo_violation_base", "slo_violation_candidate", "slo_violation_delta", "slo_elasticity",
     )
@@ -222,6 +239,8 @@ def distribution_shift(
     b = mb[value].to_numpy().astype(np.float64)
     c = mc[value].to_numpy().astype(np.float64)
     ks = stats.ks_2samp(b, c)
+    ad_stat, ad_p = _anderson_darling(b, c)
+    wasserstein = float(stats.wasserstein_distance(b, c))
     mw = stats.mannwhitneyu(c, b, alternative="two-sided")
     p50b, p99b = (float(x) for x in np.quantile(b, [0.5, QUANTILE_P99]))
     p50c, p99c = (float(x) for x in np.quantile(c, [0.5, QUANTILE_P99]))
@@ -230,9 +249,12 @@ def distribution_shift(
     out.update(
         ks_stat=float(ks.statistic),
         ks_p=float(ks.pvalue),
+        ad_stat=ad_stat,
+        ad_p=ad_p,
         mw_p=float(mw.pvalue),
+        wasserstein_ms=wasserstein,
         mw_effect=float(mw.statistic) / (b.size * c.size),
-        wasserstein_rel=_ratio(float(stats.wasserstein_distance(b, c)), p50b),
+        wasserstein_rel=_ratio(wasserstein, p50b),
         p50_base=p50b,
         p50_candidate=p50c,
         p99_base=p99b,
@@ -244,7 +266,7 @@ def distribution_shift(
         raw_p99_ratio=_ratio(raw_c, raw_b),
     )
     out["tail_ratio_change"] = _ratio(out["tail_ratio_candidate"], out["tail_ratio_base"])
-    vb, vc = _violation_rate(mb, value), _violation_rate(mc, value)
+    vb, vc = _violation_rate(mb, value, slo), _violation_rate(mc, value, slo)
     out["slo_violation_base"], out["slo_violation_candidate"] = vb, vc
     if vb is not None and vc is not None:
         out["slo_violation_delta"] = vc - vb
