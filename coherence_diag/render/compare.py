@@ -8,6 +8,8 @@ distribution-shift tests, findings new / resolved / persisting, and findings abo
 from __future__ import annotations
 
 import dataclasses
+import json
+from importlib import resources
 from typing import Any
 
 from rich.console import Console
@@ -275,3 +277,9 @@ def comparison_to_dict(c: Comparison) -> dict[str, Any]:
 
 def render_json(c: Comparison) -> str:
     return json_report.dumps(comparison_to_dict(c))
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema shipped with the package for `compare --format json`."""
+    text = resources.files("coherence_diag.schemas").joinpath("comparison-v1.schema.json").read_text("utf-8")
+    return json.loads(text)

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from coherence_diag import measures
 from coherence_diag.compare import _change
-from coherence_diag.render.compare import render_json, render_markdown, render_terminal
+from coherence_diag.render.compare import render_json, render_markdown, render_terminal, schema
 
 # Every field of report-contract.md `metrics`, quantiles spelled out.
 CONTRACT_METRICS = [
@@ -52,6 +52,12 @@ def test_rendered_table_names_every_metric(before_after, fmt):
         label = measures.MEASURES[name].label
         assert label in text, label
     assert "before / after" in text.lower()
+
+
+@pytest.mark.parametrize("which", ["before_after", "migration", "healthy_vs_healthy"])
+def test_json_follows_the_shipped_schema(request, which):
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(json.loads(render_json(request.getfixturevalue(which))), schema())
 
 
 def test_json_holds_the_same_table(before_after):
