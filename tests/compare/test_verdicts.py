@@ -51,3 +51,13 @@ def test_before_after_pair_resolves_the_before_finding(before_after):
     assert not [f for f in before_after.findings if f.status == "new"]
     latency = next(s for s in before_after.shifts if s.signal == "latency_ms")
     assert latency.significant and latency.direction == "faster"
+
+
+def test_reversed_migration_is_faster_and_not_a_risk():
+    from coherence_diag.compare import compare_envs
+    from tests.compare.conftest import SAMPLES
+
+    c = compare_envs(SAMPLES / "migration-reconfiguration-risk.parquet", "cloud-a", "onprem")
+    latency = next(s for s in c.shifts if s.signal == "latency_ms")
+    assert latency.significant and latency.direction == "faster"
+    assert not c.pair_findings  # moving back to the faster environment is not a migration risk
