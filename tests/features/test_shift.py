@@ -81,3 +81,24 @@ def test_thinning_keeps_composition_and_caps_size():
     assert 450 <= mb.height <= 550
     share = lambda f: float((f["output_tokens"] > 400).mean())  # noqa: E731
     assert share(mb) == pytest.approx(share(mc), abs=0.02)
+
+
+def test_anderson_darling_and_absolute_wasserstein_accompany_ks():
+    base = _requests(3000, 1, long_share=0.2)
+    same = distribution_shift(base, _requests(3000, 2, long_share=0.2))
+    slower = distribution_shift(base, _requests(3000, 2, long_share=0.2, slow=1.5))
+    assert 0.001 <= slower["ad_p"] <= same["ad_p"] <= 0.25  # scipy's clip range
+    assert slower["ad_stat"] > same["ad_stat"]
+    assert slower["wasserstein_ms"] == pytest.approx(slower["wasserstein_rel"] * slower["p50_base"])
+
+
+def test_violations_are_counted_against_the_named_objective():
+    base = _requests(3000, 1, long_share=0.2).with_columns(ttft_ms=pl.col("latency_ms") / 10, ttft_slo_ms=pl.lit(500.0))
+    candidate = _requests(3000, 2, long_share=0.2, slow=1.5).with_columns(
+        ttft_ms=pl.col("latency_ms") / 10, ttft_slo_ms=pl.lit(500.0)
+    )
+    ttft = distribution_shift(base, candidate, value="ttft_ms", slo="ttft_slo_ms")
+    share = lambda f: float((f["ttft_ms"] > 500.0).mean())  # noqa: E731
+    assert ttft["slo_violation_base"] == pytest.approx(share(base), abs=0.03)
+    assert ttft["slo_violation_candidate"] == pytest.approx(share(candidate), abs=0.03)
+    assert distribution_shift(base, candidate, value="ttft_ms", slo=None)["slo_violation_base"] is None
