@@ -86,6 +86,18 @@ class MeasureChange:
 
 
 @dataclass(frozen=True)
+class ComponentChange:
+    """One component of the index breakdown on both sides: a CI layer or link, or a pool's DI/HCL."""
+
+    kind: Literal["layer", "link", "pool"]
+    name: str  # "compute", "scheduler_compute", or "<pool>.DI" / "<pool>.HCL"
+    better: str  # "higher" for CI components, "lower" for DI and HCL
+    base: float | None
+    candidate: float | None
+    delta: float | None
+
+
+@dataclass(frozen=True)
 class Shift:
     """Two-sample comparison of one per-request signal, workload-matched (features/shift.py)."""
 
@@ -145,6 +157,7 @@ class Comparison:
     base: Side
     candidate: Side
     measures: tuple[MeasureChange, ...]
+    components: tuple[ComponentChange, ...]
     shifts: tuple[Shift, ...]
     findings: tuple[FindingChange, ...]
     pair_findings: tuple[Finding, ...]
@@ -284,6 +297,7 @@ def _compare(base: _SideAnalysis, cand: _SideAnalysis, rules_dirs: list[Path] | 
         base=base.side,
         candidate=cand.side,
         measures=measure_changes(base.result.report, cand.result.report, steady),
+        components=component_changes(base.result.report, cand.result.report),
         shifts=tuple(shifts),
         findings=finding_changes(base.result.report.findings, cand.result.report.findings),
         pair_findings=tuple(_pair_findings(latency_shift or {}, base.side, cand.side, rules_dirs)),
@@ -308,6 +322,24 @@ def measure_changes(base: Report, candidate: Report, steady_signals: set[str] = 
         if change in ("better", "worse") and m.name.split(".")[0] in steady_signals:
             change = "within noise"
         out.append(MeasureChange(m.name, m.label, m.unit, m.better, b, c, delta, rel, change))
+    return tuple(out)
+
+
+def component_changes(base: Report, candidate: Report) -> tuple[ComponentChange, ...]:
+    """The synchronization map (CI layers and links) and per-pool DI/HCL of both sides."""
+    b, c = base.index_breakdown, candidate.index_breakdown
+    out: list[ComponentChange] = []
+
+    def add(kind: str, name: str, better: str, vb: float | None, vc: float | None) -> None:
+        delta = vc - vb if vb is not None and vc is not None else None
+        out.append(ComponentChange(kind, name, better, vb, vc, delta))  # type: ignore[arg-type]
+
+    for kind, left, right in (("layer", b.layers, c.layers), ("link", b.links, c.links)):
+        for name in [*left, *(n for n in right if n not in left)]:
+            add(kind, name, "higher", left.get(name), right.get(name))
+    for pool in sorted(set(b.pools) | set(c.pools)):
+        for index in ("DI", "HCL"):
+            add("pool", f"{pool}.{index}", "lower", b.pools.get(pool, {}).get(index), c.pools.get(pool, {}).get(index))
     return tuple(out)
 
 

@@ -178,6 +178,9 @@ def render_terminal(c: Comparison, console: Console) -> None:
         )
     console.print(table)
 
+    if c.components:
+        console.print(_components_table(c))
+
     shifts = Table(title="distribution shift, " + rich_escape(_matching_note(c)), title_justify="left")
     shifts.add_column("")
     for s in c.shifts:
@@ -216,6 +219,31 @@ def render_terminal(c: Comparison, console: Console) -> None:
         )
 
 
+def _component_rows(c: Comparison) -> list[list[str]]:
+    rows = []
+    for comp in c.components:
+        if comp.base is None and comp.candidate is None:
+            continue
+        where = {"layer": "CI layer", "link": "CI link", "pool": "pool"}[comp.kind]
+        moved = "n/a" if comp.delta is None else f"{comp.delta:+.3f}"
+        if comp.delta is not None and abs(comp.delta) >= 0.05:
+            worse = (comp.delta < 0) if comp.better == "higher" else (comp.delta > 0)
+            moved += " worse" if worse else " better"
+        rows.append([where, comp.name, _num(comp.base), _num(comp.candidate), moved])
+    return rows
+
+
+def _components_table(c: Comparison) -> Table:
+    table = Table(title="synchronization map and pools (moves of 0.05 or more are marked)", title_justify="left")
+    for col, justify in (("", "left"), ("component", "left"), ("base", "right"), ("candidate", "right"), ("delta", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in _component_rows(c):
+        style = "red" if row[-1].endswith("worse") else ("green" if row[-1].endswith("better") else "")
+        row[1] = rich_escape(row[1])  # pool names come from the trace
+        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
+    return table
+
+
 def _evidence_text(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -239,6 +267,8 @@ def render_markdown(c: Comparison) -> str:
             ([m.label, value_text(m.base, m.unit), value_text(m.candidate, m.unit), delta_text(m), relative_text(m), m.change] for m in c.measures),
             "lrrrrl",
         ),
+        "### Synchronization map and pools\n",
+        md_table(["", "Component", "Base", "Candidate", "Delta"], _component_rows(c), "llrrr"),
         f"### Distribution shift\n\n{md_escape(_matching_note(c))}. Significant = KS p < {c.alpha:g} "
         f"and KS distance >= {c.min_ks:g}.\n",
         md_table(["", *(s.description for s in c.shifts)], _shift_rows(c), "l" + "r" * len(c.shifts)),

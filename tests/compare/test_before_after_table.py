@@ -89,3 +89,15 @@ def test_equal_values_are_unchanged(name, v):
 def test_a_missing_side_is_not_applicable():
     m = measures.MEASURES["latency_ms.p99"]
     assert _change(m, None, 3.0) == "n/a" and _change(m, 3.0, None) == "n/a"
+
+
+def test_components_hold_the_synchronization_map_of_both_sides(migration):
+    kinds = {c.kind for c in migration.components}
+    assert kinds == {"layer", "link", "pool"}
+    links = {c.name: c for c in migration.components if c.kind == "link"}
+    assert set(links) == {"scheduler_compute", "compute_network", "network_serving", "end_to_end"}
+    # The migration degrades the end-to-end alignment it is diagnosed from.
+    assert links["end_to_end"].delta < 0
+    for c in migration.components:
+        if c.base is not None and c.candidate is not None:
+            assert c.delta == pytest.approx(c.candidate - c.base)

@@ -79,3 +79,14 @@ def test_markdown_escapes_trace_derived_names(run_cli, tmp_path):
     for line in result.stdout.splitlines():
         if "onerror" in line and line.startswith("|"):
             assert "\\|" in line
+
+
+def test_terminal_shows_rich_markup_in_names_literally(run_cli, tmp_path):
+    path = tmp_path / "markup.parquet"
+    frame = pl.read_parquet(MIGRATION)
+    frame = frame.with_columns(pl.col("env").replace("cloud-a", "[red]cloud[/red]"), pl.col("pool").replace("decode-l40s", "[bold]l40s[/bold]"))
+    frame.write_parquet(path)
+    result = run_cli("compare", path)
+    assert result.exit_code == 0, result.stderr
+    assert "[env=[red]cloud[/red]]" in result.stdout.replace("\n", "")
+    assert "[bold]l40s[/bold].HCL" in result.stdout
