@@ -6,7 +6,8 @@ threshold as text (for every output format alike), and a message that says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from coherence_diag.gate.policy import Check, FindingsCheck, MeasureCheck, Policy, RegressionCheck, check_kind
@@ -117,27 +118,29 @@ def _bound(value: float, unit: str) -> str:
 
 def _measure(check: MeasureCheck, report: Report) -> CheckResult:
     m = MEASURES[check.measure]
-    value = m.value(report)
+    raw = m.value(report)
+    value = raw if raw is not None and math.isfinite(raw) else None  # NaN compares false: never let it pass
     parts = ([f">= {_bound(check.min, m.unit)}"] if check.min is not None else []) + (
         [f"<= {_bound(check.max, m.unit)}"] if check.max is not None else []
     )
     threshold = " and ".join(parts)
-    common = dict(
-        id=check.id, kind="measure", description=check.description, threshold=threshold,
-        measure=m.name, unit=m.unit, value=value, min=check.min, max=check.max,
+    base = CheckResult(
+        id=check.id, kind="measure", status="fail", measured="n/a", threshold=threshold, message="",
+        description=check.description, measure=m.name, unit=m.unit, value=value, min=check.min, max=check.max,
     )
     if value is None:
         why = missing_reason(report, m)
-        status: Status = "skipped" if check.if_missing == "skip" else "fail"
-        return CheckResult(status=status, measured="n/a", message=f"not evaluable: {why}", not_evaluable=(f"{m.name}: {why}",), **common)  # type: ignore[arg-type]
+        return replace(base, status=_if_missing(check.if_missing), message=f"not evaluable: {why}", not_evaluable=(why,))
     shown = format_value(value, m.unit)
     if check.min is not None and value < check.min:
-        status, message = "fail", f"{m.name} = {shown} is below the minimum {_bound(check.min, m.unit)}"
-    elif check.max is not None and value > check.max:
-        status, message = "fail", f"{m.name} = {shown} is above the maximum {_bound(check.max, m.unit)}"
-    else:
-        status, message = "pass", f"{m.name} = {shown}, within {threshold}"
-    return CheckResult(status=status, measured=shown, message=message, **common)  # type: ignore[arg-type]
+        return replace(base, measured=shown, message=f"{m.name} = {shown} is below the minimum {_bound(check.min, m.unit)}")
+    if check.max is not None and value > check.max:
+        return replace(base, measured=shown, message=f"{m.name} = {shown} is above the maximum {_bound(check.max, m.unit)}")
+    return replace(base, status="pass", measured=shown, message=f"{m.name} = {shown}, within {threshold}")
+
+
+def _if_missing(policy: str) -> Status:
+    return "skipped" if policy == "skip" else "fail"
 
 
 def missing_reason(report: Report, measure: Measure) -> str:
@@ -168,21 +171,22 @@ def _findings(check: FindingsCheck, report: Report) -> CheckResult:
     )
     scope = _scope(check)
     above = f" above {check.max_severity}" if check.max_severity != "none" else ""
-    threshold = f"no finding{scope}{above}"
     unevaluable = tuple(
         f"{rule}: {_rule_reason(report, rule)}"
         for rule in check.rules
         if rule in report.evaluability and not report.evaluability[rule].evaluated
     )
-    common = dict(id=check.id, kind="findings", description=check.description, threshold=threshold, findings=offending, not_evaluable=unevaluable)
+    base = CheckResult(
+        id=check.id, kind="findings", status="fail", measured="n/a", threshold=f"no finding{scope}{above}", message="",
+        description=check.description, findings=offending, not_evaluable=unevaluable,
+    )
     if offending:
-        listed = "; ".join(f"{f.rule} ({f.severity}): {f.summary}" for f in offending)
         noun = "finding" if len(offending) == 1 else "findings"
-        return CheckResult(status="fail", measured=f"{len(offending)} {noun}", message=f"{len(offending)} {noun}{scope}{above}: {listed}", **common)  # type: ignore[arg-type]
+        listed = "; ".join(f"{f.rule} ({f.severity}): {f.summary}" for f in offending)
+        return replace(base, measured=f"{len(offending)} {noun}", message=f"{len(offending)} {noun}{scope}{above}: {listed}")
     if unevaluable:
-        status: Status = "skipped" if check.if_missing == "skip" else "fail"
-        return CheckResult(status=status, measured="n/a", message="not evaluable: " + "; ".join(unevaluable), **common)  # type: ignore[arg-type]
-    return CheckResult(status="pass", measured="0 findings", message=f"no finding{scope}{above}", **common)  # type: ignore[arg-type]
+        return replace(base, status=_if_missing(check.if_missing), message="not evaluable: " + "; ".join(unevaluable))
+    return replace(base, status="pass", measured="0 findings", message=f"no finding{scope}{above}")
 
 
 def _scope(check: FindingsCheck) -> str:
@@ -211,40 +215,42 @@ def change_text(item: RegressionItem) -> str:
 
 
 def _regression(check: RegressionCheck, report: Report, baseline: Report | None) -> CheckResult:
-    threshold = f"<= {check.max_relative:.1%} worse than baseline"
-    common = dict(id=check.id, kind="regression", description=check.description, threshold=threshold)
+    base = CheckResult(
+        id=check.id, kind="regression", status="fail", measured="n/a",
+        threshold=f"<= {check.max_relative:.1%} worse than baseline", message="", description=check.description,
+    )
     if baseline is None:
-        status: Status = "skipped" if check.if_no_baseline == "skip" else "fail"
-        return CheckResult(status=status, measured="n/a", message="no baseline given (--baseline): regression not checked", **common)  # type: ignore[arg-type]
-    items = []
-    for name in check.measures:
-        m = MEASURES[name]
-        base, candidate = m.value(baseline), m.value(report)
-        change = regression(m, base, candidate)
-        items.append(
-            RegressionItem(
-                measure=name, unit=m.unit, base=base, candidate=candidate, change=change,
-                absolute=base == 0 and change is not None,
-                over_limit=change is not None and change > check.max_relative,
-            )
-        )
+        return replace(base, status=_if_missing(check.if_no_baseline), message="no baseline given (--baseline): regression not checked")
+    items = tuple(_compare(MEASURES[name], baseline, report, check.max_relative) for name in check.measures)
     unevaluable = tuple(_regression_gap(i, report, baseline) for i in items if i.change is None)
+    worst = max((i for i in items if i.change is not None), key=lambda i: i.change or 0.0, default=None)
+    base = replace(
+        base, regressions=items, not_evaluable=unevaluable, measured=f"{worst.measure} {change_text(worst)}" if worst else "n/a"
+    )
     over = [i for i in items if i.over_limit]
-    worst = max((i for i in items if i.change is not None), key=lambda i: i.change, default=None)  # type: ignore[arg-type,return-value]
-    measured = f"{worst.measure} {change_text(worst)}" if worst else "n/a"
-    common.update(regressions=tuple(items), not_evaluable=unevaluable, measured=measured)
     if over:
         listed = "; ".join(
             f"{i.measure} {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)}, limit {check.max_relative:.1%})"
             for i in over
         )
-        return CheckResult(status="fail", message=f"worse than baseline: {listed}", **common)  # type: ignore[arg-type]
-    if unevaluable:
-        if check.if_missing == "fail":
-            return CheckResult(status="fail", message="not evaluable: " + "; ".join(unevaluable), **common)  # type: ignore[arg-type]
-        if len(unevaluable) == len(items):
-            return CheckResult(status="skipped", message="not evaluable: " + "; ".join(unevaluable), **common)  # type: ignore[arg-type]
-    return CheckResult(status="pass", message=f"no measure worse than baseline by more than {check.max_relative:.1%}", **common)  # type: ignore[arg-type]
+        return replace(base, message=f"worse than baseline: {listed}")
+    gaps = "not evaluable: " + "; ".join(unevaluable)
+    if unevaluable and check.if_missing == "fail":
+        return replace(base, message=gaps)
+    if unevaluable and len(unevaluable) == len(items):
+        return replace(base, status="skipped", message=gaps)
+    return replace(base, status="pass", message=f"no measure worse than baseline by more than {check.max_relative:.1%}")
+
+
+def _compare(m: Measure, baseline: Report, report: Report, limit: float) -> RegressionItem:
+    base, candidate = m.value(baseline), m.value(report)
+    change = regression(m, base, candidate)
+    if change is not None and not math.isfinite(change):
+        change = None
+    return RegressionItem(
+        measure=m.name, unit=m.unit, base=base, candidate=candidate, change=change,
+        absolute=base == 0 and change is not None, over_limit=change is not None and change > limit,
+    )
 
 
 def _regression_gap(item: RegressionItem, report: Report, baseline: Report) -> str:

@@ -13,7 +13,7 @@ from coherence_diag.gate import evaluate, parse_policy
 from coherence_diag.model import Finding, Indices, Metrics, Quantiles, Report, TraceFacts
 from coherence_diag.render import gate as render_gate
 
-HOSTILE = "<img src=x onerror=alert(1)>|**pool**[link](http://evil)`code`\n# heading\x07"
+HOSTILE = "<img src=x onerror=alert(1)>|**pool**[link](http://evil)`code`'q'\n# heading\x07"
 
 
 def _hostile_report() -> Report:
@@ -67,6 +67,7 @@ def test_markdown_escapes_trace_strings(hostile_result):
     assert "❌ FAIL" in text
     assert "<img" not in text and "&lt;img" in text
     assert "**pool**" not in text and "[link](" not in text and "`code`" not in text
+    assert "'q'" in text and "&\\#" not in text  # quotes stay plain: no entity whose '#' gets escaped
     for line in text.splitlines():
         assert not line.startswith("# heading")  # a newline in a summary cannot start a heading
         if line.startswith("| ") and "burst-amplification" in line and "AI.27" in line:

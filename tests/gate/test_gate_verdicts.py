@@ -115,3 +115,38 @@ def test_min_max_check_passes_iff_value_inside(sample_report, lo, hi, name):
     inside = (lo is None or value >= lo) and (hi is None or value <= hi)
     assert result.passed == inside
     assert result.checks[0].status == ("pass" if inside else "fail")
+
+
+def test_nan_value_never_passes(sample_report):
+    import dataclasses
+
+    report = sample_report("healthy")
+    nan = dataclasses.replace(report, indices=dataclasses.replace(report.indices, CI=float("nan")))
+    policy = parse_policy({"policy": 1, "name": "n", "checks": [{"id": "c", "measure": "CI", "min": 0.5}]}, "p", frozenset())
+    check = evaluate(policy, nan).checks[0]
+    assert check.status == "fail" and check.message.startswith("not evaluable")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    factor=st.floats(min_value=0.2, max_value=5.0, allow_nan=False),
+    limit=st.floats(min_value=0.0, max_value=2.0, allow_nan=False),
+)
+def test_regression_fails_iff_worse_than_the_limit(sample_report, factor, limit):
+    """p99 latency scaled by `factor` is a regression of factor - 1; CI scaled down by it is 1 - 1/factor."""
+    import dataclasses
+
+    base = sample_report("healthy")
+    m = base.metrics
+    candidate = dataclasses.replace(
+        base,
+        metrics=dataclasses.replace(m, latency_ms=dataclasses.replace(m.latency_ms, p99=m.latency_ms.p99 * factor)),
+        indices=dataclasses.replace(base.indices, CI=base.indices.CI / factor),
+    )
+    spec = {"measures": ["latency_ms.p99", "CI"], "max_relative": limit}
+    policy = parse_policy({"policy": 1, "name": "n", "checks": [{"id": "r", "regression": spec}]}, "p", frozenset())
+    check = evaluate(policy, candidate, baseline=base).checks[0]
+    changes = {i.measure: i.change for i in check.regressions}
+    assert changes["latency_ms.p99"] == pytest.approx(factor - 1)
+    assert changes["CI"] == pytest.approx(1 - 1 / factor)
+    assert (check.status == "fail") == any(c > limit for c in changes.values())
