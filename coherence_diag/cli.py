@@ -240,6 +240,9 @@ def gate(
                     _refuse_overwriting_input(target, source)
         if output is not None and junit is not None and output.resolve() == junit.resolve():
             raise InputError(f"{output}: --output and --junit name the same file")
+        for target in (output, junit):  # before any work, so that one output is not written without the other
+            if target is not None and not target.resolve().parent.is_dir():
+                raise InputError(f"{target}: cannot write output, directory {target.parent} does not exist")
         # The policy is validated before any trace is read: a bad policy fails fast.
         checked = load_policy(policy, list(rules or []))
         options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules)

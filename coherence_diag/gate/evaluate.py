@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from coherence_diag.gate.policy import Check, FindingsCheck, MeasureCheck, Policy, RegressionCheck, check_kind
+from coherence_diag.gate.policy import Check, FindingsCheck, MeasureCheck, Policy, RegressionCheck
 from coherence_diag.measures import MEASURES, Measure, regression
 from coherence_diag.model import SEVERITIES, Finding, Report
 
@@ -217,7 +217,7 @@ def change_text(item: RegressionItem) -> str:
 def _regression(check: RegressionCheck, report: Report, baseline: Report | None) -> CheckResult:
     base = CheckResult(
         id=check.id, kind="regression", status="fail", measured="n/a",
-        threshold=f"<= {check.max_relative:.1%} worse than baseline", message="", description=check.description,
+        threshold=f"<= {_pct(check.max_relative)} worse than baseline", message="", description=check.description,
     )
     if baseline is None:
         return replace(base, status=_if_missing(check.if_no_baseline), message="no baseline given (--baseline): regression not checked")
@@ -230,7 +230,7 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
     over = [i for i in items if i.over_limit]
     if over:
         listed = "; ".join(
-            f"{i.measure} {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)}, limit {check.max_relative:.1%})"
+            f"{i.measure} {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)}, limit {_pct(check.max_relative)})"
             for i in over
         )
         return replace(base, message=f"worse than baseline: {listed}")
@@ -239,7 +239,7 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
         return replace(base, message=gaps)
     if unevaluable and len(unevaluable) == len(items):
         return replace(base, status="skipped", message=gaps)
-    return replace(base, status="pass", message=f"no measure worse than baseline by more than {check.max_relative:.1%}")
+    return replace(base, status="pass", message=f"no measure worse than baseline by more than {_pct(check.max_relative)}")
 
 
 def _compare(m: Measure, baseline: Report, report: Report, limit: float) -> RegressionItem:
@@ -259,4 +259,10 @@ def _regression_gap(item: RegressionItem, report: Report, baseline: Report) -> s
         return missing_reason(report, m)
     if item.base is None:
         return f"baseline: {missing_reason(baseline, m)}"
-    return f"{item.measure}: baseline is 0, a relative change is undefined"
+    if item.base == 0:
+        return f"{item.measure}: baseline is 0, a relative change is undefined"
+    return f"{item.measure}: the change is not a finite number"
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"

@@ -103,11 +103,6 @@ class Policy:
         return any(isinstance(c, RegressionCheck) for c in self.checks)
 
 
-def check_kind(check: Check) -> str:
-    """'measure', 'findings' or 'regression': the key the check was written with."""
-    return {MeasureCheck: "measure", FindingsCheck: "findings", RegressionCheck: "regression"}[type(check)]
-
-
 def load_policy(path: str | Path, rules_dirs: list[Path] | None = None) -> Policy:
     """Read and validate a policy file; rule ids are checked against the shipped rules and `rules_dirs`."""
     path = Path(path)

@@ -126,3 +126,10 @@ def test_refuses_to_overwrite_inputs(run_cli, tmp_path):
 def test_bad_usage_exits_2(run_cli):
     assert run_cli("gate", HEALTHY).exit_code == 2  # --policy is required
     assert run_cli("gate", HEALTHY, "--policy", DEFAULT, "--format", "html").exit_code == 2
+
+
+def test_missing_output_directory_exits_2_before_writing_anything(run_cli, tmp_path):
+    junit = tmp_path / "gate.xml"
+    result = run_cli("gate", HEALTHY, "--policy", DEFAULT, "--junit", junit, "--output", tmp_path / "no" / "gate.json")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not junit.exists()
