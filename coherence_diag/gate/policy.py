@@ -245,6 +245,9 @@ def _regression_check(spec: Any, check_id: str, description: str, if_missing: An
     if spec is None:
         return None
     measures = _names(spec, "measures", tuple(MEASURES), "measure", where, problems)
+    for name in measures:
+        if name in MEASURES and MEASURES[name].better not in ("lower", "higher"):
+            problems.append(f"{where}: measure {name!r} is context with no better direction; bound it with a measure check instead")
     if "measures" in spec and not measures and isinstance(spec["measures"], list):
         problems.append(f"{where}: regression: 'measures' must list at least one measure")
     elif "measures" not in spec:

@@ -160,3 +160,16 @@ def test_docs_list_every_measure():
 
     text = (POLICIES.parent / "docs" / "gate.md").read_text()
     assert not [name for name in MEASURES if f"`{name}`" not in text]
+
+
+def test_regression_needs_measures_with_a_better_direction(monkeypatch):
+    import dataclasses
+
+    from coherence_diag import measures
+    from coherence_diag.gate import parse_policy
+
+    context = dataclasses.replace(measures.MEASURES["nominal_utilization"], better="neither")
+    monkeypatch.setitem(measures.MEASURES, "nominal_utilization", context)
+    spec = {"measures": ["nominal_utilization", "CI"], "max_relative": 0.1}
+    with pytest.raises(RuleError, match="'nominal_utilization' is context with no better direction"):
+        parse_policy({"policy": 1, "name": "n", "checks": [{"id": "r", "regression": spec}]}, "p.yaml", frozenset())
