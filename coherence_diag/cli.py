@@ -260,6 +260,85 @@ def explain(
         typer.echo(docgen.explain(name, list(rules or [])))
 
 
+class GateFormat(str, Enum):
+    terminal = "terminal"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command()
+def gate(
+    trace: str = typer.Argument(..., help="Trace to judge (same forms as `analyze`)."),
+    policy: Path = typer.Option(..., "--policy", "-p", help="Policy file (YAML; docs/gate.md)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline trace for the policy's regression checks."),
+    format: GateFormat = typer.Option(GateFormat.terminal, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result to this file (atomically) instead of stdout."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file: one test case per check."),
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
+    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
+    max_bad_fraction: float = typer.Option(
+        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before a trace is rejected (exit 2).", min=0.0, max=1.0
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+) -> None:
+    """Check a trace against a policy: exit 0 if it passes, 1 if it fails, 2 on bad input or policy."""
+    from coherence_diag.analysis import analyze as run_analysis
+    from coherence_diag.gate import evaluate, load_policy
+    from coherence_diag.render import gate as render_gate
+
+    with _errors_to_exit_codes():
+        for target in (output, junit):
+            for source in (trace, baseline, str(policy)):
+                if source is not None:
+                    _refuse_overwriting_input(target, source)
+        if output is not None and junit is not None and output.resolve() == junit.resolve():
+            raise InputError(f"{output}: --output and --junit name the same file")
+        for target in (output, junit):  # before any work, so that one output is not written without the other
+            if target is not None and not target.resolve().parent.is_dir():
+                raise InputError(f"{target}: cannot write output, directory {target.parent} does not exist")
+        # The policy is validated before any trace is read: a bad policy fails fast.
+        checked = load_policy(policy, list(rules or []))
+        options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules)
+        with _progress(progress) as step:
+            report = run_analysis(trace, progress=step, **options).report
+            base = run_analysis(baseline, progress=step, **options).report if baseline is not None else None
+        result = evaluate(checked, report, base)
+        if junit is not None:
+            write_atomic(junit, render_gate.render_junit(result))
+        if format is GateFormat.terminal:
+            if output:
+                console = Console(record=True, width=120, file=open(os.devnull, "w"), force_terminal=False)
+                render_gate.render_terminal(result, console)
+                write_atomic(output, console.export_text())
+            else:
+                render_gate.render_terminal(result, Console(highlight=False))
+        else:
+            text = render_gate.render_json(result) if format is GateFormat.json else render_gate.render_markdown(result)
+            if output:
+                write_atomic(output, text)
+            else:
+                sys.stdout.write(text)
+    if not result.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+policy_app = typer.Typer(help="Gate policies: validate policy files.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Path = typer.Argument(..., help="Policy file to validate."),
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Also accept the rule ids of this directory; repeatable."),
+) -> None:
+    """Validate a policy file without a trace (exit 2 naming file, check and problem)."""
+    from coherence_diag.gate import load_policy
+
+    with _errors_to_exit_codes():
+        checked = load_policy(file, list(rules or []))
+        typer.echo(f"{file}: ok (policy {checked.name!r}, {len(checked.checks)} checks)")
+
+
 def _refuse_overwriting_input(output: Optional[Path], trace: str) -> None:
     if output is None:
         return

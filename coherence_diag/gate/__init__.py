@@ -1,1 +1,24 @@
-"""The CI gate: a policy file (data, never code) checked against a report, optionally a baseline."""
+"""The CI gate: a policy file (data, never code) checked against a report, optionally a baseline.
+
+    from coherence_diag.gate import load_policy, evaluate
+    policy = load_policy("policies/serving-default.yaml")   # RuleError (exit 2) when invalid
+    result = evaluate(policy, analyze("trace.parquet").report)
+    result.passed, [c.message for c in result.failed]
+"""
+
+from coherence_diag.gate.evaluate import CheckResult, FindingRef, GateResult, RegressionItem, evaluate
+from coherence_diag.gate.policy import FindingsCheck, MeasureCheck, Policy, RegressionCheck, load_policy, parse_policy
+
+__all__ = [
+    "CheckResult",
+    "FindingRef",
+    "FindingsCheck",
+    "GateResult",
+    "MeasureCheck",
+    "Policy",
+    "RegressionCheck",
+    "RegressionItem",
+    "evaluate",
+    "load_policy",
+    "parse_policy",
+]

@@ -17,7 +17,9 @@ _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
 
 def escape(text: object) -> str:
     """`text` as literal Markdown: HTML-escaped, Markdown punctuation backslash-escaped, one line."""
-    s = html.escape(str(text), quote=True)
+    # quote=False: &#x27; would carry a "#" that the next step escapes, breaking the entity;
+    # quotes mean nothing in Markdown text.
+    s = html.escape(str(text), quote=False)
     s = _SPECIAL.sub(r"\\\1", s)
     return " ".join(s.splitlines())
 

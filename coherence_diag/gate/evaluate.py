@@ -1,0 +1,268 @@
+"""Evaluate a gate policy against a report (and optionally a baseline report). No I/O.
+
+Every check gives one CheckResult: pass, fail or skipped, the measured value and the
+threshold as text (for every output format alike), and a message that says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from coherence_diag.gate.policy import Check, FindingsCheck, MeasureCheck, Policy, RegressionCheck
+from coherence_diag.measures import MEASURES, Measure, regression
+from coherence_diag.model import SEVERITIES, Finding, Report
+
+Status = Literal["pass", "fail", "skipped"]
+_RANK = {s: i for i, s in enumerate(("none", *SEVERITIES))}
+
+
+@dataclass(frozen=True)
+class FindingRef:
+    """A finding that made a findings check fail."""
+
+    rule: str
+    severity: str
+    kind: str
+    domain: str
+    score: float
+    summary: str
+
+
+@dataclass(frozen=True)
+class RegressionItem:
+    """One measure of a regression check: baseline, candidate and how much worse (positive = worse)."""
+
+    measure: str
+    unit: str
+    base: float | None
+    candidate: float | None
+    change: float | None  # relative; absolute for a fraction or index whose baseline is 0
+    absolute: bool  # True when `change` is an absolute difference (baseline 0)
+    over_limit: bool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    kind: str  # "measure" | "findings" | "regression"
+    status: Status
+    measured: str  # the measured value(s), as text
+    threshold: str  # the threshold, as text
+    message: str  # why it passed, failed or was skipped
+    description: str = ""
+    measure: str | None = None  # measure checks: the measure, its value and bounds
+    unit: str | None = None
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+    findings: tuple[FindingRef, ...] = ()  # findings checks: the offending findings
+    regressions: tuple[RegressionItem, ...] = ()  # regression checks: every measure compared
+    not_evaluable: tuple[str, ...] = ()  # what could not be evaluated, and why
+
+
+@dataclass(frozen=True)
+class GateResult:
+    policy: str  # policy name
+    policy_source: str
+    trace: str
+    baseline: str | None
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "skipped")}
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.status == "fail")
+
+
+def evaluate(policy: Policy, report: Report, baseline: Report | None = None) -> GateResult:
+    return GateResult(
+        policy=policy.name,
+        policy_source=policy.source,
+        trace=report.trace.path,
+        baseline=baseline.trace.path if baseline is not None else None,
+        checks=tuple(_evaluate_check(check, report, baseline) for check in policy.checks),
+    )
+
+
+def _evaluate_check(check: Check, report: Report, baseline: Report | None) -> CheckResult:
+    if isinstance(check, MeasureCheck):
+        return _measure(check, report)
+    if isinstance(check, FindingsCheck):
+        return _findings(check, report)
+    return _regression(check, report, baseline)
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A measure's value as text with its unit: '812.3 ms', '0.0213', '15.12 rps', 'n/a'."""
+    if value is None:
+        return "n/a"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "rps":
+        return f"{value:.2f} rps"
+    return f"{value:.4g}"
+
+
+def _bound(value: float, unit: str) -> str:
+    return f"{value:g} {unit}" if unit in ("ms", "rps") else f"{value:g}"
+
+
+def _measure(check: MeasureCheck, report: Report) -> CheckResult:
+    m = MEASURES[check.measure]
+    raw = m.value(report)
+    value = raw if raw is not None and math.isfinite(raw) else None  # NaN compares false: never let it pass
+    parts = ([f">= {_bound(check.min, m.unit)}"] if check.min is not None else []) + (
+        [f"<= {_bound(check.max, m.unit)}"] if check.max is not None else []
+    )
+    threshold = " and ".join(parts)
+    base = CheckResult(
+        id=check.id, kind="measure", status="fail", measured="n/a", threshold=threshold, message="",
+        description=check.description, measure=m.name, unit=m.unit, value=value, min=check.min, max=check.max,
+    )
+    if value is None:
+        why = missing_reason(report, m)
+        return replace(base, status=_if_missing(check.if_missing), message=f"not evaluable: {why}", not_evaluable=(why,))
+    shown = format_value(value, m.unit)
+    if check.min is not None and value < check.min:
+        return replace(base, measured=shown, message=f"{m.name} = {shown} is below the minimum {_bound(check.min, m.unit)}")
+    if check.max is not None and value > check.max:
+        return replace(base, measured=shown, message=f"{m.name} = {shown} is above the maximum {_bound(check.max, m.unit)}")
+    return replace(base, status="pass", measured=shown, message=f"{m.name} = {shown}, within {threshold}")
+
+
+def _if_missing(policy: str) -> Status:
+    return "skipped" if policy == "skip" else "fail"
+
+
+def missing_reason(report: Report, measure: Measure) -> str:
+    """Why a measure is null for this report, from the report's evaluability."""
+    key = measure.name if measure.group == "indices" else f"metrics.{measure.name.split('.')[0]}"
+    ev = report.evaluability.get(key)
+    if ev is not None and ev.missing:
+        return f"{measure.name} needs column(s) {', '.join(ev.missing)}"
+    if ev is not None and ev.reason:
+        return f"{measure.name}: {ev.reason}"
+    return f"the trace has no data for {measure.name}"
+
+
+def _matches(check: FindingsCheck, finding: Finding) -> bool:
+    return (
+        (not check.rules or finding.rule in check.rules)
+        and (not check.domains or bool({finding.domain, *finding.supporting_domains} & set(check.domains)))
+        and (not check.kinds or finding.kind in check.kinds)
+    )
+
+
+def _findings(check: FindingsCheck, report: Report) -> CheckResult:
+    limit = _RANK[check.max_severity]
+    offending = tuple(
+        FindingRef(f.rule, f.severity, f.kind, f.domain, f.score, f.summary)
+        for f in report.findings
+        if _matches(check, f) and _RANK[f.severity] > limit
+    )
+    scope = _scope(check)
+    above = f" above {check.max_severity}" if check.max_severity != "none" else ""
+    unevaluable = tuple(
+        f"{rule}: {_rule_reason(report, rule)}"
+        for rule in check.rules
+        if rule in report.evaluability and not report.evaluability[rule].evaluated
+    )
+    base = CheckResult(
+        id=check.id, kind="findings", status="fail", measured="n/a", threshold=f"no finding{scope}{above}", message="",
+        description=check.description, findings=offending, not_evaluable=unevaluable,
+    )
+    if offending:
+        noun = "finding" if len(offending) == 1 else "findings"
+        listed = "; ".join(f"{f.rule} ({f.severity}): {f.summary}" for f in offending)
+        return replace(base, measured=f"{len(offending)} {noun}", message=f"{len(offending)} {noun}{scope}{above}: {listed}")
+    if unevaluable:
+        return replace(base, status=_if_missing(check.if_missing), message="not evaluable: " + "; ".join(unevaluable))
+    return replace(base, status="pass", measured="0 findings", message=f"no finding{scope}{above}")
+
+
+def _scope(check: FindingsCheck) -> str:
+    parts = [
+        f"{label} {', '.join(values)}"
+        for label, values in (("rules", check.rules), ("domains", check.domains), ("kinds", check.kinds))
+        if values
+    ]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _rule_reason(report: Report, rule: str) -> str:
+    ev = report.evaluability[rule]
+    if ev.missing:
+        return f"needs column(s) {', '.join(ev.missing)}"
+    return ev.reason or "not evaluable on this trace"
+
+
+def change_text(item: RegressionItem) -> str:
+    """How much worse, as text: '+12.3%', or '+0.05 absolute (baseline 0)'."""
+    if item.change is None:
+        return "n/a"
+    if item.absolute:
+        return f"{item.change:+.4g} absolute (baseline 0)"
+    return f"{item.change:+.1%}"
+
+
+def _regression(check: RegressionCheck, report: Report, baseline: Report | None) -> CheckResult:
+    base = CheckResult(
+        id=check.id, kind="regression", status="fail", measured="n/a",
+        threshold=f"<= {_pct(check.max_relative)} worse than baseline", message="", description=check.description,
+    )
+    if baseline is None:
+        return replace(base, status=_if_missing(check.if_no_baseline), message="no baseline given (--baseline): regression not checked")
+    items = tuple(_compare(MEASURES[name], baseline, report, check.max_relative) for name in check.measures)
+    unevaluable = tuple(_regression_gap(i, report, baseline) for i in items if i.change is None)
+    worst = max((i for i in items if i.change is not None), key=lambda i: i.change or 0.0, default=None)
+    base = replace(
+        base, regressions=items, not_evaluable=unevaluable, measured=f"{worst.measure} {change_text(worst)}" if worst else "n/a"
+    )
+    over = [i for i in items if i.over_limit]
+    if over:
+        listed = "; ".join(
+            f"{i.measure} {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)}, limit {_pct(check.max_relative)})"
+            for i in over
+        )
+        return replace(base, message=f"worse than baseline: {listed}")
+    gaps = "not evaluable: " + "; ".join(unevaluable)
+    if unevaluable and check.if_missing == "fail":
+        return replace(base, message=gaps)
+    if unevaluable and len(unevaluable) == len(items):
+        return replace(base, status="skipped", message=gaps)
+    return replace(base, status="pass", message=f"no measure worse than baseline by more than {_pct(check.max_relative)}")
+
+
+def _compare(m: Measure, baseline: Report, report: Report, limit: float) -> RegressionItem:
+    base, candidate = m.value(baseline), m.value(report)
+    change = regression(m, base, candidate)
+    if change is not None and not math.isfinite(change):
+        change = None
+    return RegressionItem(
+        measure=m.name, unit=m.unit, base=base, candidate=candidate, change=change,
+        absolute=base == 0 and change is not None, over_limit=change is not None and change > limit,
+    )
+
+
+def _regression_gap(item: RegressionItem, report: Report, baseline: Report) -> str:
+    m = MEASURES[item.measure]
+    if item.candidate is None:
+        return missing_reason(report, m)
+    if item.base is None:
+        return f"baseline: {missing_reason(baseline, m)}"
+    if item.base == 0:
+        return f"{item.measure}: baseline is 0, a relative change is undefined"
+    return f"{item.measure}: the change is not a finite number"
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
