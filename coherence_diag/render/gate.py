@@ -177,8 +177,9 @@ def render_terminal(result: GateResult, console: Console) -> None:
 
 
 def _short_message(check: CheckResult) -> str:
-    if check.status == "pass" and check.kind == "measure":
-        return "ok"  # measured and threshold already say it
+    if check.kind == "measure" and check.status in ("pass", "fail") and check.measured and check.threshold:
+        # The measured and threshold columns already say it; the full sentence is in JSON/JUnit.
+        return "ok" if check.status == "pass" else "outside the limit"
     if check.findings:
         return "above the limit: " + ", ".join(f"{f.rule} ({f.severity})" for f in check.findings)
     return check.message
