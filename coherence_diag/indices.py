@@ -437,22 +437,25 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     empty = pl.DataFrame(schema={"w": pl.Int64, "HCL": pl.Float64, "compute": pl.Float64})
     if gpu is None:
         return empty
-    window = _window_index(pl.col("ts"), t0, window_ns)
-    useful = ctx.requests.filter(
-        pl.when(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch")
-        .then(pl.col("slo_met").fill_null(False))
-        .otherwise(pl.col("outcome") == "completed")
-    )["request_id"]
-    ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sums: exact, order-free
-    span_useful = pl.col("request_id").is_in(useful.implode()) | (
+    # Useful work as in the global value (metrics._effective_utilization), per span.
+    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
+    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful_ids = ctx.requests.lazy().filter(useful).select("request_id").collect().to_series()
+    span_useful = pl.col("request_id").is_in(useful_ids.implode()) | (
         pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")
     )
+    ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sums: exact, order-free
+    # Lazy, so that only the columns used are gathered (eager chains on the wide layer frame
+    # would materialise every column of the filtered rows).
     share = (
-        gpu.filter(pl.col("event") == "exec")
-        .group_by(window)
-        .agg(ns.sum().alias("_all_ns"), ns.filter(span_useful).sum().alias("_useful_ns"))
+        gpu.lazy()
+        .filter(pl.col("event") == "exec")
+        .select(_window_index(pl.col("ts"), t0, window_ns), ns.alias("_ns"), span_useful.alias("_useful"))
+        .group_by("w")
+        .agg(pl.col("_ns").sum().alias("_all_ns"), pl.col("_ns").filter("_useful").sum().alias("_useful_ns"))
         .filter(pl.col("_all_ns") > 0)
         .select("w", (pl.col("_useful_ns") / pl.col("_all_ns")).clip(0.0, 1.0).alias("_share"))
+        .collect()
     )
     nominal = _nominal_windows(ctx, gpu, t0, window_ns)
     return nominal.join(share, on="w", how="inner").select(
@@ -468,12 +471,19 @@ def _nominal_windows(ctx: FeatureContext, gpu: pl.DataFrame, t0: int, window_ns:
         # The mean over devices adds fixed-point integers (2**-40 resolution): exact, so the
         # result does not depend on the order in which the group-by meets the devices.
         fixed = (pl.col("gpu_util").mean() * _FIXED_ONE).round().cast(pl.Int64)
-        per_device = (
-            gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
-            .group_by(_window_index(pl.col("ts"), t0, window_ns), "device")
+        # One Int64 key per (window, device): window * 2**32 + device code (codes are below
+        # 2**32), so the window is key // 2**32; single-integer group-bys are the cheapest.
+        key = (pl.col("ts") - t0) // window_ns * (1 << 32) + pl.col("device").to_physical().cast(pl.Int64)
+        return (
+            gpu.lazy()
+            .filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+            .select(key.alias("_k"), "gpu_util")
+            .group_by("_k")
             .agg(fixed.alias("_util"))
+            .group_by((pl.col("_k") // (1 << 32)).alias("w"))
+            .agg((pl.col("_util").sum() / pl.len() / _FIXED_ONE).alias("_nominal"))
+            .collect()
         )
-        return per_device.group_by("w").agg((pl.col("_util").sum() / pl.len() / _FIXED_ONE).alias("_nominal"))
     # Exec busy time: the union of each device's spans in the window over all devices' time.
     spans = gpu.filter(pl.col("event") == "exec")
     devices = pl.concat([spans["device"], gpu.filter(pl.col("event") == "device_info")["device"]]).drop_nulls().n_unique()
