@@ -120,19 +120,22 @@ class Waves:
 def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
     """Per (entity, window) mean wait: queue wait by pool of arrival, decode-side wait by decode pool."""
     window_ns = int(round(ctx.window_s * 1e9))
-    reqs = ctx.inference.filter(pl.col("arrive_ns").is_not_null())
+    reqs = ctx.inference.lazy().filter(pl.col("arrive_ns").is_not_null())
     t0 = _origin(ctx)
-    front = reqs.filter(pl.col("pool").is_not_null() & pl.col("queue_wait_ms").is_not_null()).select(
-        pl.concat_str(pl.lit("wait:"), pl.col("pool").cast(pl.String)).alias("entity"),
-        ((pl.col("arrive_ns") - t0) // window_ns).alias("w"),
-        pl.col("queue_wait_ms").alias("x"),
-    )
-    back = reqs.filter(pl.col("decode_pool").is_not_null() & pl.col("decode_queue_ms").is_not_null()).select(
-        pl.concat_str(pl.lit("decode_wait:"), pl.col("decode_pool").cast(pl.String)).alias("entity"),
-        ((pl.col("decode_dispatch_ns") - t0) // window_ns).alias("w"),
-        pl.col("decode_queue_ms").alias("x"),
-    )
-    series = pl.concat([front, back]).group_by("entity", "w").agg(pl.col("x").mean())
+
+    def side(prefix: str, pool: str, ts: str, wait: str) -> pl.LazyFrame:
+        # Group on the categorical pool and name the entity afterwards: a string per window,
+        # not per request.
+        return (
+            reqs.filter(pl.col(pool).is_not_null() & pl.col(wait).is_not_null())
+            .group_by(pl.col(pool).alias("_pool"), ((pl.col(ts) - t0) // window_ns).alias("w"))
+            .agg(pl.col(wait).mean().alias("x"))
+            .select(pl.concat_str(pl.lit(prefix), pl.col("_pool").cast(pl.String)).alias("entity"), "w", "x")
+        )
+
+    series = pl.concat(
+        [side("wait:", "pool", "arrive_ns", "queue_wait_ms"), side("decode_wait:", "decode_pool", "decode_dispatch_ns", "decode_queue_ms")]
+    ).collect()
     if series.is_empty():
         return series
     # Dense grid per entity over the whole span: a window with no arrivals had nothing waiting.
@@ -198,8 +201,21 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
 # --- CI components ----------------------------------------------------------------------------
 
 
+# Columns of completed requests the CI components read: selected before any filter, so that
+# filters gather these and not all ~40 request columns.
+_DONE_COLUMNS = (
+    "latency_ms", "queue_wait_ms", "decode_queue_ms", "kv_transfer_ms", "retry_delay_ms", "predicted_ms", "exec_ms",
+    "decode_device", "prefill_device", "decode_dispatch_ns", "complete_ns", "pool",
+)
+
+
+def _done(ctx: FeatureContext) -> pl.DataFrame:
+    """Completed inference requests with a positive latency (narrow: _DONE_COLUMNS)."""
+    return ctx.completed.select(_DONE_COLUMNS).filter(pl.col("latency_ms") > 0)
+
+
 def _health(ctx: FeatureContext, v: dict, wpi: float | None) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    done = ctx.completed.filter(pl.col("latency_ms") > 0)
+    done = _done(ctx)
     wait_share = None
     if done.height:
         wait_share = done.select(
@@ -259,7 +275,7 @@ def _handoff_coherence(done: pl.DataFrame) -> float | None:
 
 
 def _ttft_stability(ctx: FeatureContext) -> float | None:
-    ttft = ctx.inference.filter(pl.col("ttft_ms") > 0)
+    ttft = ctx.inference.select("ttft_ms").filter(pl.col("ttft_ms") > 0)
     if ttft.height < 20:
         return None
     p50, p99 = ttft.select(pl.col("ttft_ms").quantile(0.5).alias("a"), pl.col("ttft_ms").quantile(0.99).alias("b")).row(0)
@@ -285,12 +301,16 @@ def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> f
 
 def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
     """DI per pool (of arrival) and HCL per pool where device telemetry allows."""
-    done = ctx.completed.filter((pl.col("latency_ms") > 0) & pl.col("pool").is_not_null())
+    done = _done(ctx).filter(pl.col("pool").is_not_null())
     waits = pl.sum_horizontal(
         pl.col("retry_delay_ms").fill_null(0.0), pl.col("queue_wait_ms").fill_null(0.0),
         pl.col("decode_queue_ms").fill_null(0.0), pl.col("kv_transfer_ms").fill_null(0.0),
     )
-    di = done.group_by(pl.col("pool").cast(pl.String)).agg((waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI"))
+    di = (
+        done.lazy().group_by("pool").agg((waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI"))
+        .with_columns(pl.col("pool").cast(pl.String))  # names after grouping: casts a few rows, not every request
+        .collect()
+    )
     out: dict[str, dict[str, float | None]] = {row["pool"]: {"DI": row["DI"], "HCL": None} for row in di.iter_rows(named=True)}
     for pool, hcl in _hcl_per_pool(ctx).items():
         out.setdefault(pool, {"DI": None, "HCL": None})["HCL"] = hcl
@@ -301,10 +321,10 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     gpu = ctx.layer("gpu")
     if gpu is None or "slo_ms" not in ctx.columns:
         return {}
-    devices = gpu.filter(pl.col("event") == "device_info").select("device", pl.col("pool").cast(pl.String)).unique("device")
-    samples = gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
-    if samples.is_empty() or devices.is_empty():
-        return {}
+    # Lazy plans throughout: only the few columns used are gathered from the wide GPU layer.
+    layer = gpu.lazy()
+    devices = layer.filter(pl.col("event") == "device_info").select("device", "pool").unique("device")
+    samples = layer.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).select("device", "gpu_util")
     nominal = (
         samples.group_by("device").agg(pl.col("gpu_util").mean())
         .join(devices, on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
@@ -313,26 +333,27 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     # request table (prefill time to the request's pool, decode time to its decode pool), so no
     # span-level join. Integer nanoseconds keep the sums exact.
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
-    spans = gpu.filter(pl.col("event") == "exec")
-    by_device = spans.group_by("device").agg(
-        ns.sum().alias("all_ns"), ns.filter(pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).sum().alias("batch_ns")
+    by_device = (
+        layer.filter(pl.col("event") == "exec")
+        .select("device", ns.alias("_ns"), (pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).alias("_batch"))
+        .group_by("device")
+        .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
     )
     totals = by_device.join(devices, on="device").group_by("pool").agg(pl.col("all_ns").sum(), pl.col("batch_ns").sum())
-    useful = pl.when(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch").then(
-        pl.col("slo_met").fill_null(False)
-    ).otherwise(pl.col("outcome") == "completed")
-    good = ctx.requests.filter(useful)
+    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
+    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    good = ctx.requests.lazy().filter(useful)
     useful_ns = pl.concat(
         [
-            good.select(pl.col("pool").cast(pl.String), (pl.col("prefill_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
-            good.select(pl.col("decode_pool").cast(pl.String).alias("pool"), (pl.col("decode_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
+            good.select("pool", (pl.col("prefill_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
+            good.select(pl.col("decode_pool").alias("pool"), (pl.col("decode_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
         ]
     ).group_by("pool").agg(pl.col("ns").sum().alias("useful_ns"))
     share = totals.join(useful_ns, on="pool", how="left").select(
         "pool",
         ((pl.col("useful_ns").fill_null(0) + pl.col("batch_ns")) / pl.col("all_ns")).clip(0.0, 1.0).alias("share"),
     )
-    joined = nominal.join(share, on="pool", how="left")
+    joined = nominal.join(share, on="pool", how="left").with_columns(pl.col("pool").cast(pl.String)).collect()
     return {
         row["pool"]: max(0.0, row["nominal"] * (1.0 - row["share"]))
         for row in joined.iter_rows(named=True)
@@ -396,7 +417,7 @@ def _completion_windows(ctx: FeatureContext, t0: int, window_ns: int, *, network
 
     Sums are of integer nanoseconds (the waits are differences of ns timestamps; KV transfers
     are rounded to the ns): exact, so a window's value does not depend on row order."""
-    done = ctx.completed.filter(pl.col("latency_ms") > 0)
+    done = _done(ctx)
 
     def ns_sum(*cols: str) -> pl.Expr:
         return pl.sum_horizontal((pl.col(c).fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64) for c in cols).sum()
@@ -413,7 +434,8 @@ def _completion_windows(ctx: FeatureContext, t0: int, window_ns: int, *, network
 def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:
     """The serving layer component over the inference requests finishing per window:
     min(SLO attainment, 1 - timeout rate - drop rate), the first term only where SLOs exist."""
-    finished = ctx.inference.filter(pl.col("outcome") != "unfinished")
+    columns = ["outcome", "complete_ns", "final_start_ns", "arrive_ns", "slo_ms", "slo_met"]
+    finished = ctx.inference.select(columns).filter(pl.col("outcome") != "unfinished")
     ended = pl.coalesce("complete_ns", "final_start_ns", "arrive_ns")  # as the pool series (timeseries.py)
     with_slo = pl.col("slo_ms").is_not_null()
     per_window = finished.group_by(_window_index(ended, t0, window_ns)).agg(
