@@ -56,7 +56,9 @@ def compute(
     span: ObservationSpan,
 ) -> tuple[Metrics, dict[str, Evaluability]]:
     evaluability: dict[str, Evaluability] = {}
-    inference = requests.filter(INFERENCE)
+    # Narrow before filtering: a filter gathers every column it is given.
+    used = ["workload_class", "outcome", "latency_ms", "queue_wait_ms", "ttft_ms", "slo_ms", "slo_met"]
+    inference = requests.select(used).filter(INFERENCE)
     finished = inference.filter(pl.col("outcome") != "unfinished")
 
     quantiles = inference.select(
@@ -147,10 +149,17 @@ def _nominal_utilization(
     gpu = layers.get("gpu")
     if gpu is None or gpu.is_empty():
         return None, None, ("gpu_util", "dur_ms")
-    samples = gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
-    if samples.height:
-        # sorted so the final mean adds the per-device means in a fixed order (byte-identical output)
-        per_device = samples.group_by("device").agg(pl.col("gpu_util").mean()).sort("device")
+    # Lazy and narrow: only device and gpu_util are gathered from the wide GPU layer.
+    per_device = (
+        gpu.lazy()
+        .filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+        .select("device", "gpu_util")
+        .group_by("device")
+        .agg(pl.col("gpu_util").mean())
+        .sort("device")  # so the final mean adds the per-device means in a fixed order (byte-identical output)
+        .collect()
+    )
+    if per_device.height:
         value = per_device.select(pl.col("gpu_util").mean()).item()
         return float(value), "gpu_util", ()
     spans = gpu.filter(pl.col("event") == "exec")
@@ -178,7 +187,7 @@ def _effective_utilization(
     gpu = layers.get("gpu")
     if nominal is None:
         return None, ("gpu_util", "dur_ms"), "nominal utilization is not available"
-    spans = gpu.filter(pl.col("event") == "exec") if gpu is not None else None
+    spans = gpu.select("event", "dur_ms", "request_id", "phase").filter(pl.col("event") == "exec") if gpu is not None else None
     if spans is None or spans.is_empty():
         return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
     # Useful time per request is its attributed exec time (paths.exec_ms): no span-level join.

@@ -248,7 +248,7 @@ def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Serie
     """
     hashes = data.select(identity).hash_rows()
     no_duplicates = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
-    if data.height < 2 or not (hashes.sort().diff() == 0).any():  # sorting beats hashing u64s here
+    if data.height < 2 or hashes.n_unique() == data.height:  # no equal hashes: no duplicates (common case)
         return no_duplicates
     candidates = hashes.is_duplicated()
     subset = data.filter(candidates)
@@ -260,12 +260,15 @@ def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Serie
 def _mark_inconsistent_requests(frame: pl.DataFrame) -> pl.DataFrame:
     ok = pl.col("_problem").is_null()
     bounds = (
-        frame.filter(ok & pl.col("event").is_in(["arrive", "complete"]))
+        frame.lazy()
+        .select("request_id", "event", "ts", "_problem")  # narrow first: filters gather only these
+        .filter(ok & pl.col("event").is_in(["arrive", "complete"]))
         .group_by("request_id")
         .agg(
             pl.when(pl.col("event") == "arrive").then(pl.col("ts")).min().alias("first_arrive"),
             pl.when(pl.col("event") == "complete").then(pl.col("ts")).max().alias("last_complete"),
         )
+        .collect()
     )
     bad = bounds.filter(pl.col("last_complete") < pl.col("first_arrive"))["request_id"]
     if bad.is_empty():
