@@ -278,7 +278,7 @@ def _ttft_stability(ctx: FeatureContext) -> float | None:
     ttft = ctx.inference.select("ttft_ms").filter(pl.col("ttft_ms") > 0)
     if ttft.height < 20:
         return None
-    p50, p99 = ttft.select(pl.col("ttft_ms").quantile(0.5).alias("a"), pl.col("ttft_ms").quantile(0.99).alias("b")).row(0)
+    p50, p99 = ttft.select(pl.col("ttft_ms").quantile([0.5, 0.99])).item()  # both levels from one sort
     return 1.0 - _ramp(p99 / p50, 3.0, 20.0)
 
 

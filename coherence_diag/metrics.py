@@ -61,11 +61,12 @@ def compute(
     inference = requests.select(used).filter(INFERENCE)
     finished = inference.filter(pl.col("outcome") != "unfinished")
 
-    quantiles = inference.select(
-        *_quantile_exprs("latency_ms", pl.col("latency_ms").filter(pl.col("outcome") == "completed")),
-        *_quantile_exprs("queue_wait_ms", pl.col("queue_wait_ms")),
-        *_quantile_exprs("ttft_ms", pl.col("ttft_ms")),
-    ).row(0, named=True)
+    quantiles = _quantiles(
+        inference,
+        latency_ms=pl.col("latency_ms").filter(pl.col("outcome") == "completed"),
+        queue_wait_ms=pl.col("queue_wait_ms"),
+        ttft_ms=pl.col("ttft_ms"),
+    )
 
     n_finished = finished.height
     counts = _counts(requests)
@@ -114,10 +115,18 @@ def _ns(ms: pl.Expr) -> pl.Expr:
     return (ms * NS_PER_MS).round().cast(pl.Int64)
 
 
-def _quantile_exprs(name: str, values: pl.Expr) -> list[pl.Expr]:
-    return [
-        values.quantile(q, interpolation="linear").alias(f"{name}_p{int(round(q * 100))}") for q in QUANTILES
-    ]
+def _quantiles(frame: pl.DataFrame, **values: pl.Expr) -> dict[str, float | None]:
+    """{name_p50, name_p95, name_p99} for each named expression. All QUANTILES of a column in one
+    `quantile` call (a list of levels): one sort per column instead of one per level, with the
+    same values."""
+    row = frame.select(
+        expr.quantile(list(QUANTILES), interpolation="linear").alias(name) for name, expr in values.items()
+    ).row(0, named=True)
+    return {
+        f"{name}_p{int(round(q * 100))}": value
+        for name, levels in row.items()
+        for q, value in zip(QUANTILES, levels)
+    }
 
 
 def _counts(requests: pl.DataFrame) -> RequestCounts:
