@@ -15,6 +15,7 @@ import polars as pl
 from coherence_diag.features import FeatureContext, FeatureValues
 from coherence_diag.model import Evaluability, IndexBreakdown, Indices, iso_utc
 from coherence_diag.paths import NS_PER_MS
+from coherence_diag.timeseries import busy_intervals
 
 # Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
 INDEX_DOCS: dict[str, dict[str, str]] = {
@@ -99,7 +100,7 @@ def compute(ctx: FeatureContext, values: FeatureValues) -> tuple[Indices, IndexB
         layers=layers,
         links=links,
         pools=_per_pool(ctx),
-        timeline=waves.timeline,
+        timeline=_timeline(ctx, v, waves.extent, layers),
         wave_episodes=waves.episodes,
     )
     return Indices(CI=ci, DI=di, WPI=waves.wpi, HCL=hcl), breakdown, ev
@@ -113,25 +114,28 @@ class Waves:
     wpi: float | None
     reason: str | None
     episodes: int
-    timeline: tuple[dict[str, object], ...]
+    extent: pl.DataFrame | None  # w, wave_extent (share of series hot per window); None without WPI
 
 
 def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
     """Per (entity, window) mean wait: queue wait by pool of arrival, decode-side wait by decode pool."""
     window_ns = int(round(ctx.window_s * 1e9))
-    reqs = ctx.inference.filter(pl.col("arrive_ns").is_not_null())
+    reqs = ctx.inference.lazy().filter(pl.col("arrive_ns").is_not_null())
     t0 = _origin(ctx)
-    front = reqs.filter(pl.col("pool").is_not_null() & pl.col("queue_wait_ms").is_not_null()).select(
-        pl.concat_str(pl.lit("wait:"), pl.col("pool").cast(pl.String)).alias("entity"),
-        ((pl.col("arrive_ns") - t0) // window_ns).alias("w"),
-        pl.col("queue_wait_ms").alias("x"),
-    )
-    back = reqs.filter(pl.col("decode_pool").is_not_null() & pl.col("decode_queue_ms").is_not_null()).select(
-        pl.concat_str(pl.lit("decode_wait:"), pl.col("decode_pool").cast(pl.String)).alias("entity"),
-        ((pl.col("decode_dispatch_ns") - t0) // window_ns).alias("w"),
-        pl.col("decode_queue_ms").alias("x"),
-    )
-    series = pl.concat([front, back]).group_by("entity", "w").agg(pl.col("x").mean())
+
+    def side(prefix: str, pool: str, ts: str, wait: str) -> pl.LazyFrame:
+        # Group on the categorical pool and name the entity afterwards: a string per window,
+        # not per request.
+        return (
+            reqs.filter(pl.col(pool).is_not_null() & pl.col(wait).is_not_null())
+            .group_by(pl.col(pool).alias("_pool"), ((pl.col(ts) - t0) // window_ns).alias("w"))
+            .agg(pl.col(wait).mean().alias("x"))
+            .select(pl.concat_str(pl.lit(prefix), pl.col("_pool").cast(pl.String)).alias("entity"), "w", "x")
+        )
+
+    series = pl.concat(
+        [side("wait:", "pool", "arrive_ns", "queue_wait_ms"), side("decode_wait:", "decode_pool", "decode_dispatch_ns", "decode_queue_ms")]
+    ).collect()
     if series.is_empty():
         return series
     # Dense grid per entity over the whole span: a window with no arrivals had nothing waiting.
@@ -153,7 +157,7 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
     p50 = ctx.metrics.latency_ms.p50
     floor = max(WAIT_FLOOR_MS, WAIT_FLOOR_OF_LATENCY * p50) if p50 else WAIT_FLOOR_MS
     if series.is_empty() or series["entity"].n_unique() < 2:
-        return Waves(None, "needs wait series for at least two pools or both sides of a disaggregated path", 0, ())
+        return Waves(None, "needs wait series for at least two pools or both sides of a disaggregated path", 0, None)
     scaled = series.with_columns(
         pl.col("x").median().over("entity").alias("base"),
         ((pl.col("x") - pl.col("x").median().over("entity")).abs().median().over("entity") * 1.4826).alias("mad"),
@@ -171,9 +175,9 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
         .sort("start", "entity")
     )
     entities = series["entity"].n_unique()
-    timeline = _timeline(ctx, flagged, entities)
+    extent = flagged.group_by("w").agg((pl.col("hot").sum() / entities).alias("wave_extent"))
     if episodes.is_empty():
-        return Waves(0.0, None, 0, timeline)
+        return Waves(0.0, None, 0, extent)
     follow = max(1, math.ceil(FOLLOW_S / ctx.window_s))
     eps = episodes.select("entity", "start", "end", "peak", "dur").rows()
 
@@ -191,33 +195,27 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
         amplified = any(f[3] >= ep[3] or f[4] >= ep[4] for f in followers)
         weighted += ep[4] * spread * (0.5 + 0.5 * amplified)
         total += ep[4]
-    return Waves(weighted / total if total else 0.0, None, len(eps), timeline)
-
-
-def _timeline(ctx: FeatureContext, flagged: pl.DataFrame, entities: int) -> tuple[dict[str, object], ...]:
-    window_ns = int(round(ctx.window_s * 1e9))
-    t0 = _origin(ctx)
-    extent = flagged.group_by("w").agg((pl.col("hot").sum() / entities).alias("wave_extent"))
-    done = ctx.completed.filter(pl.col("latency_ms") > 0)
-    waits = pl.sum_horizontal(
-        pl.col("retry_delay_ms").fill_null(0.0), pl.col("queue_wait_ms").fill_null(0.0),
-        pl.col("decode_queue_ms").fill_null(0.0), pl.col("kv_transfer_ms").fill_null(0.0),
-    )
-    delay = done.group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
-        (waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI")
-    )
-    joined = extent.join(delay, on="w", how="full", coalesce=True).sort("w")
-    return tuple(
-        {"window_start": iso_utc(t0 + int(row["w"]) * window_ns), "DI": row["DI"], "wave_extent": row["wave_extent"]}
-        for row in joined.iter_rows(named=True)
-    )
+    return Waves(weighted / total if total else 0.0, None, len(eps), extent)
 
 
 # --- CI components ----------------------------------------------------------------------------
 
 
+# Columns of completed requests the CI components read: selected before any filter, so that
+# filters gather these and not all ~40 request columns.
+_DONE_COLUMNS = (
+    "latency_ms", "queue_wait_ms", "decode_queue_ms", "kv_transfer_ms", "retry_delay_ms", "predicted_ms", "exec_ms",
+    "decode_device", "prefill_device", "decode_dispatch_ns", "complete_ns", "pool",
+)
+
+
+def _done(ctx: FeatureContext) -> pl.DataFrame:
+    """Completed inference requests with a positive latency (narrow: _DONE_COLUMNS)."""
+    return ctx.completed.select(_DONE_COLUMNS).filter(pl.col("latency_ms") > 0)
+
+
 def _health(ctx: FeatureContext, v: dict, wpi: float | None) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    done = ctx.completed.filter(pl.col("latency_ms") > 0)
+    done = _done(ctx)
     wait_share = None
     if done.height:
         wait_share = done.select(
@@ -277,10 +275,10 @@ def _handoff_coherence(done: pl.DataFrame) -> float | None:
 
 
 def _ttft_stability(ctx: FeatureContext) -> float | None:
-    ttft = ctx.inference.filter(pl.col("ttft_ms") > 0)
+    ttft = ctx.inference.select("ttft_ms").filter(pl.col("ttft_ms") > 0)
     if ttft.height < 20:
         return None
-    p50, p99 = ttft.select(pl.col("ttft_ms").quantile(0.5).alias("a"), pl.col("ttft_ms").quantile(0.99).alias("b")).row(0)
+    p50, p99 = ttft.select(pl.col("ttft_ms").quantile([0.5, 0.99])).item()  # both levels from one sort
     return 1.0 - _ramp(p99 / p50, 3.0, 20.0)
 
 
@@ -303,12 +301,16 @@ def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> f
 
 def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
     """DI per pool (of arrival) and HCL per pool where device telemetry allows."""
-    done = ctx.completed.filter((pl.col("latency_ms") > 0) & pl.col("pool").is_not_null())
+    done = _done(ctx).filter(pl.col("pool").is_not_null())
     waits = pl.sum_horizontal(
         pl.col("retry_delay_ms").fill_null(0.0), pl.col("queue_wait_ms").fill_null(0.0),
         pl.col("decode_queue_ms").fill_null(0.0), pl.col("kv_transfer_ms").fill_null(0.0),
     )
-    di = done.group_by(pl.col("pool").cast(pl.String)).agg((waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI"))
+    di = (
+        done.lazy().group_by("pool").agg((waits.sum() / pl.col("latency_ms").sum()).clip(0.0, 1.0).alias("DI"))
+        .with_columns(pl.col("pool").cast(pl.String))  # names after grouping: casts a few rows, not every request
+        .collect()
+    )
     out: dict[str, dict[str, float | None]] = {row["pool"]: {"DI": row["DI"], "HCL": None} for row in di.iter_rows(named=True)}
     for pool, hcl in _hcl_per_pool(ctx).items():
         out.setdefault(pool, {"DI": None, "HCL": None})["HCL"] = hcl
@@ -319,10 +321,10 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     gpu = ctx.layer("gpu")
     if gpu is None or "slo_ms" not in ctx.columns:
         return {}
-    devices = gpu.filter(pl.col("event") == "device_info").select("device", pl.col("pool").cast(pl.String)).unique("device")
-    samples = gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
-    if samples.is_empty() or devices.is_empty():
-        return {}
+    # Lazy plans throughout: only the few columns used are gathered from the wide GPU layer.
+    layer = gpu.lazy()
+    devices = layer.filter(pl.col("event") == "device_info").select("device", "pool").unique("device")
+    samples = layer.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).select("device", "gpu_util")
     nominal = (
         samples.group_by("device").agg(pl.col("gpu_util").mean())
         .join(devices, on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
@@ -331,28 +333,185 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     # request table (prefill time to the request's pool, decode time to its decode pool), so no
     # span-level join. Integer nanoseconds keep the sums exact.
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
-    spans = gpu.filter(pl.col("event") == "exec")
-    by_device = spans.group_by("device").agg(
-        ns.sum().alias("all_ns"), ns.filter(pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).sum().alias("batch_ns")
+    by_device = (
+        layer.filter(pl.col("event") == "exec")
+        .select("device", ns.alias("_ns"), (pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).alias("_batch"))
+        .group_by("device")
+        .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
     )
     totals = by_device.join(devices, on="device").group_by("pool").agg(pl.col("all_ns").sum(), pl.col("batch_ns").sum())
-    useful = pl.when(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch").then(
-        pl.col("slo_met").fill_null(False)
-    ).otherwise(pl.col("outcome") == "completed")
-    good = ctx.requests.filter(useful)
+    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
+    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    good = ctx.requests.lazy().filter(useful)
     useful_ns = pl.concat(
         [
-            good.select(pl.col("pool").cast(pl.String), (pl.col("prefill_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
-            good.select(pl.col("decode_pool").cast(pl.String).alias("pool"), (pl.col("decode_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
+            good.select("pool", (pl.col("prefill_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
+            good.select(pl.col("decode_pool").alias("pool"), (pl.col("decode_exec_ms").fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64).alias("ns")),
         ]
     ).group_by("pool").agg(pl.col("ns").sum().alias("useful_ns"))
     share = totals.join(useful_ns, on="pool", how="left").select(
         "pool",
         ((pl.col("useful_ns").fill_null(0) + pl.col("batch_ns")) / pl.col("all_ns")).clip(0.0, 1.0).alias("share"),
     )
-    joined = nominal.join(share, on="pool", how="left")
+    joined = nominal.join(share, on="pool", how="left").with_columns(pl.col("pool").cast(pl.String)).collect()
     return {
         row["pool"]: max(0.0, row["nominal"] * (1.0 - row["share"]))
         for row in joined.iter_rows(named=True)
         if row["share"] is not None
     }
+
+
+# --- timeline ----------------------------------------------------------------------------------
+#
+# Per window (counted from the first arrival, like the WPI series): DI, HCL, the CI of the layer
+# components measurable in that window, and the WPI wave extent. Every column is null where the
+# window lacks its inputs. Built from a few group-bys over the window index `w`.
+
+LAYER_COMPONENTS = ("scheduler", "compute", "network", "serving")
+_FIXED_ONE = float(1 << 40)  # fixed-point scale for exact, order-free sums of fractions
+TIMELINE_COLUMNS = ("CI", "DI", "HCL", "wave_extent")
+
+
+def _ramp_expr(x: pl.Expr, lo: float, hi: float) -> pl.Expr:
+    return ((x - lo) / (hi - lo)).clip(0.0, 1.0)
+
+
+def _timeline(
+    ctx: FeatureContext, v: dict, extent: pl.DataFrame | None, layers: dict[str, float | None]
+) -> tuple[dict[str, object], ...]:
+    window_ns = int(round(ctx.window_s * 1e9))
+    t0 = _origin(ctx)
+    parts = [
+        _completion_windows(ctx, t0, window_ns, network=layers["network"] is not None),
+        _serving_windows(ctx, t0, window_ns),
+    ]
+    if v.get("utilization_gap") is not None:  # the global HCL's inputs exist
+        parts.append(_device_windows(ctx, t0, window_ns))
+    if extent is not None:
+        parts.append(extent)
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.join(part, on="w", how="full", coalesce=True)
+    joined = joined.with_columns(
+        pl.lit(None, pl.Float64).alias(c) for c in (*LAYER_COMPONENTS, *TIMELINE_COLUMNS) if c not in joined.columns
+    )
+    # CI per window: the geometric mean of the window's measurable layer components (at least
+    # two), floored at 1e-3 as in the global CI. The link components are not used: see
+    # docs/indices.md.
+    logs = [pl.col(c).clip(lower_bound=1e-3).log() for c in LAYER_COMPONENTS]
+    measured = pl.sum_horizontal(pl.col(c).is_not_null().cast(pl.Int32) for c in LAYER_COMPONENTS)
+    ci = pl.when(measured >= 2).then((pl.sum_horizontal(logs) / measured).exp().clip(0.0, 1.0))
+    table = joined.with_columns(ci.alias("CI")).sort("w").select("w", *TIMELINE_COLUMNS)
+    return tuple(
+        {"window_start": iso_utc(t0 + int(row["w"]) * window_ns), **{c: row[c] for c in TIMELINE_COLUMNS}}
+        for row in table.iter_rows(named=True)  # one dict per window (the report's timeline), not per row
+    )
+
+
+def _window_index(ts: pl.Expr, t0: int, window_ns: int) -> pl.Expr:
+    return ((ts - t0) // window_ns).alias("w")
+
+
+def _completion_windows(ctx: FeatureContext, t0: int, window_ns: int, *, network: bool) -> pl.DataFrame:
+    """DI and the scheduler (and network) layer components over the requests completing per window.
+
+    Sums are of integer nanoseconds (the waits are differences of ns timestamps; KV transfers
+    are rounded to the ns): exact, so a window's value does not depend on row order."""
+    done = _done(ctx)
+
+    def ns_sum(*cols: str) -> pl.Expr:
+        return pl.sum_horizontal((pl.col(c).fill_null(0.0) * NS_PER_MS).round().cast(pl.Int64) for c in cols).sum()
+
+    latency = ns_sum("latency_ms")
+    delay = ns_sum("retry_delay_ms", "queue_wait_ms", "decode_queue_ms", "kv_transfer_ms")
+    wait_share = ns_sum("queue_wait_ms", "decode_queue_ms") / latency
+    aggs = [(delay / latency).clip(0.0, 1.0).alias("DI"), (1.0 - _ramp_expr(wait_share, 0.05, 0.5)).alias("scheduler")]
+    if network:
+        aggs.append((1.0 - _ramp_expr(ns_sum("kv_transfer_ms") / latency, 0.05, 0.4)).alias("network"))
+    return done.group_by(_window_index(pl.col("complete_ns"), t0, window_ns)).agg(aggs)
+
+
+def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:
+    """The serving layer component over the inference requests finishing per window:
+    min(SLO attainment, 1 - timeout rate - drop rate), the first term only where SLOs exist."""
+    columns = ["outcome", "complete_ns", "final_start_ns", "arrive_ns", "slo_ms", "slo_met"]
+    finished = ctx.inference.select(columns).filter(pl.col("outcome") != "unfinished")
+    ended = pl.coalesce("complete_ns", "final_start_ns", "arrive_ns")  # as the pool series (timeseries.py)
+    with_slo = pl.col("slo_ms").is_not_null()
+    per_window = finished.group_by(_window_index(ended, t0, window_ns)).agg(
+        pl.len().alias("_n"),
+        pl.col("outcome").is_in(["timeout", "dropped"]).sum().alias("_failed"),
+        with_slo.sum().alias("_slo_n"),
+        pl.col("slo_met").filter(with_slo).sum().alias("_slo_met"),
+    )
+    healthy = 1.0 - pl.col("_failed") / pl.col("_n")
+    attainment = pl.col("_slo_met") / pl.col("_slo_n")
+    serving = pl.when(pl.col("_slo_n") > 0).then(pl.min_horizontal(attainment, healthy)).otherwise(healthy)
+    return per_window.select("w", serving.clip(lower_bound=0.0).alias("serving"))
+
+
+def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:
+    """HCL per window and the compute layer component (its useful share), from the global HCL's
+    inputs: nominal utilization in the window (mean over devices of their mean `gpu_util`, or
+    exec busy time over device time) times the share of the window's exec time that was not
+    useful (spans are placed in the window where they start)."""
+    gpu = ctx.layer("gpu")
+    empty = pl.DataFrame(schema={"w": pl.Int64, "HCL": pl.Float64, "compute": pl.Float64})
+    if gpu is None:
+        return empty
+    # Useful work as in the global value (metrics._effective_utilization), per span.
+    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
+    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful_ids = ctx.requests.lazy().filter(useful).select("request_id").collect().to_series()
+    span_useful = pl.col("request_id").is_in(useful_ids.implode()) | (
+        pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")
+    )
+    ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sums: exact, order-free
+    # Lazy, so that only the columns used are gathered (eager chains on the wide layer frame
+    # would materialise every column of the filtered rows).
+    share = (
+        gpu.lazy()
+        .filter(pl.col("event") == "exec")
+        .select(_window_index(pl.col("ts"), t0, window_ns), ns.alias("_ns"), span_useful.alias("_useful"))
+        .group_by("w")
+        .agg(pl.col("_ns").sum().alias("_all_ns"), pl.col("_ns").filter("_useful").sum().alias("_useful_ns"))
+        .filter(pl.col("_all_ns") > 0)
+        .select("w", (pl.col("_useful_ns") / pl.col("_all_ns")).clip(0.0, 1.0).alias("_share"))
+        .collect()
+    )
+    nominal = _nominal_windows(ctx, gpu, t0, window_ns)
+    return nominal.join(share, on="w", how="inner").select(
+        "w",
+        (pl.col("_nominal") * (1.0 - pl.col("_share"))).clip(0.0, 1.0).alias("HCL"),
+        pl.when(pl.col("_nominal") > 0).then(pl.col("_share")).alias("compute"),
+    )
+
+
+def _nominal_windows(ctx: FeatureContext, gpu: pl.DataFrame, t0: int, window_ns: int) -> pl.DataFrame:
+    """Nominal utilization per window, from the same source as the global one (docs/metrics.md)."""
+    if ctx.metrics.nominal_utilization_source == "gpu_util":
+        # The mean over devices adds fixed-point integers (2**-40 resolution): exact, so the
+        # result does not depend on the order in which the group-by meets the devices.
+        fixed = (pl.col("gpu_util").mean() * _FIXED_ONE).round().cast(pl.Int64)
+        # One Int64 key per (window, device): window * 2**32 + device code (codes are below
+        # 2**32), so the window is key // 2**32; single-integer group-bys are the cheapest.
+        key = (pl.col("ts") - t0) // window_ns * (1 << 32) + pl.col("device").to_physical().cast(pl.Int64)
+        return (
+            gpu.lazy()
+            .filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+            .select(key.alias("_k"), "gpu_util")
+            .group_by("_k")
+            .agg(fixed.alias("_util"))
+            .group_by((pl.col("_k") // (1 << 32)).alias("w"))
+            .agg((pl.col("_util").sum() / pl.len() / _FIXED_ONE).alias("_nominal"))
+            .collect()
+        )
+    # Exec busy time: the union of each device's spans in the window over all devices' time.
+    spans = gpu.filter(pl.col("event") == "exec")
+    devices = pl.concat([spans["device"], gpu.filter(pl.col("event") == "device_info")["device"]]).drop_nulls().n_unique()
+    shifted = gpu.lazy().with_columns(pl.col("ts") - t0)  # windows counted from t0, as everywhere here
+    busy_ns = (pl.col("busy_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sum: order-free
+    busy = busy_intervals(shifted, window_ns).group_by((pl.col("window_start_ns") // window_ns).alias("w")).agg(
+        busy_ns.sum().alias("_busy_ns")
+    )
+    return busy.select("w", (pl.col("_busy_ns") / (devices * window_ns)).clip(0.0, 1.0).alias("_nominal")).collect()

@@ -56,14 +56,17 @@ def compute(
     span: ObservationSpan,
 ) -> tuple[Metrics, dict[str, Evaluability]]:
     evaluability: dict[str, Evaluability] = {}
-    inference = requests.filter(INFERENCE)
+    # Narrow before filtering: a filter gathers every column it is given.
+    used = ["workload_class", "outcome", "latency_ms", "queue_wait_ms", "ttft_ms", "slo_ms", "slo_met"]
+    inference = requests.select(used).filter(INFERENCE)
     finished = inference.filter(pl.col("outcome") != "unfinished")
 
-    quantiles = inference.select(
-        *_quantile_exprs("latency_ms", pl.col("latency_ms").filter(pl.col("outcome") == "completed")),
-        *_quantile_exprs("queue_wait_ms", pl.col("queue_wait_ms")),
-        *_quantile_exprs("ttft_ms", pl.col("ttft_ms")),
-    ).row(0, named=True)
+    quantiles = _quantiles(
+        inference,
+        latency_ms=pl.col("latency_ms").filter(pl.col("outcome") == "completed"),
+        queue_wait_ms=pl.col("queue_wait_ms"),
+        ttft_ms=pl.col("ttft_ms"),
+    )
 
     n_finished = finished.height
     counts = _counts(requests)
@@ -112,10 +115,18 @@ def _ns(ms: pl.Expr) -> pl.Expr:
     return (ms * NS_PER_MS).round().cast(pl.Int64)
 
 
-def _quantile_exprs(name: str, values: pl.Expr) -> list[pl.Expr]:
-    return [
-        values.quantile(q, interpolation="linear").alias(f"{name}_p{int(round(q * 100))}") for q in QUANTILES
-    ]
+def _quantiles(frame: pl.DataFrame, **values: pl.Expr) -> dict[str, float | None]:
+    """{name_p50, name_p95, name_p99} for each named expression. All QUANTILES of a column in one
+    `quantile` call (a list of levels): one sort per column instead of one per level, with the
+    same values."""
+    row = frame.select(
+        expr.quantile(list(QUANTILES), interpolation="linear").alias(name) for name, expr in values.items()
+    ).row(0, named=True)
+    return {
+        f"{name}_p{int(round(q * 100))}": value
+        for name, levels in row.items()
+        for q, value in zip(QUANTILES, levels)
+    }
 
 
 def _counts(requests: pl.DataFrame) -> RequestCounts:
@@ -147,10 +158,17 @@ def _nominal_utilization(
     gpu = layers.get("gpu")
     if gpu is None or gpu.is_empty():
         return None, None, ("gpu_util", "dur_ms")
-    samples = gpu.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
-    if samples.height:
-        # sorted so the final mean adds the per-device means in a fixed order (byte-identical output)
-        per_device = samples.group_by("device").agg(pl.col("gpu_util").mean()).sort("device")
+    # Lazy and narrow: only device and gpu_util are gathered from the wide GPU layer.
+    per_device = (
+        gpu.lazy()
+        .filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+        .select("device", "gpu_util")
+        .group_by("device")
+        .agg(pl.col("gpu_util").mean())
+        .sort("device")  # so the final mean adds the per-device means in a fixed order (byte-identical output)
+        .collect()
+    )
+    if per_device.height:
         value = per_device.select(pl.col("gpu_util").mean()).item()
         return float(value), "gpu_util", ()
     spans = gpu.filter(pl.col("event") == "exec")
@@ -178,7 +196,7 @@ def _effective_utilization(
     gpu = layers.get("gpu")
     if nominal is None:
         return None, ("gpu_util", "dur_ms"), "nominal utilization is not available"
-    spans = gpu.filter(pl.col("event") == "exec") if gpu is not None else None
+    spans = gpu.select("event", "dur_ms", "request_id", "phase").filter(pl.col("event") == "exec") if gpu is not None else None
     if spans is None or spans.is_empty():
         return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
     # Useful time per request is its attributed exec time (paths.exec_ms): no span-level join.

@@ -73,7 +73,7 @@ class IndexBreakdown:
     layers: dict[str, float | None] = field(default_factory=dict)  # scheduler, compute, network, serving
     links: dict[str, float | None] = field(default_factory=dict)  # scheduler_compute, ..., end_to_end
     pools: dict[str, dict[str, float | None]] = field(default_factory=dict)  # pool -> {DI, HCL}
-    timeline: tuple[dict[str, object], ...] = ()  # per window: window_start, DI, wave_extent
+    timeline: tuple[dict[str, object], ...] = ()  # per window: window_start, CI, DI, HCL, wave_extent
     wave_episodes: int = 0  # excursion episodes seen by WPI
 
 

@@ -246,26 +246,48 @@ def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Serie
     Hashes of the identity columns find candidates cheaply; candidates are then compared on
     every column, so neither a hash collision nor a partial match can set a row aside.
     """
-    hashes = data.select(identity).hash_rows()
     no_duplicates = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
-    if data.height < 2 or not (hashes.sort().diff() == 0).any():  # sorting beats hashing u64s here
+    scope = _shared_timestamps(data)
+    subset = data if scope is None else data.filter(scope)
+    if subset.height < 2:
+        return no_duplicates
+    hashes = subset.select(identity).hash_rows()
+    if hashes.n_unique() == subset.height:  # no equal hashes: no duplicates (the common case)
         return no_duplicates
     candidates = hashes.is_duplicated()
-    subset = data.filter(candidates)
-    exact_later = subset.select(~pl.struct(data.columns).is_first_distinct()).to_series()
-    positions = candidates.arg_true()
+    exact_later = subset.filter(candidates).select(~pl.struct(data.columns).is_first_distinct()).to_series()
+    positions = candidates.arg_true()  # filters keep row order, so "first" is still the earliest row
+    if scope is not None:
+        positions = scope.arg_true().gather(positions)
     return no_duplicates.scatter(positions.filter(exact_later), True)
+
+
+def _shared_timestamps(data: pl.DataFrame) -> pl.Series | None:
+    """Rows whose `ts` equals a neighbour's, when `ts` is sorted and has no nulls; else None.
+
+    Exact duplicates share their timestamp, so in a time-ordered layer (traces usually are) only
+    rows in a run of equal timestamps can be duplicates: a vectorised pass over `ts` spares
+    hashing every row of a layer whose timestamps are mostly distinct.
+    """
+    ts = data["ts"]
+    if ts.null_count() or not ts.is_sorted():
+        return None
+    same_as_previous = (ts.diff() == 0).fill_null(False)
+    return same_as_previous | same_as_previous.shift(-1, fill_value=False)
 
 
 def _mark_inconsistent_requests(frame: pl.DataFrame) -> pl.DataFrame:
     ok = pl.col("_problem").is_null()
     bounds = (
-        frame.filter(ok & pl.col("event").is_in(["arrive", "complete"]))
+        frame.lazy()
+        .select("request_id", "event", "ts", "_problem")  # narrow first: filters gather only these
+        .filter(ok & pl.col("event").is_in(["arrive", "complete"]))
         .group_by("request_id")
         .agg(
             pl.when(pl.col("event") == "arrive").then(pl.col("ts")).min().alias("first_arrive"),
             pl.when(pl.col("event") == "complete").then(pl.col("ts")).max().alias("last_complete"),
         )
+        .collect()
     )
     bad = bounds.filter(pl.col("last_complete") < pl.col("first_arrive"))["request_id"]
     if bad.is_empty():

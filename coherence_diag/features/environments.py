@@ -91,18 +91,25 @@ def _migration_window(ctx: FeatureContext) -> tuple[int, int] | None:
 
 def environment_split(ctx: FeatureContext) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, object]] | None:
     """(base requests, candidate requests, facts) or None when the trace holds one environment."""
-    requests = ctx.inference.filter(pl.col("arrive_ns").is_not_null())
+    in_scope = pl.col("arrive_ns").is_not_null()
     window = _migration_window(ctx)
     if window is not None:
-        requests = requests.filter((pl.col("arrive_ns") < window[0]) | (pl.col("arrive_ns") > window[1]))
+        in_scope = in_scope & ((pl.col("arrive_ns") < window[0]) | (pl.col("arrive_ns") > window[1]))
+    # The environments, from a narrow lazy query: a single-environment trace (the common case)
+    # never gathers the wide request frame.
     envs = (
-        requests.filter(pl.col("env").is_not_null() & (pl.col("outcome") == "completed"))
+        ctx.inference.lazy()
+        .filter(in_scope & pl.col("env").is_not_null() & (pl.col("outcome") == "completed"))
         .group_by("env")
         .agg(pl.len().alias("n"), pl.col("arrive_ns").median().alias("at"))
         .filter(pl.col("n") >= MIN_SIDE)
         .with_columns(pl.col("env").cast(pl.String))
         .sort("at", "env")
+        .collect()
     )
+    if envs.height < 2 and window is None:
+        return None
+    requests = ctx.inference.filter(in_scope)
     if envs.height >= 2:
         base_env, cand_env = envs["env"][0], envs["env"][-1]
         env = pl.col("env")

@@ -64,7 +64,8 @@ class FeatureContext:
 
     @cached_property
     def inference(self) -> pl.DataFrame:
-        return self.requests.filter(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch")
+        # A missing class counts as inference; compared on the Categorical (no per-row text cast).
+        return self.requests.filter(pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch"))
 
     @cached_property
     def completed(self) -> pl.DataFrame:
