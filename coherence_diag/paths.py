@@ -165,11 +165,11 @@ def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
         gpu.lazy()
         .filter((pl.col("event") == "exec") & pl.col("request_id").is_not_null())
         .group_by("request_id")
-        .agg(
-            dur.filter(prefill).sum().alias("prefill_exec_ms"),
-            dur.filter(pl.col("phase") == "decode").sum().alias("decode_exec_ms"),
+        .agg(  # masked sums, not filters inside agg (0.104 -> 0.077 s at 1.7M spans)
+            pl.when(prefill).then(dur).sum().alias("prefill_exec_ms"),
+            pl.when(pl.col("phase") == "decode").then(dur).sum().alias("decode_exec_ms"),
             dur.sum().alias("exec_ms"),
-            end_ns.filter(prefill).max().alias("_prefill_end_ns"),
+            pl.when(prefill).then(end_ns).max().alias("_prefill_end_ns"),
         )
     )
 
