@@ -496,13 +496,23 @@ def _nominal_windows(ctx: FeatureContext, gpu: pl.DataFrame, t0: int, window_ns:
         # One Int64 key per (window, device): window * 2**32 + device code (codes are below
         # 2**32), so the window is key // 2**32; single-integer group-bys are the cheapest.
         key = (pl.col("ts") - t0) // window_ns * (1 << 32) + pl.col("device").to_physical().cast(pl.Int64)
-        return (
+        plan = (
             gpu.lazy()
             .filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
             .select(key.alias("_k"), "gpu_util")
-            .group_by("_k")
-            .agg(fixed.alias("_util"))
-            .group_by((pl.col("_k") // (1 << 32)).alias("w"))
+        )
+        samples = plan.collect()
+        if samples["_k"].n_unique() == samples.height:
+            # One sample per device and window (the usual telemetry period): its mean is the
+            # value itself, and the per-key group-by would only copy every sample (0.15 -> 0.07 s
+            # at 10M rows, this check included).
+            per_device = samples.lazy().select("_k", (pl.col("gpu_util") * _FIXED_ONE).round().cast(pl.Int64).alias("_util"))
+        else:
+            # Several samples per key (windows longer than the sample period): the fused lazy
+            # plan is faster than grouping the collected frame; the check cost ≈0.06 s here.
+            per_device = plan.group_by("_k").agg(fixed.alias("_util"))
+        return (
+            per_device.group_by((pl.col("_k") // (1 << 32)).alias("w"))
             .agg((pl.col("_util").sum() / pl.len() / _FIXED_ONE).alias("_nominal"))
             .collect()
         )

@@ -84,6 +84,9 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     event = pl.col("event")
     ts = pl.col("ts")
     sched = sched_frame.lazy()
+    # Each aggregation costs a pass over every scheduler row (~0.03 s at 4.4M rows): those whose
+    # event never occurs in the layer are constants, known from one look at the event values.
+    events = set(sched_frame["event"].unique().drop_nulls().to_list())
     if sched_frame["attempt"].null_count():
         # Retry rows name the new attempt; where `attempt` is absent, count the retries so far.
         retries_so_far = (event == "retry").cast(pl.Int64).cum_sum().over("request_id", order_by="ts")
@@ -99,6 +102,15 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     def first_ts(cond: pl.Expr) -> pl.Expr:
         return pl.when(cond).then(ts).min()
 
+    def any_event(name: str) -> pl.Expr:
+        return (event == name).any() if name in events else pl.lit(False)
+
+    # Without retries (every `attempt` is 0) the final attempt starts at the arrival and each
+    # request has one attempt; these equal the general aggregations for such a layer.
+    final_start = first_ts(start & pl.col("_final")) if has_retries else first_ts(start)
+    attempts = pl.col("attempt").max() + 1 if has_retries else pl.lit(1, pl.Int64)
+    preemptions = (event == "preempt").sum() if "preempt" in events else pl.lit(0, pl.UInt32)
+
     # Masked columns and plain aggregations in one group-by (much faster than filters inside
     # agg). Request attributes live on arrive/complete rows; min()/max() over the request keep
     # the choice independent of row order. The final attempt's first dispatch is the prefill
@@ -106,7 +118,7 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     dispatch_ts = pl.when((event == "dispatch") & pl.col("_final")).then(ts)
     lifecycle = sched.group_by("request_id").agg(
         first_ts(start).alias("arrive_ns"),
-        first_ts(start & pl.col("_final")).alias("final_start_ns"),
+        final_start.alias("final_start_ns"),
         first_ts(event == "first_token").alias("first_token_ns"),
         pl.when(event == "complete").then(ts).max().alias("complete_ns"),
         dispatch_ts.min().alias("dispatch_ns"),
@@ -117,10 +129,10 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
         pl.col("device").max_by(dispatch_ts).alias("decode_device"),
         pl.when(dispatch_ts.is_not_null()).then(pl.col("predicted_ms")).sum().alias("_predicted_sum"),
         pl.when(dispatch_ts.is_not_null()).then(pl.col("predicted_ms")).count().alias("_predicted_n"),
-        (event == "timeout").any().alias("_timed_out"),
-        (event == "drop").any().alias("_dropped"),
-        (pl.col("attempt").max() + 1).alias("attempts"),
-        (event == "preempt").sum().alias("preemptions"),
+        any_event("timeout").alias("_timed_out"),
+        any_event("drop").alias("_dropped"),
+        attempts.alias("attempts"),
+        preemptions.alias("preemptions"),
         pl.col("pool").min().alias("_any_pool"),
         pl.col("workload_class").min(),
         pl.col("priority").min(),
@@ -153,11 +165,11 @@ def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
         gpu.lazy()
         .filter((pl.col("event") == "exec") & pl.col("request_id").is_not_null())
         .group_by("request_id")
-        .agg(
-            dur.filter(prefill).sum().alias("prefill_exec_ms"),
-            dur.filter(pl.col("phase") == "decode").sum().alias("decode_exec_ms"),
+        .agg(  # masked sums, not filters inside agg (0.104 -> 0.077 s at 1.7M spans)
+            pl.when(prefill).then(dur).sum().alias("prefill_exec_ms"),
+            pl.when(pl.col("phase") == "decode").then(dur).sum().alias("decode_exec_ms"),
             dur.sum().alias("exec_ms"),
-            end_ns.filter(prefill).max().alias("_prefill_end_ns"),
+            pl.when(prefill).then(end_ns).max().alias("_prefill_end_ns"),
         )
     )
 

@@ -229,7 +229,7 @@ def _mark_problems(frame: pl.DataFrame, layer: str, present: set[str]) -> pl.Dat
     """Add `_problem` (reason:column of the row's first problem, else null)."""
     checks = _problem_exprs(layer, present)
     any_problem = pl.any_horizontal([cond.fill_null(False) for cond, _ in checks])
-    duplicate = _later_duplicates(frame, schema.IDENTITY_COLUMNS[layer])
+    duplicate = _later_duplicates(frame, layer)
     flagged = frame.select(any_problem.alias("p")).to_series() | duplicate
     if not flagged.any():  # the common case: a clean layer costs one vectorised pass
         return frame.with_columns(pl.lit(None, pl.String).alias("_problem"))
@@ -240,7 +240,7 @@ def _mark_problems(frame: pl.DataFrame, layer: str, present: set[str]) -> pl.Dat
     return frame.with_columns(pl.when(flagged).then(problem).alias("_problem"))
 
 
-def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Series:
+def _later_duplicates(data: pl.DataFrame, layer: str) -> pl.Series:
     """True for every exact duplicate of an earlier row (the first occurrence is kept).
 
     Hashes of the identity columns find candidates cheaply; candidates are then compared on
@@ -248,10 +248,12 @@ def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Serie
     """
     no_duplicates = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
     scope = _shared_timestamps(data)
+    if scope is None and _distinct_time_entity(data, layer):
+        return no_duplicates
     subset = data if scope is None else data.filter(scope)
     if subset.height < 2:
         return no_duplicates
-    hashes = subset.select(identity).hash_rows()
+    hashes = subset.select(schema.IDENTITY_COLUMNS[layer]).hash_rows()
     if hashes.n_unique() == subset.height:  # no equal hashes: no duplicates (the common case)
         return no_duplicates
     candidates = hashes.is_duplicated()
@@ -260,6 +262,32 @@ def _later_duplicates(data: pl.DataFrame, identity: tuple[str, ...]) -> pl.Serie
     if scope is not None:
         positions = scope.arg_true().gather(positions)
     return no_duplicates.scatter(positions.filter(exact_later), True)
+
+
+def _distinct_time_entity(data: pl.DataFrame, layer: str) -> bool:
+    """True when no two rows share `ts` and the layer's entity column (both identity columns):
+    then no row can be a duplicate.
+
+    For layers whose `ts` is not sorted (GPU rows of many devices interleave): one packed Int64
+    key, (ts - min) x category codes + the entity's code, and an integer n_unique cost ≈0.1 s
+    on 4.7M GPU rows against ≈0.17 s for hashing every row's identity columns. False (hash as
+    before) when the entity has nulls, is not Categorical, or the key could overflow.
+    """
+    entity = _TIME_ENTITY.get(layer)
+    if entity is None or entity not in data.columns or data[entity].dtype != pl.Categorical:
+        return False
+    ts, codes = data["ts"], data[entity].to_physical().cast(pl.Int64)
+    if ts.null_count() or codes.null_count() or data.height < 2:
+        return False
+    lo, hi, top = ts.min(), ts.max(), codes.max()
+    if (hi - lo + 1) * (top + 1) >= 1 << 62:
+        return False
+    return ((ts - lo) * (top + 1) + codes).n_unique() == data.height
+
+
+# The entity whose rows a layer's timestamps are per (one GPU sample or span per device and
+# instant, one network row per link and instant): usually distinct together with `ts`.
+_TIME_ENTITY: dict[str, str] = {"gpu": "device", "network": "link"}
 
 
 def _shared_timestamps(data: pl.DataFrame) -> pl.Series | None:
