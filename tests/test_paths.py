@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -101,3 +103,13 @@ def test_time_series_windows(tmp_path):
     assert dev[("g1", 3)] == pytest.approx(500.0) and dev[("g1", 4)] == pytest.approx(500.0)
     assert dev[("g0", 0)] == pytest.approx(390.0)  # the span at 910 ms runs 90 ms into window 0
     assert dev[("g0", 1)] == pytest.approx(310.0)  # 10 ms of it, then 1210, 1510 and 90 ms of 1810
+
+
+def test_summed_durations_are_bit_identical_between_runs():
+    """Float sums inside a parallel group-by depend on row arrival order; the path model sums
+    integer nanoseconds, so the same trace gives the same bits every time."""
+    sample = Path(__file__).resolve().parents[1] / "sample_traces" / "retry-amplification.parquet"
+    cols = ["request_id", "exec_ms", "prefill_exec_ms", "decode_exec_ms", "predicted_ms", "kv_transfer_ms"]
+    runs = [analyze(sample).requests.select(cols).with_columns(pl.col("request_id").cast(pl.String)).sort("request_id") for _ in range(3)]
+    for other in runs[1:]:
+        assert other.equals(runs[0])
