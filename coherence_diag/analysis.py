@@ -31,13 +31,18 @@ class Analysis:
     """A finished analysis: the report every output renders, and the frames it was built from."""
 
     report: Report
-    requests: pl.DataFrame
+    paths: pl.DataFrame  # one row per request, keyed by `request_key` (paths.PATH_SCHEMA)
     trace: validate.ValidatedTrace
+
+    @cached_property
+    def requests(self) -> pl.DataFrame:
+        """One row per request path with its `request_id` (docs/paths.md), built on first use."""
+        return paths.with_request_ids(self.paths, self.trace.layers)
 
     @cached_property
     def series(self) -> timeseries.TimeSeries:
         """Windowed time series, built on first use (only consumers that need them pay)."""
-        return timeseries.build(self.requests.lazy(), self.trace.layers, self.report.window_s)
+        return timeseries.build(self.paths.lazy(), self.trace.layers, self.report.window_s)
 
 
 def analyze(
@@ -76,7 +81,7 @@ def analyze_trace(
     step = progress or (lambda _msg: None)
 
     step("building request paths")
-    requests = paths.request_paths(trace.layers).collect()
+    requests = paths.request_paths(trace.layers)
 
     step("computing metrics")
     span = metrics.observation_span(trace.layers)
@@ -104,7 +109,7 @@ def analyze_trace(
         tool_version=__version__,
         index_breakdown=breakdown,
     )
-    return Analysis(report=report, requests=requests, trace=trace)
+    return Analysis(report=report, paths=requests, trace=trace)
 
 
 def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics.ObservationSpan) -> TraceFacts:

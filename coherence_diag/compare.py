@@ -288,7 +288,7 @@ def _compare(base: _SideAnalysis, cand: _SideAnalysis, rules_dirs: list[Path] | 
     shifts = []
     latency_shift: dict[str, object] | None = None
     for signal, (slo, description) in SIGNALS.items():
-        raw = distribution_shift(base.result.requests, cand.result.requests, value=signal, slo=slo)
+        raw = distribution_shift(base.result.paths, cand.result.paths, value=signal, slo=slo)
         if signal == "latency_ms":
             latency_shift = raw
         shifts.append(_shift(signal, description, raw))

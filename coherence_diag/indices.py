@@ -335,7 +335,7 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
     by_device = (
         layer.filter(pl.col("event") == "exec")
-        .select("device", ns.alias("_ns"), (pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).alias("_batch"))
+        .select("device", ns.alias("_ns"), (pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")).alias("_batch"))
         .group_by("device")
         .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
     )
@@ -462,9 +462,9 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     # Useful work as in the global value (metrics._effective_utilization), per span.
     inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
     useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
-    useful_ids = ctx.requests.lazy().filter(useful).select("request_id").collect().to_series()
-    span_useful = pl.col("request_id").is_in(useful_ids.implode()) | (
-        pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")
+    useful_ids = ctx.requests.lazy().filter(useful).select("request_key").collect().to_series()
+    span_useful = pl.col("request_key").is_in(useful_ids.implode()) | (
+        pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")
     )
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sums: exact, order-free
     # Lazy, so that only the columns used are gathered (eager chains on the wide layer frame

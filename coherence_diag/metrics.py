@@ -196,7 +196,7 @@ def _effective_utilization(
     gpu = layers.get("gpu")
     if nominal is None:
         return None, ("gpu_util", "dur_ms"), "nominal utilization is not available"
-    spans = gpu.select("event", "dur_ms", "request_id", "phase").filter(pl.col("event") == "exec") if gpu is not None else None
+    spans = gpu.select("event", "dur_ms", "request_key", "phase").filter(pl.col("event") == "exec") if gpu is not None else None
     if spans is None or spans.is_empty():
         return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
     # Useful time per request is its attributed exec time (paths.exec_ms): no span-level join.
@@ -205,7 +205,7 @@ def _effective_utilization(
     useful_ns = requests.select(_ns(pl.col("exec_ms")).filter(useful).sum()).item() or 0
     totals = spans.select(
         _ns(pl.col("dur_ms")).sum().alias("all"),
-        _ns(pl.col("dur_ms")).filter(pl.col("request_id").is_null() & (pl.col("phase") == "batch_job")).sum().alias("batch"),
+        _ns(pl.col("dur_ms")).filter(pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")).sum().alias("batch"),
     ).row(0, named=True)
     share = (useful_ns + (totals["batch"] or 0)) / totals["all"] if totals["all"] else None
     if share is None:

@@ -1,8 +1,8 @@
 """The request-path model: one row per request, from its first arrival to its final outcome.
 
 Built from the clean per-layer tables with Polars lazy group-bys (scheduler rows by request),
-joins by request_id (execution spans, KV transfers, device attributes) and as-of joins by time
-(host steal and device utilization at dispatch). Column meanings are in docs/paths.md.
+joins by request key (execution spans, KV transfers; see request_keys.py), joins by device
+(device attributes) and as-of joins by time (host steal at dispatch). Column meanings are in docs/paths.md.
 
 End-to-end latency decomposes along the path (all `_ms`):
     latency = retry_delay + queue_wait + (prefill_exec + kv_transfer + decode_queue + decode_exec
@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import polars as pl
 
+from coherence_diag.request_keys import KEY
+
 NS_PER_MS = 1_000_000
 # How old a telemetry sample may be and still describe the moment of a dispatch.
 ASOF_TOLERANCE_NS = 60_000 * NS_PER_MS
 
 OUTCOMES = ("completed", "timeout", "dropped", "unfinished")
 
-# Names and ids are Categorical, as in the validated layers (see validate._layer_column).
+# Names are Categorical, as in the validated layers (see validate._layer_columns); the id is
+# text, with its integer join key (request_keys.py).
 REQUEST_SCHEMA: dict[str, pl.DataType] = {
-    "request_id": pl.Categorical(),
+    "request_id": pl.String(),
+    KEY: pl.Int128(),
     "workload_class": pl.Categorical(),
     "priority": pl.Int64(),
     "env": pl.Categorical(),
@@ -65,19 +69,32 @@ REQUEST_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def request_paths(layers: dict[str, pl.DataFrame]) -> pl.LazyFrame:
-    """LazyFrame of REQUEST_SCHEMA, one row per request_id seen in the scheduler layer."""
+# The analysis works on request keys; the id text is attached only to the public table.
+PATH_SCHEMA = {c: t for c, t in REQUEST_SCHEMA.items() if c != "request_id"}
+
+
+def request_paths(layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """One row per request seen in the scheduler layer (PATH_SCHEMA: REQUEST_SCHEMA without the
+    id text, which `with_request_ids` adds)."""
     sched = layers.get("scheduler")
     if sched is None or sched.is_empty():
-        return pl.LazyFrame(schema=REQUEST_SCHEMA)
+        return pl.DataFrame(schema=PATH_SCHEMA)
     requests = _scheduler_lifecycle(sched)
-    requests = requests.join(_exec_per_request(layers.get("gpu")), on="request_id", how="left")
-    requests = requests.join(_kv_per_request(layers.get("network")), on="request_id", how="left")
+    requests = requests.join(_exec_per_request(layers.get("gpu")), on=KEY, how="left")
+    requests = requests.join(_kv_per_request(layers.get("network")), on=KEY, how="left")
     requests = _attach_devices(requests, device_table(layers.get("gpu")))
     requests = _attach_samples(requests, layers)
-    return requests.with_columns(*_derived()).select(
-        [pl.col(c).cast(t) for c, t in REQUEST_SCHEMA.items()]
-    )
+    return requests.with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
+
+
+def with_request_ids(requests: pl.DataFrame, layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The request table with the id text of each key (REQUEST_SCHEMA): one id per key, so any
+    scheduler row of a key gives it."""
+    sched = layers.get("scheduler")
+    if sched is None or sched.is_empty():
+        return pl.DataFrame(schema=REQUEST_SCHEMA)
+    ids = sched.lazy().select(KEY, pl.col("request_id").cast(pl.String)).unique(KEY, keep="any")
+    return requests.lazy().join(ids, on=KEY, how="left").select(list(REQUEST_SCHEMA)).collect()
 
 
 def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
@@ -89,13 +106,13 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     events = set(sched_frame["event"].unique().drop_nulls().to_list())
     if sched_frame["attempt"].null_count():
         # Retry rows name the new attempt; where `attempt` is absent, count the retries so far.
-        retries_so_far = (event == "retry").cast(pl.Int64).cum_sum().over("request_id", order_by="ts")
+        retries_so_far = (event == "retry").cast(pl.Int64).cum_sum().over(KEY, order_by="ts")
         sched = sched.with_columns(pl.coalesce(pl.col("attempt"), retries_so_far).alias("attempt"))
         has_retries = True
     else:
         has_retries = bool((sched_frame["attempt"] > 0).any())
     # Without any retry every row belongs to the final attempt: skip the per-request window.
-    final = pl.col("attempt") == pl.col("attempt").max().over("request_id") if has_retries else pl.lit(True)
+    final = pl.col("attempt") == pl.col("attempt").max().over(KEY) if has_retries else pl.lit(True)
     sched = sched.with_columns(final.alias("_final"))
     start = event.is_in(["arrive", "retry"])
 
@@ -116,7 +133,7 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     # the choice independent of row order. The final attempt's first dispatch is the prefill
     # (or unified) one, its last the decode one.
     dispatch_ts = pl.when((event == "dispatch") & pl.col("_final")).then(ts)
-    lifecycle = sched.group_by("request_id").agg(
+    lifecycle = sched.group_by(KEY).agg(
         first_ts(start).alias("arrive_ns"),
         final_start.alias("final_start_ns"),
         first_ts(event == "first_token").alias("first_token_ns"),
@@ -156,7 +173,7 @@ def exact_ms_sum(ms: pl.Expr) -> pl.Expr:
 
 def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
     empty = {
-        "request_id": pl.Categorical,
+        KEY: pl.Int128,
         "prefill_exec_ms": pl.Float64,
         "decode_exec_ms": pl.Float64,
         "exec_ms": pl.Float64,
@@ -169,8 +186,8 @@ def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
     end_ns = pl.col("ts") + (dur * NS_PER_MS).cast(pl.Int64)
     return (
         gpu.lazy()
-        .filter((pl.col("event") == "exec") & pl.col("request_id").is_not_null())
-        .group_by("request_id")
+        .filter((pl.col("event") == "exec") & pl.col(KEY).is_not_null())
+        .group_by(KEY)
         .agg(  # masked sums, not filters inside agg (0.104 -> 0.077 s at 1.7M spans)
             exact_ms_sum(pl.when(prefill).then(dur)).alias("prefill_exec_ms"),
             exact_ms_sum(pl.when(pl.col("phase") == "decode").then(dur)).alias("decode_exec_ms"),
@@ -181,14 +198,14 @@ def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
 
 
 def _kv_per_request(network: pl.DataFrame | None) -> pl.LazyFrame:
-    empty = {"request_id": pl.Categorical, "kv_transfer_ms": pl.Float64, "kv_bytes": pl.Int64, "_kv_end_ns": pl.Int64}
+    empty = {KEY: pl.Int128, "kv_transfer_ms": pl.Float64, "kv_bytes": pl.Int64, "_kv_end_ns": pl.Int64}
     if network is None:
         return pl.LazyFrame(schema=empty)
     dur = pl.col("dur_ms")
     return (
         network.lazy()
-        .filter((pl.col("event") == "transfer") & (pl.col("kind") == "kv_transfer") & pl.col("request_id").is_not_null())
-        .group_by("request_id")
+        .filter((pl.col("event") == "transfer") & (pl.col("kind") == "kv_transfer") & pl.col(KEY).is_not_null())
+        .group_by(KEY)
         .agg(
             exact_ms_sum(dur).alias("kv_transfer_ms"),
             pl.col("bytes").sum().alias("kv_bytes"),
@@ -263,12 +280,12 @@ def _asof(
     sampled = samples.select(pl.col(left_by).unique())
     keyed = requests.filter(pl.col("dispatch_ns").is_not_null()).join(sampled, on=left_by, how="semi")
     matched = (
-        keyed.select("request_id", left_by, "dispatch_ns")
+        keyed.select(KEY, left_by, "dispatch_ns")
         .sort(left_by, "dispatch_ns")
         .join_asof(samples, on="dispatch_ns", by=left_by, strategy="backward", tolerance=ASOF_TOLERANCE_NS)
-        .select("request_id", alias)
+        .select(KEY, alias)
     )
-    return requests.join(matched, on="request_id", how="left")
+    return requests.join(matched, on=KEY, how="left")
 
 
 def _ms_between(later: str, earlier: str) -> pl.Expr:

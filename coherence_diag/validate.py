@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from coherence_diag import schema
+from coherence_diag import request_keys, schema
 from coherence_diag.errors import TraceError
 from coherence_diag.ingest import SourceFile, TraceSource
 
@@ -63,25 +63,23 @@ class ValidatedTrace:
 def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> ValidatedTrace:
     lf = source.scan()
     present = source.columns
-    counts = _collect(source, lf.group_by("layer", "event").agg(pl.len().alias("n")))
-    rows_total = int(counts["n"].sum())
+    # The row count of a Parquet trace comes from its metadata; every known layer is read in
+    # one pass (a layer that is absent costs a filter, or nothing where row-group statistics
+    # rule it out), and rows of no known layer are what the layers do not account for.
+    rows_total = int(_collect(source, lf.select(pl.len())).item())
     if rows_total == 0:
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
+    frames = _collect_all(source, [_layer_plan(lf, layer, present) for layer in schema.LAYERS])
+    read = {layer: frame for layer, frame in zip(schema.LAYERS, frames) if frame.height}
 
     audits: list[pl.DataFrame] = []
-    unknown = _unknown_layer_audit(lf, counts, source)
-    if unknown is not None:
-        audits.append(unknown)
-
-    layers_present = [layer for layer in schema.LAYERS if layer in set(counts["layer"].drop_nulls())]
-    _require_columns(source, counts, present)
-
-    plans = [_layer_plan(lf, layer, present) for layer in layers_present]
-    frames = _collect_all(source, plans)
+    if rows_total > sum(frame.height for frame in read.values()):
+        audits.append(_unknown_layer_audit(lf, source))
+    _require_columns(source, read, present)
 
     clean: dict[str, pl.DataFrame] = {}
     rows_by_layer: dict[str, int] = {}
-    for layer, frame in zip(layers_present, frames):
+    for layer, frame in read.items():
         rows_by_layer[layer] = frame.height
         checked = _mark_problems(frame, layer, present)
         if layer == "scheduler":
@@ -108,17 +106,20 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
 
 
 def _layer_plan(lf: pl.LazyFrame, layer: str, present: set[str], *, provenance: bool = False) -> pl.LazyFrame:
-    cols = [_layer_column(c, present) for c in schema.LAYER_COLUMNS[layer]]
+    cols = [e for c in schema.LAYER_COLUMNS[layer] for e in _layer_columns(c, present)]
     extra = ["_source", "_row"] if provenance else []
     return lf.filter(pl.col("layer") == layer).select(*cols, *extra)
 
 
-def _layer_column(name: str, present: set[str]) -> pl.Expr:
+def _layer_columns(name: str, present: set[str]) -> list[pl.Expr]:
     dtype = schema.dtype_of(name)
     expr = pl.col(name) if name in present else pl.lit(None, dtype).alias(name)
-    # Names and ids become Categorical once, here: every later group-by, join and equality
-    # test on them then works on integer codes instead of hashing strings again.
-    return expr.cast(pl.Categorical) if dtype == pl.String else expr
+    if name == "request_id":
+        # Ids stay text; request-level group-bys and joins use integer keys (request_keys.py).
+        return [expr, request_keys.hashed_key(expr)]
+    # Names become Categorical once, here: every later group-by, join and equality test on
+    # them then works on integer codes instead of hashing strings again.
+    return [expr.cast(pl.Categorical) if dtype == pl.String else expr]
 
 
 def _collect(source: TraceSource, lf: pl.LazyFrame) -> pl.DataFrame:
@@ -253,7 +254,10 @@ def _later_duplicates(data: pl.DataFrame, layer: str) -> pl.Series:
     subset = data if scope is None else data.filter(scope)
     if subset.height < 2:
         return no_duplicates
-    hashes = subset.select(schema.IDENTITY_COLUMNS[layer]).hash_rows()
+    # The integer key stands for the id text here: equal ids have equal keys, and candidates
+    # are compared on every column below.
+    identity = [request_keys.KEY if c == "request_id" else c for c in schema.IDENTITY_COLUMNS[layer]]
+    hashes = subset.select(identity).hash_rows()
     if hashes.n_unique() == subset.height:  # no equal hashes: no duplicates (the common case)
         return no_duplicates
     candidates = hashes.is_duplicated()
@@ -306,22 +310,23 @@ def _shared_timestamps(data: pl.DataFrame) -> pl.Series | None:
 
 def _mark_inconsistent_requests(frame: pl.DataFrame) -> pl.DataFrame:
     ok = pl.col("_problem").is_null()
+    key = request_keys.KEY
     bounds = (
         frame.lazy()
-        .select("request_id", "event", "ts", "_problem")  # narrow first: filters gather only these
+        .select(key, "event", "ts", "_problem")  # narrow first: filters gather only these
         .filter(ok & pl.col("event").is_in(["arrive", "complete"]))
-        .group_by("request_id")
+        .group_by(key)
         .agg(
             pl.when(pl.col("event") == "arrive").then(pl.col("ts")).min().alias("first_arrive"),
             pl.when(pl.col("event") == "complete").then(pl.col("ts")).max().alias("last_complete"),
         )
         .collect()
     )
-    bad = bounds.filter(pl.col("last_complete") < pl.col("first_arrive"))["request_id"]
+    bad = bounds.filter(pl.col("last_complete") < pl.col("first_arrive"))[key]
     if bad.is_empty():
         return frame
     return frame.with_columns(
-        pl.when(ok & pl.col("request_id").is_in(bad.implode()))
+        pl.when(ok & pl.col(key).is_in(bad.implode()))
         .then(pl.lit("completion_before_arrival:ts"))
         .otherwise(pl.col("_problem"))
         .alias("_problem")
@@ -371,10 +376,8 @@ def _empty_audit() -> pl.DataFrame:
     )
 
 
-def _unknown_layer_audit(lf: pl.LazyFrame, counts: pl.DataFrame, source: TraceSource) -> pl.DataFrame | None:
+def _unknown_layer_audit(lf: pl.LazyFrame, source: TraceSource) -> pl.DataFrame:
     known = pl.col("layer").is_in(schema.LAYERS)
-    if counts.filter(~known | pl.col("layer").is_null()).is_empty():
-        return None
     names = _file_names(source)
     bad = _collect(
         source,
@@ -393,10 +396,10 @@ def _unknown_layer_audit(lf: pl.LazyFrame, counts: pl.DataFrame, source: TraceSo
     )
 
 
-def _require_columns(source: TraceSource, counts: pl.DataFrame, present: set[str]) -> None:
+def _require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], present: set[str]) -> None:
     """A layer/event that is present needs its required columns to exist somewhere in the trace."""
     problems = []
-    pairs = {(layer, event) for layer, event, _ in counts.iter_rows()}
+    pairs = {(layer, event) for layer, frame in layers.items() for event in frame["event"].unique().to_list()}
     for (layer, event), cols in schema.REQUIRED_VALUES.items():
         if not any(l == layer and (event == "*" or e == event) for l, e in pairs):
             continue

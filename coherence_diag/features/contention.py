@@ -162,24 +162,24 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
     if "workload_class" not in ctx.columns and "phase" not in ctx.columns:
         return None
     parts = []
-    jobs = ctx.requests.filter(BATCH).select("request_id", "pool", "dispatch_ns", "complete_ns", "exec_ms")
+    jobs = ctx.requests.filter(BATCH).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
     gpu = ctx.layer("gpu")
     if gpu is not None and {"phase", "dur_ms", "device"} <= set(gpu.columns):
         spans = gpu.filter((pl.col("event") == "exec") & (pl.col("phase") == "batch_job")).select(
-            "request_id", "device", "ts", "dur_ms"
+            "request_key", "device", "ts", "dur_ms"
         )
         if spans.height:
             devices = device_table(gpu).select("device", pl.col("pool").alias("_dev_pool")).collect()
-            job_pools = ctx.requests.filter(pl.col("request_id").is_in(spans["request_id"].drop_nulls().unique().implode()))
+            job_pools = ctx.requests.filter(pl.col("request_key").is_in(spans["request_key"].drop_nulls().unique().implode()))
             spans = spans.join(devices, on="device", how="left").join(
-                job_pools.select("request_id", pl.col("pool").alias("_job_pool")), on="request_id", how="left"
+                job_pools.select("request_key", pl.col("pool").alias("_job_pool")), on="request_key", how="left"
             )
             parts.append(spans.select(
                 pl.coalesce("_dev_pool", "_job_pool").alias("pool"),
                 pl.col("ts").alias("start_ns"),
                 (pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)).alias("end_ns"),
             ))
-            jobs = jobs.filter(~pl.col("request_id").is_in(spans["request_id"].drop_nulls().unique().implode()))
+            jobs = jobs.filter(~pl.col("request_key").is_in(spans["request_key"].drop_nulls().unique().implode()))
     if jobs.height:
         parts.append(jobs.select(
             "pool",

@@ -91,8 +91,8 @@ def retry_attempts(ctx: FeatureContext) -> pl.DataFrame | None:
     cond = pl.col("event") == "retry"
     if "attempt" in sched.columns:
         cond = cond | ((pl.col("event") == "arrive") & (pl.col("attempt") > 0))
-        return sched.filter(cond).group_by("request_id", "attempt").agg(pl.col("ts").min()).select("request_id", "ts")
-    return sched.filter(cond).select("request_id", "ts")
+        return sched.filter(cond).group_by("request_key", "attempt").agg(pl.col("ts").min()).select("request_key", "ts")
+    return sched.filter(cond).select("request_key", "ts")
 
 
 def queue_depth_grid(ctx: FeatureContext) -> pl.DataFrame | None:
@@ -182,8 +182,8 @@ def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
     sched = ctx.layer("scheduler")
     if sched is not None:
         # Inference requests are all but the (few) batch jobs.
-        batch = ctx.requests.filter(pl.col("workload_class").cast(pl.String).fill_null("inference") == "batch")["request_id"]
-        inference = ~pl.col("request_id").is_in(batch.implode())
+        batch = ctx.requests.filter(pl.col("workload_class").cast(pl.String).fill_null("inference") == "batch")["request_key"]
+        inference = ~pl.col("request_key").is_in(batch.implode())
         parts.append(counts(sched.lazy().filter((pl.col("event") == "timeout") & inference), "ts", "timeouts"))
         retries = retry_attempts(ctx)
         if retries is not None:
@@ -545,24 +545,24 @@ def attempt_latency(ctx: FeatureContext, fw: FleetWindows, q: float = ATTEMPT_QU
     outcome_rows = sched.filter(pl.col("event").is_in(["timeout", "drop"]))
     single = inf.filter(pl.col("attempts") <= 1)
     ended = (
-        single.select("request_id", "arrive_ns", "complete_ns")
-        .join(outcome_rows.group_by("request_id").agg(pl.col("ts").min().alias("_end")), on="request_id", how="left")
+        single.select("request_key", "arrive_ns", "complete_ns")
+        .join(outcome_rows.group_by("request_key").agg(pl.col("ts").min().alias("_end")), on="request_key", how="left")
         .select(pl.col("arrive_ns").alias("t0"), pl.coalesce("complete_ns", "_end").alias("t1"))
     )
-    multi_ids = inf.filter(pl.col("attempts") > 1)["request_id"]
+    multi_ids = inf.filter(pl.col("attempts") > 1)["request_key"]
     parts = [ended]
     if multi_ids.len():
-        rows = sched.filter(pl.col("request_id").is_in(multi_ids.implode()))
+        rows = sched.filter(pl.col("request_key").is_in(multi_ids.implode()))
         by_number = "attempt" in rows.columns and rows["attempt"].null_count() == 0
-        keys = ["request_id", "attempt"]
+        keys = ["request_key", "attempt"]
 
         def attempts(events: list[str], name: str) -> pl.DataFrame:
             frame = rows.filter(pl.col("event").is_in(events))
             if by_number:
-                frame = frame.select("request_id", "attempt", "ts")
+                frame = frame.select("request_key", "attempt", "ts")
             else:  # without attempt numbers, the k-th start pairs with the k-th outcome of the request
-                frame = frame.select("request_id", "ts").with_columns(
-                    (pl.col("ts").rank("ordinal").over("request_id") - 1).cast(pl.Int64).alias("attempt")
+                frame = frame.select("request_key", "ts").with_columns(
+                    (pl.col("ts").rank("ordinal").over("request_key") - 1).cast(pl.Int64).alias("attempt")
                 )
             return frame.group_by(keys).agg(pl.col("ts").min().alias(name))
 
@@ -590,13 +590,13 @@ def _timeout_triggered(ctx: FeatureContext, retries: pl.DataFrame) -> float | No
     sched = ctx.layer("scheduler")
     if sched is None or retries.height == 0:
         return None
-    timeouts = sched.filter(pl.col("event") == "timeout").select(pl.col("request_id").cast(pl.String), pl.col("ts").alias("t_ts"))
+    timeouts = sched.filter(pl.col("event") == "timeout").select(pl.col("request_key"), pl.col("ts").alias("t_ts"))
     if timeouts.height == 0:
         return 0.0
     # A retry is timeout-triggered when its request has a timeout row at or before it.
-    r = retries.select(pl.col("request_id").cast(pl.String), "ts").sort("request_id", "ts")
+    r = retries.select(pl.col("request_key"), "ts").sort("request_key", "ts")
     joined = r.join_asof(
-        timeouts.sort("request_id", "t_ts"), left_on="ts", right_on="t_ts", by="request_id",
+        timeouts.sort("request_key", "t_ts"), left_on="ts", right_on="t_ts", by="request_key",
         strategy="backward", check_sortedness=False,
     )
     return float(joined["t_ts"].is_not_null().mean())
@@ -618,7 +618,7 @@ def retry_features(ctx: FeatureContext) -> GroupResult:
         values["retry_latency_rank_corr"] = spearman(fw.retries, latency)
     retries = retry_attempts(ctx)
     if retries is not None:
-        retries = retries.join(ctx.inference.select("request_id"), on="request_id", how="semi")
+        retries = retries.join(ctx.inference.select("request_key"), on="request_key", how="semi")
         values["retry_timeout_trigger_frac"] = _timeout_triggered(ctx, retries)
     storm = retry_storm(fw)
     if not storm.any():

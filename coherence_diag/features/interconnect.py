@@ -123,8 +123,8 @@ def interconnect(ctx: FeatureContext) -> GroupResult:
     detail: dict[str, object] = {"link": link, "link_samples": int(top["n"]), "links_compared": links.height}
 
     # Latency share of the transfer for requests routed over the link.
-    routed = transfers.filter(on_link & pl.col("request_id").is_not_null()).select(pl.col("request_id").unique())
-    done = ctx.completed.lazy().filter(pl.col("latency_ms") > 0).join(routed, on="request_id", how="semi")
+    routed = transfers.filter(on_link & pl.col("request_key").is_not_null()).select(pl.col("request_key").unique())
+    done = ctx.completed.lazy().filter(pl.col("latency_ms") > 0).join(routed, on="request_key", how="semi")
     share = done.select(
         pl.len().alias("n"), (pl.col("kv_transfer_ms").fill_null(0.0) / pl.col("latency_ms")).median().alias("share")
     ).collect().row(0, named=True)

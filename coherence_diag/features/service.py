@@ -74,7 +74,7 @@ def _missed(ctx: FeatureContext) -> pl.DataFrame:
 
 def _explained(ctx: FeatureContext, miss: pl.DataFrame, w: int) -> pl.Series:
     frame = miss.select(
-        "request_id",
+        "request_key",
         pl.col("prefill_device").alias("device"),
         window_start(pl.col("dispatch_ns"), w).alias("window_start_ns"),
         (WAIT / pl.col("latency_ms") >= WAIT_SHARE).alias("waited"),
@@ -90,8 +90,8 @@ def _explained(ctx: FeatureContext, miss: pl.DataFrame, w: int) -> pl.Series:
     frame = frame.join(busy, on=["device", "window_start_ns"], how="left").with_columns(
         (pl.col("busy_frac").fill_null(0.0) >= SATURATED).alias("saturated")
     )
-    hot = _hot_link_requests(ctx, frame.filter(pl.col("long_kv"))["request_id"], w)
-    frame = frame.with_columns(pl.col("request_id").is_in(hot.implode()).alias("hot_link"))
+    hot = _hot_link_requests(ctx, frame.filter(pl.col("long_kv"))["request_key"], w)
+    frame = frame.with_columns(pl.col("request_key").is_in(hot.implode()).alias("hot_link"))
     return frame.select(pl.col("waited") | pl.col("saturated") | (pl.col("long_kv") & pl.col("hot_link"))).to_series()
 
 
@@ -99,15 +99,15 @@ def _hot_link_requests(ctx: FeatureContext, ids: pl.Series, w: int) -> pl.Series
     """Of `ids`, the requests with a KV transfer on a link at >= SATURATED utilization in that window."""
     net = ctx.layer("network")
     links = ctx.series.links
-    empty = pl.Series("request_id", [], dtype=ids.dtype)
+    empty = pl.Series("request_key", [], dtype=ids.dtype)
     if ids.len() == 0 or net is None or "link" not in net.columns or links.is_empty():
         return empty
-    cond = (pl.col("event") == "transfer") & pl.col("link").is_not_null() & pl.col("request_id").is_in(ids.implode())
+    cond = (pl.col("event") == "transfer") & pl.col("link").is_not_null() & pl.col("request_key").is_in(ids.implode())
     if "kind" in net.columns:
         cond = cond & (pl.col("kind").is_null() | (pl.col("kind") == "kv_transfer"))
-    transfers = net.filter(cond).select("request_id", "link", window_start(pl.col("ts"), w).alias("window_start_ns"))
+    transfers = net.filter(cond).select("request_key", "link", window_start(pl.col("ts"), w).alias("window_start_ns"))
     hot = links.filter(pl.col("link_util") >= SATURATED).select("link", "window_start_ns")
-    return transfers.join(hot, on=["link", "window_start_ns"], how="semi")["request_id"].unique()
+    return transfers.join(hot, on=["link", "window_start_ns"], how="semi")["request_key"].unique()
 
 
 @feature_group("sla_without_shortage", SERVICE_FEATURES)

@@ -187,7 +187,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     gpu, sched = ctx.layer("gpu"), ctx.layer("scheduler")
     if gpu is None or sched is None or not {"dur_ms", "predicted_ms", "device"} <= ctx.columns:
         return None
-    inference_exec = (pl.col("event") == "exec") & pl.col("request_id").is_not_null() & (pl.col("dur_ms") > 0)
+    inference_exec = (pl.col("event") == "exec") & pl.col("request_key").is_not_null() & (pl.col("dur_ms") > 0)
     if "phase" in gpu.columns:
         inference_exec = inference_exec & (pl.col("phase").is_null() | (pl.col("phase") != "batch_job"))
     total = gpu.select(inference_exec.sum()).item()
@@ -230,7 +230,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     if candidates is not None:
         spans = spans.filter(pl.col("device").is_in(candidates.implode()))
     spans = spans.select(
-        "ts", "request_id", "device", "dur_ms",
+        "ts", "request_key", "device", "dur_ms",
         phase.cast(pl.String).alias("_phase"), env.cast(pl.String).alias("_env"),
         pl.col("device").is_in(virt_devices.implode()).alias("_on_virt"),
     ).collect()
@@ -246,10 +246,10 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
         .filter(
             (pl.col("event") == "dispatch")
             & (pl.col("predicted_ms") > 0)
-            & pl.col("request_id").is_in(spans["request_id"].unique().implode())
+            & pl.col("request_key").is_in(spans["request_key"].unique().implode())
         )
         .select(
-            "ts", "request_id", "device", "predicted_ms",
+            "ts", "request_key", "device", "predicted_ms",
             pool.cast(pl.String).alias("_pool"), sched_env.cast(pl.String).alias("_dispatch_env"),
         )
         .sort("ts")
@@ -258,7 +258,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     joined = (
         spans.lazy()
         .sort("ts")
-        .join_asof(dispatch, on="ts", by=["request_id", "device"], strategy="backward", check_sortedness=False)
+        .join_asof(dispatch, on="ts", by=["request_key", "device"], strategy="backward", check_sortedness=False)
         .filter(pl.col("predicted_ms").is_not_null())
         .with_columns((pl.col("dur_ms") / pl.col("predicted_ms")).log().alias("_r"))
         .join(

@@ -17,7 +17,7 @@ def context(tmp_path: Path, rows: list[dict], window_s: float = 1.0) -> features
     path = tmp_path / "t.parquet"
     pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("ts").cast(pl.Int64)).write_parquet(path)
     trace = validate.validate(ingest.open_trace(path))
-    requests = paths.request_paths(trace.layers).collect()
+    requests = paths.request_paths(trace.layers)
     values, _ = metrics.compute(requests, trace.layers, trace.columns, metrics.observation_span(trace.layers))
     return features.FeatureContext.build(requests, trace.layers, trace.columns, values, window_s)
 
