@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from coherence_diag import _allocator
+
+_allocator.configure()  # before anything imports Polars
+
 __version__ = "0.1.0"
 
 
