@@ -97,12 +97,24 @@ def with_request_ids(requests: pl.DataFrame, layers: dict[str, pl.DataFrame]) ->
     return requests.lazy().join(ids, on=KEY, how="left").select(list(REQUEST_SCHEMA)).collect()
 
 
+# Request attributes: the smallest (largest) value on any of the request's scheduler rows.
+_ATTR_MIN = ("pool", "workload_class", "priority", "env", "slo_ms", "ttft_slo_ms")
+_ATTR_MAX = ("prompt_tokens", "output_tokens")
+
+
 def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
+    """One row per request key: its times, final-attempt dispatches and attributes.
+
+    Dispatch rows (about 40% of the layer) and the other rows are aggregated by two group-bys
+    over disjoint rows, joined on the key: each aggregation then reads only the rows it
+    concerns, unmasked for the dispatch rows, and an attribute absent from one part (the format
+    puts most on `arrive` rows) is not aggregated there at all (0.51 -> 0.42 s at 4.4M rows).
+    """
     event = pl.col("event")
     ts = pl.col("ts")
     sched = sched_frame.lazy()
-    # Each aggregation costs a pass over every scheduler row (~0.03 s at 4.4M rows): those whose
-    # event never occurs in the layer are constants, known from one look at the event values.
+    # Each aggregation costs a pass over its rows: those whose event never occurs in the layer
+    # are constants, known from one look at the event values.
     events = set(sched_frame["event"].unique().drop_nulls().to_list())
     if sched_frame["attempt"].null_count():
         # Retry rows name the new attempt; where `attempt` is absent, count the retries so far.
@@ -112,8 +124,37 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     else:
         has_retries = bool((sched_frame["attempt"] > 0).any())
     # Without any retry every row belongs to the final attempt: skip the per-request window.
-    final = pl.col("attempt") == pl.col("attempt").max().over(KEY) if has_retries else pl.lit(True)
-    sched = sched.with_columns(final.alias("_final"))
+    if has_retries:
+        sched = sched.with_columns((pl.col("attempt") == pl.col("attempt").max().over(KEY)).alias("_final"))
+    final = pl.col("_final") if has_retries else pl.lit(True)
+    is_dispatch = event == "dispatch"
+    dispatches, others = sched.filter(is_dispatch), sched.filter(~is_dispatch)
+    with_values = pl.collect_all(
+        [part.select(pl.col(*_ATTR_MIN, *_ATTR_MAX).is_not_null().any()) for part in (dispatches, others)]
+    )
+
+    def attributes(present: pl.DataFrame, suffix: str) -> list[pl.Expr]:
+        return [
+            (pl.col(c).min() if c in _ATTR_MIN else pl.col(c).max()).alias(c + suffix)
+            for c in (*_ATTR_MIN, *_ATTR_MAX)
+            if present[c].item()
+        ]
+
+    # The final attempt's first dispatch is the prefill (or unified) one, its last the decode one.
+    final_ts = pl.when(final).then(ts) if has_retries else ts
+    dispatched = dispatches.group_by(KEY).agg(
+        final_ts.min().alias("dispatch_ns"),
+        pl.when(final_ts.count() >= 2).then(final_ts.max()).alias("decode_dispatch_ns"),
+        pl.col("pool").min_by(final_ts).alias("_dispatch_pool"),
+        pl.col("pool").max_by(final_ts).alias("decode_pool"),
+        pl.col("device").min_by(final_ts).alias("prefill_device"),
+        pl.col("device").max_by(final_ts).alias("decode_device"),
+        exact_ms_sum(pl.when(final).then(pl.col("predicted_ms"))).alias("_predicted_sum"),
+        pl.when(final).then(pl.col("predicted_ms")).count().alias("_predicted_n"),
+        *([pl.col("attempt").max().alias("_attempt_d")] if has_retries else []),
+        *attributes(with_values[0], "_d"),
+    )
+
     start = event.is_in(["arrive", "retry"])
 
     def first_ts(cond: pl.Expr) -> pl.Expr:
@@ -124,45 +165,45 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
 
     # Without retries (every `attempt` is 0) the final attempt starts at the arrival and each
     # request has one attempt; these equal the general aggregations for such a layer.
-    final_start = first_ts(start & pl.col("_final")) if has_retries else first_ts(start)
-    attempts = pl.col("attempt").max() + 1 if has_retries else pl.lit(1, pl.Int64)
-    preemptions = (event == "preempt").sum() if "preempt" in events else pl.lit(0, pl.UInt32)
-
-    # Masked columns and plain aggregations in one group-by (much faster than filters inside
-    # agg). Request attributes live on arrive/complete rows; min()/max() over the request keep
-    # the choice independent of row order. The final attempt's first dispatch is the prefill
-    # (or unified) one, its last the decode one.
-    dispatch_ts = pl.when((event == "dispatch") & pl.col("_final")).then(ts)
-    lifecycle = sched.group_by(KEY).agg(
+    rest = others.group_by(KEY).agg(
         first_ts(start).alias("arrive_ns"),
-        final_start.alias("final_start_ns"),
+        *([first_ts(start & final).alias("final_start_ns"), pl.col("attempt").max().alias("_attempt_o")] if has_retries else []),
         first_ts(event == "first_token").alias("first_token_ns"),
         pl.when(event == "complete").then(ts).max().alias("complete_ns"),
-        dispatch_ts.min().alias("dispatch_ns"),
-        pl.when(dispatch_ts.count() >= 2).then(dispatch_ts.max()).alias("decode_dispatch_ns"),
-        pl.col("pool").min_by(dispatch_ts).alias("_dispatch_pool"),
-        pl.col("pool").max_by(dispatch_ts).alias("decode_pool"),
-        pl.col("device").min_by(dispatch_ts).alias("prefill_device"),
-        pl.col("device").max_by(dispatch_ts).alias("decode_device"),
-        exact_ms_sum(pl.when(dispatch_ts.is_not_null()).then(pl.col("predicted_ms"))).alias("_predicted_sum"),
-        pl.when(dispatch_ts.is_not_null()).then(pl.col("predicted_ms")).count().alias("_predicted_n"),
         any_event("timeout").alias("_timed_out"),
         any_event("drop").alias("_dropped"),
-        attempts.alias("attempts"),
-        preemptions.alias("preemptions"),
-        pl.col("pool").min().alias("_any_pool"),
-        pl.col("workload_class").min(),
-        pl.col("priority").min(),
-        pl.col("env").min(),
-        pl.col("slo_ms").min(),
-        pl.col("ttft_slo_ms").min(),
-        pl.col("prompt_tokens").max(),
-        pl.col("output_tokens").max(),
+        ((event == "preempt").sum() if "preempt" in events else pl.lit(0, pl.UInt32)).alias("preemptions"),
+        *attributes(with_values[1], "_o"),
     )
-    return lifecycle.with_columns(
-        pl.coalesce("_dispatch_pool", "_any_pool").alias("pool"),
+    joined = rest.join(dispatched, on=KEY, how="full", coalesce=True)
+    names = set(joined.collect_schema())
+    combined = [
+        _combine(c, [c + s for s in ("_o", "_d") if c + s in names], sched_frame.schema[c], c in _ATTR_MIN)
+        for c in (*_ATTR_MIN, *_ATTR_MAX)
+    ]
+    return joined.with_columns(
+        *combined,
+        pl.col("arrive_ns").alias("final_start_ns") if not has_retries else pl.col("final_start_ns"),
+        (pl.max_horizontal("_attempt_o", "_attempt_d") + 1 if has_retries else pl.lit(1, pl.Int64)).alias("attempts"),
+        pl.col("_timed_out", "_dropped").fill_null(False),
+        pl.col("preemptions").fill_null(0),
+    ).with_columns(
+        pl.coalesce("_dispatch_pool", pl.col("pool")).alias("pool"),
         pl.when(pl.col("_predicted_n") > 0).then(pl.col("_predicted_sum")).alias("predicted_ms"),
     )
+
+
+def _combine(name: str, parts: list[str], dtype: pl.DataType, smallest: bool) -> pl.Expr:
+    """One attribute from its per-part values: the smallest (largest) of them, names compared as
+    text as Polars' Categorical min/max compare them; null where no part holds a value."""
+    if not parts:
+        return pl.lit(None, dtype).alias(name)
+    if len(parts) == 1:
+        return pl.col(parts[0]).alias(name)
+    text = dtype == pl.Categorical
+    cols = [pl.col(p).cast(pl.String) if text else pl.col(p) for p in parts]
+    pick = pl.min_horizontal(cols) if smallest else pl.max_horizontal(cols)
+    return (pick.cast(dtype) if text else pick).alias(name)
 
 
 def exact_ms_sum(ms: pl.Expr) -> pl.Expr:

@@ -113,3 +113,22 @@ def test_summed_durations_are_bit_identical_between_runs():
     runs = [analyze(sample).requests.select(cols).with_columns(pl.col("request_id").cast(pl.String)).sort("request_id") for _ in range(3)]
     for other in runs[1:]:
         assert other.equals(runs[0])
+
+
+def test_attributes_are_the_smallest_or_largest_value_on_any_row_of_the_request(tmp_path):
+    # Values on dispatch rows and on the other rows are aggregated apart, then combined: the
+    # result must be the min (max) over all the request's rows; names compare as text.
+    rows = [
+        _sched("r1", "arrive", 0, env="prod-b", priority=3, prompt_tokens=10, slo_ms=500.0),
+        _sched("r1", "dispatch", 5, pool="p", device="g0", env="prod-a", priority=1, workload_class="inference"),
+        _sched("r1", "complete", 50, env="prod-c", output_tokens=7, prompt_tokens=12),
+        _sched("r2", "arrive", 1, pool="zz"),  # never dispatched: its pool is the smallest on its rows
+        _sched("r2", "timeout", 900, pool="aa"),
+        _sched("r3", "dispatch", 2, pool="q", device="g1", output_tokens=4),  # dispatch rows only
+    ]
+    reqs = {r["request_id"]: r for r in analyze(_write(tmp_path, rows)).requests.iter_rows(named=True)}
+    r1 = reqs["r1"]
+    assert (r1["env"], r1["priority"], r1["workload_class"]) == ("prod-a", 1, "inference")
+    assert (r1["prompt_tokens"], r1["output_tokens"], r1["slo_ms"]) == (12, 7, 500.0)
+    assert reqs["r2"]["pool"] == "aa" and reqs["r2"]["outcome"] == "timeout"
+    assert reqs["r3"]["pool"] == "q" and reqs["r3"]["output_tokens"] == 4 and reqs["r3"]["arrive_ns"] is None
