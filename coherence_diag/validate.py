@@ -248,15 +248,18 @@ def _later_duplicates(data: pl.DataFrame, layer: str) -> pl.Series:
     every column, so neither a hash collision nor a partial match can set a row aside.
     """
     no_duplicates = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
+    # The integer key stands for the id text here: equal ids have equal keys, and candidates
+    # are compared on every column below.
+    identity = [request_keys.KEY if c == "request_id" else c for c in schema.IDENTITY_COLUMNS[layer]]
+    paired = _duplicates_in_pairs(data, identity)
+    if paired is not None:
+        return paired
     scope = _shared_timestamps(data)
     if scope is None and _distinct_time_entity(data, layer):
         return no_duplicates
     subset = data if scope is None else data.filter(scope)
     if subset.height < 2:
         return no_duplicates
-    # The integer key stands for the id text here: equal ids have equal keys, and candidates
-    # are compared on every column below.
-    identity = [request_keys.KEY if c == "request_id" else c for c in schema.IDENTITY_COLUMNS[layer]]
     hashes = subset.select(identity).hash_rows()
     if hashes.n_unique() == subset.height:  # no equal hashes: no duplicates (the common case)
         return no_duplicates
@@ -266,6 +269,39 @@ def _later_duplicates(data: pl.DataFrame, layer: str) -> pl.Series:
     if scope is not None:
         positions = scope.arg_true().gather(positions)
     return no_duplicates.scatter(positions.filter(exact_later), True)
+
+
+def _duplicates_in_pairs(data: pl.DataFrame, identity: list[str]) -> pl.Series | None:
+    """Later duplicates of a layer sorted by `ts`; None for any other layer.
+
+    Duplicates share their timestamp, so in a sorted layer they lie in one run of equal `ts`.
+    A run of two is one pair of neighbours, compared directly: column by column over the pairs
+    still equal, from the identity columns (most pairs differ in `event` already) to every
+    column. The few runs of three or more are hashed as before. No hashing of the pairs
+    (scheduler layer at 4.4M rows, a quarter of them in such pairs: 0.07 -> 0.02 s).
+    """
+    ts = data["ts"]
+    if data.height < 2 or ts.null_count() or not ts.is_sorted():
+        return None
+    same_as_previous = (ts.diff() == 0).fill_null(False)
+    in_long_run = same_as_previous & same_as_previous.shift(1, fill_value=False)  # 3rd+ row of a run
+    in_long_run = in_long_run | in_long_run.shift(-1, fill_value=False) | in_long_run.shift(-2, fill_value=False)
+    flags = pl.zeros(data.height, dtype=pl.Boolean, eager=True)
+    pairs = (same_as_previous & ~in_long_run).arg_true()  # second rows of runs of two
+    others = [c for c in (*identity, *data.columns) if c != "ts"]
+    for column in dict.fromkeys(others):  # identity columns first, each column once
+        if pairs.is_empty():
+            break
+        values = data[column]
+        pairs = pairs.filter(values.gather(pairs).eq_missing(values.gather(pairs - 1)))
+    if not pairs.is_empty():
+        flags = flags.scatter(pairs, True)
+    if in_long_run.any():
+        rows = in_long_run.arg_true()
+        run = data.filter(in_long_run)
+        later = run.select(~pl.struct(run.columns).is_first_distinct()).to_series()
+        flags = flags.scatter(rows.filter(later), True)
+    return flags
 
 
 def _distinct_time_entity(data: pl.DataFrame, layer: str) -> bool:
