@@ -113,10 +113,36 @@ def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     # Otherwise (one sample per device and window, as DCGM-style telemetry at the window's
     # period gives) each mean is its single value: the group-by would only copy the rows
     # (0.25 s at 2.9M samples; the check costs 0.03 s).
-    joined = busy.join(samples.lazy(), on=["device", "window_start_ns"], how="full", coalesce=True)
+    keys = ["device", "window_start_ns"]
+    packed = _device_window_key(gpu, window_ns)
+    if packed is None:
+        joined = busy.join(samples.lazy(), on=keys, how="full", coalesce=True)
+    else:
+        # One Int64 key instead of two columns: a two-column join key is row-encoded first
+        # (0.21 -> 0.12 s for 1.8M busy rows and 2.9M samples).
+        joined = (
+            busy.with_columns(packed)
+            .join(samples.lazy().with_columns(packed), on="_key", how="full", coalesce=True)
+            .with_columns(pl.coalesce(k, f"{k}_right").alias(k) for k in keys)
+        )
     return joined.select(
         "device", "window_start_ns", "busy_ms", "busy_frac", *signals
     )  # unsorted: the largest series table; consumers group or sort as they need
+
+
+def _device_window_key(gpu: pl.DataFrame, window_ns: int) -> pl.Expr | None:
+    """`_key`: device code x windows + window index since the trace's first window, one Int64
+    that identifies (device, window_start_ns). None if it could overflow."""
+    ts, code = pl.col("ts"), pl.col("device").to_physical()
+    end = ts + (pl.col("dur_ms").fill_null(0.0) * NS_PER_MS).cast(pl.Int64) if "dur_ms" in gpu.columns else ts
+    lo, hi, top = gpu.select(ts.min().alias("lo"), end.max().alias("hi"), code.max().alias("top")).row(0)
+    if lo is None or hi is None or top is None:
+        return None
+    first = lo // window_ns * window_ns
+    windows = (hi - first) // window_ns + 1
+    if (int(top) + 1) * windows >= 1 << 62:
+        return None
+    return (code.cast(pl.Int64) * windows + (pl.col("window_start_ns") - first) // window_ns).alias("_key")
 
 
 def _one_row_per_key(samples: pl.DataFrame, window_ns: int) -> bool:
