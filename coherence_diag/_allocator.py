@@ -3,7 +3,7 @@
 Polars allocates through jemalloc (on Linux and macOS), set up for long-running processes: four
 arenas per core, and freed pages returned to the OS after 0.5 s. An analysis frees and
 allocates hundreds of MB per stage, so with those settings a fifth of its CPU time went to the
-kernel faulting pages back in (10M rows, 2 cores). One arena per core and a 2 s decay let each
+kernel faulting pages back in (10M rows, 2 cores). One arena per core and a 5 s decay let each
 stage reuse the pages the previous one freed: about 10% less wall time at 10M rows with the
 same peak memory (docs/benchmarks.md).
 
@@ -32,4 +32,4 @@ def configure() -> None:
     """Set Polars' allocator options unless Polars is already loaded or the user chose them."""
     if "polars" in sys.modules or ENV in os.environ:
         return
-    os.environ[ENV] = f"narenas:{max(1, _cores())},dirty_decay_ms:2000,muzzy_decay_ms:2000"
+    os.environ[ENV] = f"narenas:{max(1, _cores())},dirty_decay_ms:5000,muzzy_decay_ms:5000"

@@ -82,9 +82,9 @@ def request_paths(layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
     requests = _scheduler_lifecycle(sched)
     requests = requests.join(_exec_per_request(layers.get("gpu")), on=KEY, how="left")
     requests = requests.join(_kv_per_request(layers.get("network")), on=KEY, how="left")
-    requests = _attach_devices(requests, device_table(layers.get("gpu")))
-    requests = _attach_samples(requests, layers)
-    return requests.with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
+    requests = _attach_devices(requests, device_table(layers.get("gpu"))).collect()
+    requests = _attach_steal(requests, layers.get("hypervisor"))
+    return requests.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
 
 
 def with_request_ids(requests: pl.DataFrame, layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -294,39 +294,34 @@ def _attach_devices(requests: pl.LazyFrame, devices: pl.LazyFrame) -> pl.LazyFra
     return requests.join(prefill, on="prefill_device", how="left").join(decode, on="decode_device", how="left")
 
 
-def _attach_samples(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame]) -> pl.LazyFrame:
-    """As-of join: the latest steal sample of the request's host before its dispatch."""
-    return _asof(requests, layers.get("hypervisor"), "host", "steal_frac", "steal_frac_at_dispatch")
-
-
-def _asof(
-    requests: pl.LazyFrame,
-    layer: pl.DataFrame | None,
-    by: str,
-    value: str,
-    alias: str,
-    *,
-    left_by: str | None = None,
-) -> pl.LazyFrame:
-    left_by = left_by or by
-    if layer is None or value not in layer.columns:
-        return requests.with_columns(pl.lit(None, pl.Float64).alias(alias))
+def _attach_steal(requests: pl.DataFrame, hyper: pl.DataFrame | None) -> pl.DataFrame:
+    """As-of join: the latest steal sample of the request's host at or before its dispatch, at
+    most ASOF_TOLERANCE_NS old. Only requests on sampled hosts are matched, and the request table
+    is joined only when some matched (the join alone costs ~0.05 s at 870k requests)."""
+    alias = "steal_frac_at_dispatch"
+    unmatched = requests.with_columns(pl.lit(None, pl.Float64).alias(alias))
+    if hyper is None or "steal_frac" not in hyper.columns:
+        return unmatched
     samples = (
-        layer.lazy()
-        .filter((pl.col("event") == "sample") & pl.col(value).is_not_null() & pl.col(by).is_not_null())
-        .select(pl.col(by).alias(left_by), pl.col("ts").alias("dispatch_ns"), pl.col(value).alias(alias))
-        .sort(left_by, "dispatch_ns")
+        hyper.lazy()
+        .filter((pl.col("event") == "sample") & pl.col("steal_frac").is_not_null() & pl.col("host").is_not_null())
+        .select("host", pl.col("ts").alias("dispatch_ns"), pl.col("steal_frac").alias(alias))
+        .sort("host", "dispatch_ns")
+        .collect()
     )
-    # Only requests on entities that have samples can match; usually a small subset.
-    sampled = samples.select(pl.col(left_by).unique())
-    keyed = requests.filter(pl.col("dispatch_ns").is_not_null()).join(sampled, on=left_by, how="semi")
     matched = (
-        keyed.select(KEY, left_by, "dispatch_ns")
-        .sort(left_by, "dispatch_ns")
-        .join_asof(samples, on="dispatch_ns", by=left_by, strategy="backward", tolerance=ASOF_TOLERANCE_NS)
+        requests.lazy()
+        .filter(pl.col("dispatch_ns").is_not_null() & pl.col("host").is_in(samples["host"].unique().implode()))
+        .select(KEY, "host", "dispatch_ns")
+        .sort("host", "dispatch_ns")
+        .join_asof(
+            samples.lazy(), on="dispatch_ns", by="host", strategy="backward", tolerance=ASOF_TOLERANCE_NS, check_sortedness=False
+        )
+        .filter(pl.col(alias).is_not_null())
         .select(KEY, alias)
+        .collect()
     )
-    return requests.join(matched, on=KEY, how="left")
+    return unmatched if matched.is_empty() else requests.join(matched, on=KEY, how="left")
 
 
 def _ms_between(later: str, earlier: str) -> pl.Expr:

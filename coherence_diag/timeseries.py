@@ -8,6 +8,7 @@ Column meanings are in docs/paths.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import polars as pl
@@ -134,10 +135,13 @@ def _device_window_key(gpu: pl.DataFrame, window_ns: int) -> pl.Expr | None:
     """`_key`: device code x windows + window index since the trace's first window, one Int64
     that identifies (device, window_start_ns). None if it could overflow."""
     ts, code = pl.col("ts"), pl.col("device").to_physical()
-    end = ts + (pl.col("dur_ms").fill_null(0.0) * NS_PER_MS).cast(pl.Int64) if "dur_ms" in gpu.columns else ts
-    lo, hi, top = gpu.select(ts.min().alias("lo"), end.max().alias("hi"), code.max().alias("top")).row(0)
-    if lo is None or hi is None or top is None:
+    longest = pl.col("dur_ms").max() if "dur_ms" in gpu.columns else pl.lit(0.0)
+    lo, last, longest_ms, top = gpu.select(
+        ts.min().alias("lo"), ts.max().alias("last"), longest.alias("longest"), code.max().alias("top")
+    ).row(0)
+    if lo is None or top is None:
         return None
+    hi = last + math.ceil((longest_ms or 0.0) * NS_PER_MS)  # no span ends later
     first = lo // window_ns * window_ns
     windows = (hi - first) // window_ns + 1
     if (int(top) + 1) * windows >= 1 << 62:
