@@ -106,17 +106,19 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
 
 
 def _layer_plan(lf: pl.LazyFrame, layer: str, present: set[str], *, provenance: bool = False) -> pl.LazyFrame:
-    cols = [e for c in schema.LAYER_COLUMNS[layer] for e in _layer_columns(c, present)]
+    cols = [e for c in schema.LAYER_COLUMNS[layer] for e in _layer_columns(c, present, layer)]
     extra = ["_source", "_row"] if provenance else []
     return lf.filter(pl.col("layer") == layer).select(*cols, *extra)
 
 
-def _layer_columns(name: str, present: set[str]) -> list[pl.Expr]:
+def _layer_columns(name: str, present: set[str], layer: str) -> list[pl.Expr]:
     dtype = schema.dtype_of(name)
     expr = pl.col(name) if name in present else pl.lit(None, dtype).alias(name)
     if name == "request_id":
-        # Ids stay text; request-level group-bys and joins use integer keys (request_keys.py).
-        return [expr, request_keys.hashed_key(expr)]
+        # Request-level group-bys and joins use integer keys (request_keys.py); the id text is
+        # kept where requests are defined, the scheduler layer, for the request table.
+        key = request_keys.hashed_key(expr)
+        return [expr, key] if layer == "scheduler" else [key]
     # Names become Categorical once, here: every later group-by, join and equality test on
     # them then works on integer codes instead of hashing strings again.
     return [expr.cast(pl.Categorical) if dtype == pl.String else expr]
