@@ -286,9 +286,9 @@ def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> f
     """Latency stability over time (p90/p10 of 10-s median latency) times containment (1 - WPI)."""
     window_ns = int(STABILITY_WINDOW_S * 1e9)
     t0 = _origin(ctx)
-    medians = done.group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
+    medians = done.lazy().group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
         pl.col("latency_ms").median().alias("m"), pl.len().alias("n")
-    ).filter(pl.col("n") >= 5)
+    ).filter(pl.col("n") >= 5).collect()
     if medians.height < 3:
         return None
     p10, p90 = medians.select(pl.col("m").quantile(0.1).alias("a"), pl.col("m").quantile(0.9).alias("b")).row(0)
@@ -428,7 +428,7 @@ def _completion_windows(ctx: FeatureContext, t0: int, window_ns: int, *, network
     aggs = [(delay / latency).clip(0.0, 1.0).alias("DI"), (1.0 - _ramp_expr(wait_share, 0.05, 0.5)).alias("scheduler")]
     if network:
         aggs.append((1.0 - _ramp_expr(ns_sum("kv_transfer_ms") / latency, 0.05, 0.4)).alias("network"))
-    return done.group_by(_window_index(pl.col("complete_ns"), t0, window_ns)).agg(aggs)
+    return done.lazy().group_by(_window_index(pl.col("complete_ns"), t0, window_ns)).agg(aggs).collect()
 
 
 def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:
@@ -438,7 +438,7 @@ def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFra
     finished = ctx.inference.select(columns).filter(pl.col("outcome") != "unfinished")
     ended = pl.coalesce("complete_ns", "final_start_ns", "arrive_ns")  # as the pool series (timeseries.py)
     with_slo = pl.col("slo_ms").is_not_null()
-    per_window = finished.group_by(_window_index(ended, t0, window_ns)).agg(
+    per_window = finished.lazy().group_by(_window_index(ended, t0, window_ns)).agg(
         pl.len().alias("_n"),
         pl.col("outcome").is_in(["timeout", "dropped"]).sum().alias("_failed"),
         with_slo.sum().alias("_slo_n"),
@@ -447,7 +447,7 @@ def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFra
     healthy = 1.0 - pl.col("_failed") / pl.col("_n")
     attainment = pl.col("_slo_met") / pl.col("_slo_n")
     serving = pl.when(pl.col("_slo_n") > 0).then(pl.min_horizontal(attainment, healthy)).otherwise(healthy)
-    return per_window.select("w", serving.clip(lower_bound=0.0).alias("serving"))
+    return per_window.select("w", serving.clip(lower_bound=0.0).alias("serving")).collect()
 
 
 def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:

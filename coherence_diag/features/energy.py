@@ -63,6 +63,17 @@ ENERGY_FEATURES = [
 ]
 
 
+def _exact_mean(column: str) -> pl.Expr:
+    """Mean in fixed point (2**-32 resolution): a float sum inside a parallel group-by depends on
+    the order rows arrive in, and the rank correlations below would turn last-bit differences
+    between nearly equal windows into different results between runs."""
+    fixed = (pl.col(column) * _FIXED_ONE).round().cast(pl.Int64)
+    return (fixed.sum() / pl.col(column).count() / _FIXED_ONE).alias(column)
+
+
+_FIXED_ONE = float(1 << 32)
+
+
 def inference_devices(ctx: FeatureContext) -> pl.Series:
     """Devices (Categorical) that served inference requests, prefill or decode."""
     inf = ctx.inference
@@ -96,7 +107,7 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
             (pl.col("power_w").std() / pl.col("power_w").mean()).alias("cv_p"),
             (pl.col("busy_frac").std() / pl.col("busy_frac").mean()).alias("cv_b"),
         ).filter(pl.col("n") >= MIN_WINDOWS),
-        dev.group_by("window_start_ns").agg(pl.col("power_w").mean(), pl.col("busy_frac").mean()),
+        dev.group_by("window_start_ns").agg(_exact_mean("power_w"), _exact_mean("busy_frac")),
     ])
     if per_dev.height == 0:
         return GroupResult(values)
