@@ -40,8 +40,6 @@ BUSY_GPU_UTIL = 0.5  # a sample window in which kernels ran at least half the ti
 KV_SATURATED = 0.85  # KV-cache residency at which admission becomes KV-bound
 MIN_BUSY_SAMPLES = 30
 
-_CACHE_KEY = "_accelerators_service_bins"
-
 
 def _service_bins(ctx: FeatureContext) -> pl.DataFrame | None:
     """Realized and predicted service time per (device class, time slice); cached on ctx.
@@ -52,9 +50,7 @@ def _service_bins(ctx: FeatureContext) -> pl.DataFrame | None:
     dispatch time (a span starts right after its dispatch, so both land in the same slice up to
     edge effects). Summing per slice avoids pairing millions of spans with their dispatches.
     """
-    if _CACHE_KEY not in ctx.__dict__:
-        ctx.__dict__[_CACHE_KEY] = _build_bins(ctx)
-    return ctx.__dict__[_CACHE_KEY]
+    return ctx.shared("accelerators.service_bins", lambda: _build_bins(ctx))
 
 
 def _build_bins(ctx: FeatureContext) -> pl.DataFrame | None:

@@ -29,7 +29,6 @@ from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupR
 from coherence_diag.paths import NS_PER_MS
 
 BASE = ("request_id",)
-_CACHE_KEY = "_dynamics_fleet_windows"
 
 DEPTH_HOLD_S = 5.0  # a queue-depth sample describes its queue until the next one, at most this long
 
@@ -150,11 +149,7 @@ class FleetWindows:
 
 def fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
     """The fleet series over the span of fresh arrivals, built once per context."""
-    cached = ctx.__dict__.get(_CACHE_KEY)
-    if cached is None:
-        cached = _build_fleet_windows(ctx) or False
-        ctx.__dict__[_CACHE_KEY] = cached
-    return cached or None
+    return ctx.shared("dynamics.fleet_windows", lambda: _build_fleet_windows(ctx))
 
 
 def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:

@@ -76,9 +76,13 @@ _FIXED_ONE = float(1 << 32)
 
 def inference_devices(ctx: FeatureContext) -> pl.Series:
     """Devices (Categorical) that served inference requests, prefill or decode."""
-    inf = ctx.inference
-    both = pl.concat([inf["prefill_device"].drop_nulls().unique(), inf["decode_device"].drop_nulls().unique()])
-    return both.unique().rename("device")
+
+    def build() -> pl.Series:
+        inf = ctx.inference
+        both = pl.concat([inf["prefill_device"].drop_nulls().unique(), inf["decode_device"].drop_nulls().unique()])
+        return both.unique().rename("device")
+
+    return ctx.shared("energy.inference_devices", build)
 
 
 @feature_group("energy_latency", ENERGY_FEATURES)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 import polars as pl
 
@@ -22,6 +22,7 @@ from coherence_diag import timeseries
 from coherence_diag.timeseries import TimeSeries
 
 Number = float | None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class FeatureContext:
     metrics: Metrics
     window_s: float
     series_factory: Callable[[], TimeSeries]
+    _shared: dict[str, object] = field(default_factory=dict, repr=False)
+
+    def shared(self, name: str, build: Callable[[], T]) -> T:
+        """`build()`, run once per context: a table that several feature groups read."""
+        if name not in self._shared:
+            self._shared[name] = build()
+        return self._shared[name]  # type: ignore[return-value]
 
     @classmethod
     def build(
