@@ -134,7 +134,10 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
         "start": sched.filter(event.is_in(starts)),
         "rest": sched.filter(~event.is_in([*starts, "dispatch"])),
     }
-    attrs = (*_ATTR_MIN, *_ATTR_MAX)
+    # An attribute with one value on every row of the layer (one env, say) is that value for
+    # every request: no aggregation at all.
+    constant = {c: sched_frame[c][0] for c in (*_ATTR_MIN, *_ATTR_MAX) if _single_value(sched_frame[c])}
+    attrs = tuple(c for c in (*_ATTR_MIN, *_ATTR_MAX) if c not in constant)
     with_values = dict(zip(parts, pl.collect_all([part.select(pl.col(*attrs).is_not_null().any()) for part in parts.values()])))
 
     def attributes(part: str) -> list[pl.Expr]:
@@ -186,7 +189,7 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     combined = [
         _combine(c, [f"{c}_{p}" for p in parts if f"{c}_{p}" in names], sched_frame.schema[c], c in _ATTR_MIN)
         for c in attrs
-    ]
+    ] + [pl.lit(value, sched_frame.schema[c]).alias(c) for c, value in constant.items()]
     attempts = pl.max_horizontal(f"_attempt_{p}" for p in parts) + 1 if has_retries else pl.lit(1, pl.Int64)
     return joined.with_columns(
         *combined,
@@ -198,6 +201,14 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
         pl.coalesce("_dispatch_pool", pl.col("pool")).alias("pool"),
         pl.when(pl.col("_predicted_n") > 0).then(pl.col("_predicted_sum")).alias("predicted_ms"),
     )
+
+
+def _single_value(column: pl.Series) -> bool:
+    """No nulls and one value (for names: one category code, i.e. one name)."""
+    if column.is_empty() or column.null_count():
+        return False
+    values = column.to_physical() if column.dtype == pl.Categorical else column
+    return values.min() == values.max()
 
 
 def _combine(name: str, parts: list[str], dtype: pl.DataType, smallest: bool) -> pl.Expr:

@@ -132,3 +132,14 @@ def test_attributes_are_the_smallest_or_largest_value_on_any_row_of_the_request(
     assert (r1["prompt_tokens"], r1["output_tokens"], r1["slo_ms"]) == (12, 7, 500.0)
     assert reqs["r2"]["pool"] == "aa" and reqs["r2"]["outcome"] == "timeout"
     assert reqs["r3"]["pool"] == "q" and reqs["r3"]["output_tokens"] == 4 and reqs["r3"]["arrive_ns"] is None
+
+
+def test_an_attribute_with_one_value_on_every_row_is_that_value_for_every_request(tmp_path):
+    rows = [
+        _sched(rid, event, t, env="onprem", priority=2)
+        for rid, base in (("r1", 0), ("r2", 10))
+        for event, t in (("arrive", base), ("dispatch", base + 1), ("complete", base + 5))
+    ]
+    requests = analyze(_write(tmp_path, rows)).requests
+    assert requests["env"].cast(pl.String).to_list() == ["onprem", "onprem"]
+    assert requests["priority"].to_list() == [2, 2]
