@@ -40,6 +40,8 @@ class SourceFile:
     fmt: str  # "parquet" | "csv"
     layer_hint: str | None  # layer named by the file name (per-layer directories)
     columns: dict[str, pl.DataType]  # as stored in the file
+    # Text columns that hold one value on every row, by the file's Parquet statistics.
+    single_text: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +51,13 @@ class TraceSource:
     display_path: str
     files: list[SourceFile]
     extra_columns: dict[str, pl.DataType] = field(default_factory=dict)
+
+    @property
+    def single_text(self) -> dict[str, str]:
+        """Known text columns with the same single value on every row of every file (only
+        Parquet statistics can tell; a CSV file makes this empty)."""
+        first, *rest = [f.single_text for f in self.files]
+        return {c: v for c, v in first.items() if all(other.get(c) == v for other in rest)}
 
     @property
     def columns(self) -> set[str]:
@@ -181,7 +190,8 @@ def _inspect(path: Path, problems: _Problems, *, single: bool) -> SourceFile | N
             problems.add(
                 path, f"column `{name}` has type {dtype}, expected {schema.describe_kind(kind)}"
             )
-    return SourceFile(path=path, fmt=fmt, layer_hint=hint, columns=columns)
+    single = _single_text_columns(path, columns) if fmt == "parquet" else {}
+    return SourceFile(path=path, fmt=fmt, layer_hint=hint, columns=columns, single_text=single)
 
 
 def _parquet_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] | None:
@@ -191,6 +201,39 @@ def _parquet_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] 
     except Exception as exc:  # pyarrow and polars raise several types for corrupt files
         problems.add(path, f"not a readable Parquet file ({_first_line(exc)})")
         return None
+
+
+# Writers may truncate long min/max statistics of text; values this short are never truncated.
+_EXACT_STAT_BYTES = 32
+
+
+def _single_text_columns(path: Path, columns: dict[str, pl.DataType]) -> dict[str, str]:
+    """Known text columns whose every row group has no null and min == max, one value throughout
+    (an `env` label, typically). Validation then need not decode or categorise them row by row."""
+    text = [c for c, t in columns.items() if c in schema.COLUMNS and schema.COLUMNS[c].kind == "string" and t == pl.String]
+    if not text:
+        return {}
+    meta = pq.read_metadata(path)
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    found: dict[str, str] = {}
+    for column in text:
+        if column not in names:
+            continue
+        index, values = names.index(column), set()
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            stats = group.column(index).statistics
+            if stats is None or not stats.has_null_count or stats.null_count or not stats.has_min_max:
+                break
+            if stats.min != stats.max or not isinstance(stats.min, str) or len(stats.min.encode()) > _EXACT_STAT_BYTES:
+                break
+            values.add(stats.min)
+        else:
+            if len(values) == 1:
+                found[column] = values.pop()
+    return found
 
 
 def _csv_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] | None:

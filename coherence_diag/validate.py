@@ -69,7 +69,8 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
     rows_total = int(_collect(source, lf.select(pl.len())).item())
     if rows_total == 0:
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
-    frames = _collect_all(source, [_layer_plan(lf, layer, present) for layer in schema.LAYERS])
+    single = source.single_text
+    frames = _collect_all(source, [_layer_plan(lf, layer, present, single) for layer in schema.LAYERS])
     read = {layer: frame for layer, frame in zip(schema.LAYERS, frames) if frame.height}
 
     audits: list[pl.DataFrame] = []
@@ -88,7 +89,7 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
         if bad.any():
             # Only a layer with problems pays for provenance (file and row of each row): the
             # same plan read again, in the same order, for the audit's file names and examples.
-            provenance = _collect(source, _layer_plan(lf, layer, present, provenance=True).select("_source", "_row"))
+            provenance = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select("_source", "_row"))
             checked = checked.with_columns(provenance)
             audits.append(_audit(checked, layer, source))
             checked = checked.filter(~bad).drop("_source", "_row")
@@ -105,15 +106,20 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
 # --- plans -------------------------------------------------------------------------------
 
 
-def _layer_plan(lf: pl.LazyFrame, layer: str, present: set[str], *, provenance: bool = False) -> pl.LazyFrame:
-    cols = [e for c in schema.LAYER_COLUMNS[layer] for e in _layer_columns(c, present, layer)]
+def _layer_plan(
+    lf: pl.LazyFrame, layer: str, present: set[str], single: dict[str, str], *, provenance: bool = False
+) -> pl.LazyFrame:
+    cols = [e for c in schema.LAYER_COLUMNS[layer] for e in _layer_columns(c, present, layer, single)]
     extra = ["_source", "_row"] if provenance else []
     return lf.filter(pl.col("layer") == layer).select(*cols, *extra)
 
 
-def _layer_columns(name: str, present: set[str], layer: str) -> list[pl.Expr]:
+def _layer_columns(name: str, present: set[str], layer: str, single: dict[str, str]) -> list[pl.Expr]:
     dtype = schema.dtype_of(name)
     expr = pl.col(name) if name in present else pl.lit(None, dtype).alias(name)
+    if name in single and name != "request_id":
+        # One value on every row (Parquet statistics): a constant, not a per-row category lookup.
+        return [pl.lit(single[name]).cast(pl.Categorical).alias(name)]
     if name == "request_id":
         # Request-level group-bys and joins use integer keys (request_keys.py); the id text is
         # kept where requests are defined, the scheduler layer, for the request table.

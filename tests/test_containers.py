@@ -108,3 +108,36 @@ def test_scheduler_only_trace_is_valid(tmp_path, trace_frame):
     assert report["metrics"]["latency_ms"]["p50"] is not None
     assert report["metrics"]["nominal_utilization"] is None
     assert report["evaluability"]["metrics.nominal_utilization"]["missing"] == ["gpu_util", "dur_ms"]
+
+
+def _single_text(path) -> dict[str, str]:
+    from coherence_diag import ingest
+
+    return ingest.open_trace(path).single_text
+
+
+def test_a_text_column_with_one_value_everywhere_is_read_as_a_constant(tmp_path, trace_frame):
+    # Parquet statistics show `env` holds one value in every row group: validation uses it as a
+    # constant (no per-row decoding), with the same analysis as the CSV path that has no
+    # statistics.
+    one_env = trace_frame.with_columns(pl.lit("prod-eu").alias("env"))
+    parquet, csv = tmp_path / "t.parquet", tmp_path / "t.csv"
+    one_env.write_parquet(parquet, row_group_size=100)
+    write(one_env, csv)
+    assert _single_text(parquet) == {"env": "prod-eu"} and _single_text(csv) == {}
+    assert _report(parquet) == _report(csv)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pl.when(pl.int_range(pl.len()) < 400).then(pl.lit("a")).otherwise(pl.lit("b")),  # two values, in different row groups
+        pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.lit("a")),  # one null
+        pl.lit("x" * 40),  # longer than untruncated statistics are guaranteed to be
+    ],
+    ids=["two-values", "a-null", "long-value"],
+)
+def test_text_columns_that_are_not_one_value_everywhere_are_read_row_by_row(tmp_path, trace_frame, env):
+    path = tmp_path / "t.parquet"
+    trace_frame.with_columns(env.alias("env")).write_parquet(path, row_group_size=100)
+    assert "env" not in _single_text(path)
