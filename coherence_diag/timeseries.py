@@ -236,16 +236,26 @@ def _merged_spans_packed(spans: pl.DataFrame) -> pl.LazyFrame | None:
         if (spans["device"].n_unique() + 1) * extent >= 1 << 62:
             return None
     offset = rank * extent - lo
-    prev_end = pl.col("_end").cum_max().shift(1)
-    return (
+    reach = pl.col("_end").cum_max()  # the furthest end so far along the axis
+    ordered = (
         spans.lazy()
-        .with_columns((offset + pl.col("start")).alias("_start"), (offset + pl.col("end")).alias("_end"))
+        .with_columns((offset + pl.col("start")).alias("_start"), (offset + pl.col("end")).alias("_end"), offset.alias("_offset"))
         .sort("_start")
-        .with_columns((prev_end.is_null() | (pl.col("_start") > prev_end)).cum_sum().alias("_seg"))
-        .group_by("_seg")
-        .agg(pl.col("device").first(), pl.col("start").min(), pl.col("end").max())
-        .drop("_seg")
+        .with_columns(reach.alias("_reach"))
+        .select(
+            "device",
+            "start",
+            (pl.col("_reach") - pl.col("_offset")).alias("end"),
+            (pl.col("_reach").shift(1).is_null() | (pl.col("_start") > pl.col("_reach").shift(1))).alias("_first"),
+        )
+        .collect()
     )
+    # In axis order a segment begins at its first span and reaches, at its last span, the end
+    # of all its spans (ends of earlier segments lie before its start): the k-th first row and
+    # the k-th last row are the k-th segment's bounds, with no group-by.
+    starts = ordered.filter(pl.col("_first")).select("device", "start")
+    ends = ordered.filter(pl.col("_first").shift(-1, fill_value=True)).select("end")
+    return pl.concat([starts, ends], how="horizontal").lazy()
 
 
 def _queues(queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
