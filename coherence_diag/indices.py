@@ -14,7 +14,7 @@ import polars as pl
 
 from coherence_diag.features import FeatureContext, FeatureValues
 from coherence_diag.model import Evaluability, IndexBreakdown, Indices, iso_utc
-from coherence_diag.paths import NS_PER_MS
+from coherence_diag.paths import NS_PER_MS, device_table
 from coherence_diag.timeseries import busy_intervals
 
 # Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
@@ -323,7 +323,9 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
         return {}
     # Lazy plans throughout: only the few columns used are gathered from the wide GPU layer.
     layer = gpu.lazy()
-    devices = layer.filter(pl.col("event") == "device_info").select("device", "pool").unique("device")
+    # A device's pool as everywhere else: its earliest device_info row that names one (so a
+    # device listed in two pools lands in the same one whatever the row order).
+    devices = device_table(gpu).select("device", "pool").filter(pl.col("pool").is_not_null())
     samples = layer.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).select("device", "gpu_util")
     nominal = (
         samples.group_by("device").agg(pl.col("gpu_util").mean())

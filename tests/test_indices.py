@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coherence_diag import analyze
+from coherence_diag.render.json_report import report_to_dict
 from coherence_diag.simulate import SCENARIOS
 from tests.rules.harness import analyzed
 from tests.tracegen import TraceSpec, make_trace, write
@@ -250,3 +251,23 @@ def _close(a: float | None, b: float | None, what: str = "") -> None:
     assert (a is None) == (b is None), what
     if a is not None:
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12), what
+
+
+def test_per_pool_hcl_puts_a_device_listed_in_two_pools_in_its_earliest_one(tmp_path_factory):
+    # g0's device_info names pool "a" first and pool "b" later: its time counts in "a", the same
+    # way whatever the order of the rows in the file.
+    tmp = tmp_path_factory.mktemp("pools")
+    frame = make_trace(TraceSpec(n_requests=60, seed=4, slo_ms=400.0))
+    infos = frame.filter(pl.col("event") == "device_info")
+    device = infos["device"][0]
+    relisted = infos.filter(pl.col("device") == device).with_columns(
+        (pl.col("ts") + timedelta(seconds=1)).cast(frame.schema["ts"]), pl.lit("zz-other-pool").alias("pool")
+    )
+    both = pl.concat([frame, relisted])
+    pools = []
+    for order in (both, both.reverse()):
+        path = tmp / f"t{len(pools)}.parquet"
+        write(order, path)
+        pools.append(report_to_dict(analyze(path).report)["index_breakdown"]["pools"])  # as reported (6 decimals)
+    assert pools[0] == pools[1]
+    assert "zz-other-pool" not in pools[0] or pools[0]["zz-other-pool"]["HCL"] is None
