@@ -197,7 +197,7 @@ def _inspect(path: Path, problems: _Problems, *, single: bool) -> SourceFile | N
 def _parquet_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] | None:
     try:
         pq.read_metadata(path)  # validates the footer: catches truncated and corrupt files
-        return dict(pl.scan_parquet(path).collect_schema())
+        return dict(pl.scan_parquet(path, glob=False).collect_schema())
     except Exception as exc:  # pyarrow and polars raise several types for corrupt files
         problems.add(path, f"not a readable Parquet file ({_first_line(exc)})")
         return None
@@ -242,7 +242,7 @@ def _csv_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] | No
         problems.add(path, f"not UTF-8 text (invalid byte at offset {bad_offset}); CSV traces must be UTF-8")
         return None
     try:
-        header = pl.scan_csv(path, infer_schema=False).collect_schema()
+        header = pl.scan_csv(path, infer_schema=False, glob=False).collect_schema()
     except Exception as exc:
         problems.add(path, f"not a readable CSV file ({_first_line(exc)})")
         return None
@@ -305,8 +305,8 @@ def _extra_columns(files: list[SourceFile]) -> dict[str, pl.DataType]:
 
 def _scan_file(f: SourceFile) -> pl.LazyFrame:
     if f.fmt == "parquet":
-        return pl.scan_parquet(f.path)
-    return pl.scan_csv(f.path, schema_overrides=f.columns, infer_schema=False)
+        return pl.scan_parquet(f.path, glob=False)  # resolved paths: `[`, `*`, `?` in a file name are literal
+    return pl.scan_csv(f.path, schema_overrides=f.columns, infer_schema=False, glob=False)
 
 
 def _canonical(index: int, f: SourceFile, extras: dict[str, pl.DataType]) -> pl.LazyFrame:

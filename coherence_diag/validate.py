@@ -164,7 +164,7 @@ def _csv_type_problems(f: SourceFile) -> list[str]:
     if not typed:
         return []
     try:
-        raw = pl.scan_csv(f.path, infer_schema=False).with_row_index("_row")
+        raw = pl.scan_csv(f.path, infer_schema=False, glob=False).with_row_index("_row")
         bad = {name: pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null() for name, dtype in typed.items()}
         found = raw.select(
             *[cond.sum().alias(f"{name}__n") for name, cond in bad.items()],

@@ -141,3 +141,10 @@ def test_text_columns_that_are_not_one_value_everywhere_are_read_row_by_row(tmp_
     path = tmp_path / "t.parquet"
     trace_frame.with_columns(env.alias("env")).write_parquet(path, row_group_size=100)
     assert "env" not in _single_text(path)
+
+
+@pytest.mark.parametrize("name", ["run[1].parquet", "a?b.csv", "x*y.parquet"])
+def test_a_file_name_with_glob_characters_is_read_literally(tmp_path, trace_frame, reference, name):
+    path = tmp_path / name
+    write(trace_frame, path)
+    assert _report(path) == reference
