@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -144,13 +146,43 @@ def _findings(report: Report) -> Panel:
             f"[bold]{escape(f.rule)}[/bold] [dim]{escape(f.kind)} | {escape(domains)} | score {f.score:.2f}[/dim]",
         )
         table.add_row("", escape(f.summary))
-        evidence = ", ".join(f"{escape(str(k))}={escape(_evidence_value(v))}" for k, v in f.evidence.items())
+        scalars = {k: v for k, v in f.evidence.items() if not _is_records(v)}
+        evidence = ", ".join(f"{escape(str(k))}={escape(_evidence_value(v))}" for k, v in scalars.items())
         if evidence:
             table.add_row("", f"[dim]evidence: {evidence}[/dim]")
+        for name, records in f.evidence.items():
+            if _is_records(records):
+                table.add_row("", _records_table(str(name), records))  # type: ignore[arg-type]
     return Panel(table, title="findings (most severe first)", expand=False)
 
 
+_MAX_RECORDS = 5
+
+
+def _is_records(value: object) -> bool:
+    """A list of dicts (episodes, windows, devices): shown as a small table, not inline."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _records_table(name: str, records: list[dict]) -> Table:
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    shown = records[:_MAX_RECORDS]
+    more = len(records) - len(shown)
+    title = f"{name} ({len(records)}{', first ' + str(len(shown)) if more else ''})"
+    table = Table(title=escape(title), title_justify="left", title_style="dim", box=None, padding=(0, 1), header_style="dim")
+    for c in columns:
+        table.add_column(escape(str(c)), style="dim", overflow="fold")
+    for r in shown:
+        table.add_row(*(escape(_evidence_value(r.get(c, ""))) for c in columns))
+    return table
+
+
+_ISO = re.compile(r"^\d{4}-(\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?Z$")
+
+
 def _evidence_value(value: object) -> str:
+    if isinstance(value, str) and (m := _ISO.match(value)):
+        return f"{m.group(1)} {m.group(2)}"  # month-day and time: the year is in the trace panel
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
     if isinstance(value, (list, tuple)):
