@@ -93,11 +93,12 @@ def _progress(enabled: bool) -> Iterator:
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
+    from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        yield lambda msg: bar.update(task, description=msg)
+        yield lambda msg: bar.update(task, description=escape(msg))  # env names come from the trace
 
 
 @app.command()
@@ -146,6 +147,7 @@ def compare(
         0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before a trace is rejected (exit 2).", min=0.0, max=1.0
     ),
     rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
 ) -> None:
     """Compare two traces (before/after), or two environments of one trace (migration)."""
     from coherence_diag import compare as comparing
@@ -156,14 +158,15 @@ def compare(
             if trace is not None:
                 _refuse_overwriting_input(output, trace)
         options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules)
-        if candidate is not None:
-            if env:
-                raise InputError("--env selects two environments of ONE trace; with two traces, give no --env")
-            result = comparing.compare_traces(base, candidate, **options)
-        else:
-            if env and len(env) != 2:
-                raise InputError(f"--env must be given exactly twice (base env, candidate env), got {len(env)}")
-            result = comparing.compare_envs(base, *(env or [None, None]), **options)
+        if candidate is not None and env:
+            raise InputError("--env selects two environments of ONE trace; with two traces, give no --env")
+        if candidate is None and env and len(env) != 2:
+            raise InputError(f"--env must be given exactly twice (base env, candidate env), got {len(env)}")
+        with _progress(progress) as step:
+            if candidate is not None:
+                result = comparing.compare_traces(base, candidate, progress=step, **options)
+            else:
+                result = comparing.compare_envs(base, *(env or [None, None]), progress=step, **options)
         if format is CompareFormat.terminal:
             _emit_terminal(lambda console: render.render_terminal(result, console), output)
             return

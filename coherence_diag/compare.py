@@ -188,13 +188,26 @@ def compare_traces(
     window_s: float = DEFAULT_WINDOW_S,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     rules_dirs: list[Path] | None = None,
+    progress: analysis.ProgressCallback | None = None,
 ) -> Comparison:
     """Compare trace `candidate` against trace `base` (e.g. after a change against before it)."""
     sides = []
-    for path in (base, candidate):
+    for name, path in (("base", base), ("candidate", candidate)):
+        step = _side_progress(progress, name)
+        step("reading and validating trace")
         trace = analysis.read_trace(path, max_bad_fraction=max_bad_fraction)
-        sides.append(_analyze_side(trace, None, window_s, rules_dirs))
+        sides.append(_analyze_side(trace, None, window_s, rules_dirs, step))
+    (progress or _quiet)("comparing")
     return _compare(sides[0], sides[1], rules_dirs)
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def _side_progress(progress: analysis.ProgressCallback | None, side: str) -> analysis.ProgressCallback:
+    """The analysis steps of one side, labelled with the side."""
+    return (lambda message: progress(f"{side}: {message}")) if progress else _quiet
 
 
 def compare_envs(
@@ -205,12 +218,14 @@ def compare_envs(
     window_s: float = DEFAULT_WINDOW_S,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     rules_dirs: list[Path] | None = None,
+    progress: analysis.ProgressCallback | None = None,
 ) -> Comparison:
     """Compare two `env` values of one trace (e.g. the source and target of a migration).
 
     Without env names the trace must hold exactly two; the base is the one whose scheduler rows
     come first (median time), the candidate the later one.
     """
+    (progress or _quiet)("reading and validating trace")
     trace = analysis.read_trace(path, max_bad_fraction=max_bad_fraction)
     present = trace_envs(trace)
     if base_env is None and candidate_env is None:
@@ -228,8 +243,11 @@ def compare_envs(
             raise InputError(
                 f"{trace.source.display_path}: no rows with env {env!r}; the trace holds: {', '.join(present) or 'no env values'}"
             )
-    base = _analyze_side(restrict_to_env(trace, base_env), base_env, window_s, rules_dirs)
-    cand = _analyze_side(restrict_to_env(trace, candidate_env), candidate_env, window_s, rules_dirs)
+    base = _analyze_side(restrict_to_env(trace, base_env), base_env, window_s, rules_dirs, _side_progress(progress, f"env {base_env}"))
+    cand = _analyze_side(
+        restrict_to_env(trace, candidate_env), candidate_env, window_s, rules_dirs, _side_progress(progress, f"env {candidate_env}")
+    )
+    (progress or _quiet)("comparing")
     return _compare(base, cand, rules_dirs)
 
 
@@ -274,8 +292,14 @@ def restrict_to_env(trace: ValidatedTrace, env: str) -> ValidatedTrace:
     )
 
 
-def _analyze_side(trace: ValidatedTrace, env: str | None, window_s: float, rules_dirs: list[Path] | None) -> _SideAnalysis:
-    result = analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs)
+def _analyze_side(
+    trace: ValidatedTrace,
+    env: str | None,
+    window_s: float,
+    rules_dirs: list[Path] | None,
+    progress: analysis.ProgressCallback | None = None,
+) -> _SideAnalysis:
+    result = analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress)
     facts = result.report.trace
     label = facts.path if env is None else f"{facts.path} [env={env}]"
     side = Side(label, facts.path, env, facts.rows, facts.requests, facts.start, facts.end)

@@ -90,3 +90,20 @@ def test_terminal_shows_rich_markup_in_names_literally(run_cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "[env=[red]cloud[/red]]" in result.stdout.replace("\n", "")
     assert "[bold]l40s[/bold].HCL" in result.stdout
+
+
+def test_progress_names_each_side_and_step():
+    from coherence_diag.compare import compare_envs, compare_traces
+
+    steps: list[str] = []
+    compare_traces(HEALTHY, HEALTHY, progress=steps.append)
+    assert steps[0] == "base: reading and validating trace" and steps[-1] == "comparing"
+    assert "candidate: computing features and indices" in steps
+    steps.clear()
+    compare_envs(MIGRATION, progress=steps.append)
+    assert any(s.startswith("env onprem: ") for s in steps) and steps[-1] == "comparing"
+
+
+def test_no_progress_option_is_accepted(run_cli):
+    result = run_cli("compare", HEALTHY, HEALTHY, "--format", "json", "--no-progress")
+    assert result.exit_code == 0, result.output
