@@ -166,7 +166,12 @@ def _inspect(path: Path, problems: _Problems, *, single: bool) -> SourceFile | N
         )
         return None
 
-    columns = _parquet_columns(path, problems) if fmt == "parquet" else _csv_columns(path, problems)
+    meta = None
+    if fmt == "parquet":
+        meta = _parquet_metadata(path, problems)
+        columns = None if meta is None else _parquet_columns(path, problems)
+    else:
+        columns = _csv_columns(path, problems)
     if columns is None:
         return None
     missing = [c for c in schema.CORE_COLUMNS if c not in columns and not (c == "layer" and hint)]
@@ -190,15 +195,24 @@ def _inspect(path: Path, problems: _Problems, *, single: bool) -> SourceFile | N
             problems.add(
                 path, f"column `{name}` has type {dtype}, expected {schema.describe_kind(kind)}"
             )
-    single = _single_text_columns(path, columns) if fmt == "parquet" else {}
+    single = _single_text_columns(meta, columns) if meta is not None else {}
     return SourceFile(path=path, fmt=fmt, layer_hint=hint, columns=columns, single_text=single)
+
+
+def _parquet_metadata(path: Path, problems: _Problems) -> pq.FileMetaData | None:
+    """The footer (reading it catches truncated and corrupt files); its statistics serve
+    `_single_text_columns`."""
+    try:
+        return pq.read_metadata(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        problems.add(path, f"not a readable Parquet file ({_first_line(exc)})")
+        return None
 
 
 def _parquet_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] | None:
     try:
-        pq.read_metadata(path)  # validates the footer: catches truncated and corrupt files
         return dict(pl.scan_parquet(path, glob=False).collect_schema())
-    except Exception as exc:  # pyarrow and polars raise several types for corrupt files
+    except Exception as exc:  # polars raises several types for corrupt files
         problems.add(path, f"not a readable Parquet file ({_first_line(exc)})")
         return None
 
@@ -207,13 +221,12 @@ def _parquet_columns(path: Path, problems: _Problems) -> dict[str, pl.DataType] 
 _EXACT_STAT_BYTES = 32
 
 
-def _single_text_columns(path: Path, columns: dict[str, pl.DataType]) -> dict[str, str]:
+def _single_text_columns(meta: pq.FileMetaData, columns: dict[str, pl.DataType]) -> dict[str, str]:
     """Known text columns whose every row group has no null and min == max, one value throughout
     (an `env` label, typically). Validation then need not decode or categorise them row by row."""
     text = [c for c, t in columns.items() if c in schema.COLUMNS and schema.COLUMNS[c].kind == "string" and t == pl.String]
     if not text:
         return {}
-    meta = pq.read_metadata(path)
     names = [meta.schema.column(i).name for i in range(meta.num_columns)]
     found: dict[str, str] = {}
     for column in text:

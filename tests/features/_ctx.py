@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from coherence_diag import features, ingest, metrics, paths, timeseries, validate
+from coherence_diag import features, ingest, metrics, paths, validate
 
 MS = 1_000_000
 S = 1_000_000_000
