@@ -96,7 +96,7 @@ def analyze_trace(
     evaluability.update(index_evaluability)
 
     step("evaluating rules")
-    findings, rule_evaluability = engine.evaluate(rule_set, values, trace.columns)
+    findings, rule_evaluability = engine.evaluate(rule_set, values, ctx.columns, ctx.derived)
     evaluability.update(rule_evaluability)
 
     report = Report(

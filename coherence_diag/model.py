@@ -95,6 +95,21 @@ class Finding:
     score: float
     summary: str
     evidence: dict[str, object]
+    # Evidence completeness in [0, 1]: the weight share of the rule's corroborating signals that
+    # this trace could measure (1 when all could). The signature itself always held.
+    confidence: float = 1.0
+    corroborated_by: tuple[str, ...] = ()  # corroborating signals that were measured and held
+    absent_evidence: tuple["AbsentEvidence", ...] = ()  # optional signals the trace could not give
+    estimated_inputs: tuple[str, ...] = ()  # inputs estimated from weaker telemetry, and how
+
+
+@dataclass(frozen=True)
+class AbsentEvidence:
+    """A signal a finding would have used but the trace could not give."""
+
+    signal: str
+    missing: tuple[str, ...] = ()  # trace columns that would give it
+    reason: str | None = None  # why it is undefined in this trace
 
 
 @dataclass(frozen=True)

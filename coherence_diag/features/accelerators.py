@@ -345,7 +345,6 @@ def _kv_dispersion_growth(ctx: FeatureContext, devices: pl.Series, phase: str, t
 
 # ---- memory-path incoherence ---------------------------------------------------------------
 
-MEM_NEEDS = ("sm_active", "mem_bw_util", "kv_cache_util", "gpu_util", "phase")
 
 
 @feature_group(
@@ -355,24 +354,32 @@ MEM_NEEDS = ("sm_active", "mem_bw_util", "kv_cache_util", "gpu_util", "phase")
             "mempath_sm_active_busy_frac", "frac",
             "Mean sm_active over sample windows of decode-serving devices (devices with decode exec spans) in "
             f"which kernels ran (gpu_util >= {BUSY_GPU_UTIL}): the compute activity that compute-centric monitoring sees.",
-            MEM_NEEDS,
+            ("sm_active", "mem_bw_util"),
         ),
         FeatureSpec(
             "mempath_mem_bw_busy_frac", "frac",
             "Mean mem_bw_util over the same busy sample windows of decode-serving devices.",
-            MEM_NEEDS,
+            ("sm_active", "mem_bw_util"),
         ),
         FeatureSpec(
             "mempath_memory_compute_gap_frac", "frac",
             "Mean over the same busy windows of mem_bw_util - sm_active: how much busier the memory path is than "
             "the compute units (> 0: memory-bound execution with visible compute headroom).",
-            MEM_NEEDS,
+            ("sm_active", "mem_bw_util"),
         ),
         FeatureSpec(
             "mempath_kv_saturated_frac", "frac",
             f"Share of the busy sample windows of decode-serving devices with kv_cache_util >= {KV_SATURATED}: "
             "time during which KV-cache residency, not compute, bounds how much work a device can admit.",
-            MEM_NEEDS,
+            ("kv_cache_util",),
+        ),
+        FeatureSpec(
+            "mempath_kv_p90_frac", "frac",
+            "p90 of kv_cache_util over the busy sample windows of decode-serving devices (devices with decode exec "
+            "spans; every inference device in unified serving; busy: gpu_util >= "
+            f"{BUSY_GPU_UTIL} when gpu_util is sampled): the KV-cache residency of the busiest tenth of the time. "
+            "Near 1, a paged KV cache admits new sequences only as old ones finish.",
+            ("kv_cache_util",),
         ),
         FeatureSpec(
             "mempath_decode_inflation_ratio", "ratio",
@@ -411,34 +418,49 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
     if req["clean"] >= MIN_PER_THIRD:
         values["mempath_decode_inflation_ratio"] = req["inflation"]
     gpu = ctx.layer("gpu")
-    if gpu is None or not set(MEM_NEEDS) <= set(gpu.columns):
+    have = set() if gpu is None else set(gpu.columns) & ctx.columns
+    if gpu is None or not {"kv_cache_util", "sm_active", "mem_bw_util"} & have:
         return GroupResult(values, details)
     decode_devices = (
         gpu.lazy()
         .filter((pl.col("event") == "exec") & (pl.col("phase") == "decode") & pl.col("device").is_not_null())
         .select(pl.col("device").unique())
+        .collect()
+        if "phase" in have
+        else pl.DataFrame(schema={"device": gpu.schema["device"]})
     )
-    busy = (
-        gpu.lazy()
-        .filter((pl.col("event") == "sample") & (pl.col("gpu_util") >= BUSY_GPU_UTIL))
-        .join(decode_devices, on="device", how="semi")
-        .select(
-            pl.len().alias("n"),
-            pl.col("device").n_unique().alias("devices"),
+    if decode_devices.is_empty():  # unified serving or no phases: every device that served inference
+        inf = ctx.inference
+        decode_devices = pl.concat([inf.select(pl.col("prefill_device").alias("device")),
+                                    inf.select(pl.col("decode_device").alias("device"))]).drop_nulls().unique()
+    samples = gpu.lazy().filter(pl.col("event") == "sample").join(decode_devices.lazy(), on="device", how="semi")
+    if "gpu_util" in have:  # windows in which kernels ran; without gpu_util every sample counts
+        samples = samples.filter(pl.col("gpu_util") >= BUSY_GPU_UTIL)
+    stats_exprs = [pl.len().alias("n"), pl.col("device").n_unique().alias("devices")]
+    if {"sm_active", "mem_bw_util"} <= have:
+        stats_exprs += [
             pl.col("sm_active").mean().alias("sm"),
             pl.col("mem_bw_util").mean().alias("mem"),
             (pl.col("mem_bw_util") - pl.col("sm_active")).mean().alias("gap"),
-            (pl.col("kv_cache_util").drop_nulls() >= KV_SATURATED).mean().alias("kv_sat"),
-            pl.col("kv_cache_util").mean().alias("kv_mean"),
-        )
-        .collect()
-        .row(0, named=True)
-    )
-    if busy["n"] >= MIN_BUSY_SAMPLES:
+        ]
+    if "kv_cache_util" in have:
+        kv = pl.col("kv_cache_util").drop_nulls()
+        stats_exprs += [(kv >= KV_SATURATED).mean().alias("kv_sat"), kv.mean().alias("kv_mean"),
+                        kv.quantile(0.9, "nearest").alias("kv_p90"), kv.len().alias("kv_n")]
+    busy = samples.select(stats_exprs).collect().row(0, named=True)
+    if busy["n"] < MIN_BUSY_SAMPLES:
+        return GroupResult(values, details, reasons={
+            n: f"fewer than {MIN_BUSY_SAMPLES} busy samples of decode-serving devices"
+            for n in ("mempath_sm_active_busy_frac", "mempath_mem_bw_busy_frac", "mempath_memory_compute_gap_frac",
+                      "mempath_kv_saturated_frac", "mempath_kv_p90_frac")
+        })
+    if "sm" in busy:
         values["mempath_sm_active_busy_frac"] = busy["sm"]
         values["mempath_mem_bw_busy_frac"] = busy["mem"]
         values["mempath_memory_compute_gap_frac"] = busy["gap"]
+    if busy.get("kv_n"):
         values["mempath_kv_saturated_frac"] = busy["kv_sat"]
+        values["mempath_kv_p90_frac"] = busy["kv_p90"]
         details["mempath_kv_saturated_frac"] = {
             "decode_devices": int(busy["devices"]),
             "busy_decode_samples": int(busy["n"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
@@ -100,3 +102,52 @@ def latency_decomposition(ctx: FeatureContext) -> GroupResult:
     inference = ctx.inference
     row["retry_share"] = float((inference["attempts"] > 1).mean()) if inference.height else None
     return GroupResult(row)
+
+
+# A dispatcher that releases work on a timer (a tick) dispatches every waiting request at the same
+# instant; a work-conserving dispatcher dispatches each request when a slot frees, so two share a
+# millisecond only by chance (Poisson at the trace's dispatch rate).
+DISPATCH_INSTANT_NS = 1_000_000
+
+
+@feature_group(
+    "dispatch_pacing",
+    [
+        FeatureSpec(
+            "dispatch_group_excess_ratio", "ratio",
+            "Mean number of inference requests dispatched at the same millisecond (first dispatch of the final "
+            "attempt) / the mean expected by chance for independent dispatches at the trace's dispatch rate "
+            "(lambda / (1 - exp(-lambda)), lambda = dispatches per ms over the dispatch span). About 1 for a "
+            "work-conserving dispatcher; far above 1 when a timer releases waiting requests in groups.",
+            BASE,
+        ),
+        FeatureSpec(
+            "dispatch_tick_ms", "ms",
+            "Median gap between consecutive distinct dispatch instants (ms): the dispatcher's period when it "
+            "releases work in groups.",
+            BASE,
+        ),
+    ],
+)
+def dispatch_pacing(ctx: FeatureContext) -> GroupResult:
+    instants = (
+        ctx.inference.lazy()
+        .filter(pl.col("dispatch_ns").is_not_null())
+        .group_by((pl.col("dispatch_ns") // DISPATCH_INSTANT_NS).alias("instant"))
+        .agg(pl.len().alias("n"))
+        .sort("instant")
+        .collect()
+    )
+    if instants.height < 10:
+        reason = "fewer than 10 distinct dispatch instants"
+        return GroupResult({}, reasons={"dispatch_group_excess_ratio": reason, "dispatch_tick_ms": reason})
+    span_ms = float(instants["instant"].max() - instants["instant"].min() + 1)  # type: ignore[operator]
+    lam = float(instants["n"].sum()) / span_ms
+    expected = lam / -math.expm1(-lam)
+    gaps = instants["instant"].diff().drop_nulls()
+    return GroupResult(
+        {
+            "dispatch_group_excess_ratio": float(instants["n"].mean()) / expected,  # type: ignore[arg-type]
+            "dispatch_tick_ms": float(gaps.median()),  # type: ignore[arg-type]
+        }
+    )

@@ -141,6 +141,7 @@ class FleetWindows:
     latency_ms: np.ndarray  # median end-to-end latency of the window's completions (nan: none)
     slowdown: np.ndarray  # median latency / predicted_ms of the window's completions (nan: none)
     depth: np.ndarray | None  # sum over queues of their depth (nan: no queue sampled)
+    depth_source: str | None = None  # "queue samples" or how the depth was reconstructed
 
     @property
     def n(self) -> int:
@@ -183,10 +184,17 @@ def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
         retries = retry_attempts(ctx)
         if retries is not None:
             parts.append(counts(retries.lazy().filter(inference), "ts", "retries"))
+    depth_source = None
     if "depth" in ctx.columns and ctx.layer("queue") is not None:
         depth = queue_depth_grid(ctx)
         if depth is not None:
             parts.append(depth.lazy().group_by(pl.col("window_start_ns").alias("w")).agg(_sum_or_null("depth").alias("depth")))
+            depth_source = "queue samples"
+    if depth_source is None:
+        rebuilt = _reconstructed_depth(ctx, lo, hi, w)
+        if rebuilt is not None:
+            parts.append(rebuilt)
+            depth_source = DEPTH_RECONSTRUCTED
     frame = pl.LazyFrame({"w": pl.int_range(lo, hi + w, w, eager=True, dtype=pl.Int64)})
     for part in parts:
         frame = frame.join(part, on="w", how="left")
@@ -212,6 +220,27 @@ def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
         latency_ms=floats("latency_ms"),
         slowdown=floats("slowdown"),
         depth=depth_arr,
+        depth_source=depth_source if depth_arr is not None else None,
+    )
+
+
+DEPTH_RECONSTRUCTED = "reconstructed from the scheduler: requests between their final arrival and first dispatch"
+
+
+def _reconstructed_depth(ctx: FeatureContext, lo: int, hi: int, w: int) -> pl.LazyFrame | None:
+    """Requests waiting for their first dispatch at each window start: +1 at the final attempt's
+    start, -1 at its dispatch (the prefill queue the scheduler saw, without queue samples)."""
+    waited = ctx.inference.lazy().filter(pl.col("final_start_ns").is_not_null() & pl.col("dispatch_ns").is_not_null())
+    steps = pl.concat([
+        waited.select(pl.col("final_start_ns").alias("t"), pl.lit(1, pl.Int64).alias("d")),
+        waited.select(pl.col("dispatch_ns").alias("t"), pl.lit(-1, pl.Int64).alias("d")),
+    ]).group_by("t").agg(pl.col("d").sum()).sort("t").with_columns(pl.col("d").cum_sum().alias("depth"))
+    if steps.select(pl.len()).collect().item() == 0:
+        return None
+    grid = pl.LazyFrame({"w": pl.int_range(lo, hi + w, w, eager=True, dtype=pl.Int64)})
+    return (
+        grid.join_asof(steps.select("t", "depth"), left_on="w", right_on="t", strategy="backward")
+        .select("w", pl.col("depth").fill_null(0).cast(pl.Float64))
     )
 
 
@@ -228,7 +257,7 @@ BURST_SIGMAS = 4.0
 # standard deviations (and at most one request) of its median over the PRE_BURST_S before it.
 SETTLE_SIGMAS = 3.0
 PRE_BURST_S = 60.0
-BURST_DEPTH = ("depth",)
+BURST_DEPTH = BASE  # queue depth samples, else the queue reconstructed from the scheduler rows
 
 BURST_FEATURES = [
     FeatureSpec(
@@ -426,7 +455,8 @@ def burst_features(ctx: FeatureContext) -> GroupResult:
     values["burst_time_frac"] = float(mask.mean())
     values["burst_episodes"] = float(len(runs(mask, max_gap=1)))
     if fw.depth is None:
-        return GroupResult(values, missing={s.name: s.requires for s in BURST_FEATURES if "depth" in s.requires})
+        reason = "no queue depth: neither queue samples nor dispatch times to reconstruct it"
+        return GroupResult(values, reasons={n: reason for n, v in values.items() if v is None})
     episodes = burst_episodes(fw)
     if not episodes:
         for name in ("burst_backlog_ratio", "burst_backlog_excess_ratio", "burst_wait_amplification",
@@ -458,6 +488,7 @@ def burst_features(ctx: FeatureContext) -> GroupResult:
     w_s = fw.w_ns / 1e9
     largest = sorted(sorted(episodes, key=lambda ep: -ep.excess)[:5], key=lambda ep: ep.first)
     detail = {
+        "queue_depth_source": fw.depth_source,
         "bursts": [
             {
                 "start": iso(int(fw.start_ns[ep.first])),
@@ -647,7 +678,10 @@ def retry_features(ctx: FeatureContext) -> GroupResult:
 IDLE_BUSY = 0.3  # a pool is idle in a window when its devices are busy less than this, queue empty,
 OVERLOAD_BUSY = 0.85  # and overloaded when they are busy at least this with requests waiting.
 MIN_PHASE_S = 5.0  # seconds a state must hold without interruption to count as a phase
-OSC_REQUIRES = ("depth", "dur_ms")
+OSC_REQUIRES = BASE  # pool queues and exec spans when present; else fleet arrivals and waits
+IDLE_DEMAND = 0.3  # fleet fallback: a window is near-idle at <= this share of the p90 window's arrivals
+MIN_WAIT_MS = 1.0  # fleet fallback: shorter queue waits count as none (timestamp resolution)
+OVERLOAD_WAITED = 0.5  # fleet fallback: overloaded when at least this share of its arrivals had to queue
 
 OSC_FEATURES = [
     FeatureSpec(
@@ -656,7 +690,10 @@ OSC_FEATURES = [
         f"devices (all of the pool's devices) are busy < {IDLE_BUSY:.0%} of the window and its queues are empty, "
         f"overloaded when they are busy >= {OVERLOAD_BUSY:.0%} with requests waiting in its queues; a phase is "
         f">= {MIN_PHASE_S:g} s (at least 2 consecutive windows) in one state; neutral stretches between phases "
-        "are skipped.",
+        "are skipped. Without per-pool queue samples and exec spans the fleet is read from its requests alone: "
+        f"a window is near-idle when its fresh arrivals are <= {IDLE_DEMAND:.0%} of the p90 window and none of "
+        f"them waited, overloaded when >= {OVERLOAD_WAITED:.0%} of its arrivals had to queue (the detail "
+        "`estimate` says which reading was used).",
         OSC_REQUIRES,
     ),
     FeatureSpec(
@@ -747,26 +784,16 @@ def phases(state: np.ndarray, min_run: int) -> list[int]:
 @feature_group("idle_overload_oscillation", OSC_FEATURES)
 def oscillation_features(ctx: FeatureContext) -> GroupResult:
     names = [s.name for s in OSC_FEATURES]
-    frame = pool_windows(ctx)
-    if frame is None:
-        return GroupResult({n: None for n in names}, missing={n: ("depth",) for n in names})
-    w_s = ctx.series.window_ns / 1e9
+    frame = pool_windows(ctx) if {"depth", "dur_ms"} <= ctx.columns else None
+    w_s = window_ns(ctx) / 1e9
     min_run = max(2, math.ceil(MIN_PHASE_S / w_s - 1e-9))
-    per_pool = []
-    for (pool,), part in frame.group_by("pool", maintain_order=True):
-        busy = part["busy"].to_numpy()
-        depth = part["depth"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-        sampled = np.isfinite(depth)
-        if sampled.sum() < 10:
-            continue
-        idle = sampled & (busy < IDLE_BUSY) & (depth < 0.5)
-        over = sampled & (busy >= OVERLOAD_BUSY) & (depth >= 1.0)
-        seq = phases(np.where(over, 1, np.where(idle, -1, 0)), min_run)
-        cycles = sum(1 for a, b in zip(seq, seq[1:]) if (a, b) == (-1, 1))
-        n = int(sampled.sum())
-        per_pool.append((cycles, float(idle[sampled].mean()), float(over[sampled].mean()), n, str(pool)))
+    per_pool = [] if frame is None else _pool_oscillations(frame, min_run)
+    estimate = "pool queues and device busy time"
     if not per_pool:
-        return GroupResult({n: None for n in names})
+        fleet = _fleet_oscillation(ctx, min_run)
+        if fleet is None:
+            return GroupResult({n: None for n in names}, reasons={n: "too few arrival windows to see phases" for n in names})
+        per_pool, estimate = [fleet], "fleet arrivals and queue waits (no per-pool queue samples with exec spans)"
     cycles, idle_frac, over_frac, n, pool = max(per_pool, key=lambda e: (e[0], min(e[1], e[2]), e[3], e[4]))
     values = {
         "oscillation_cycles": float(cycles),
@@ -778,6 +805,7 @@ def oscillation_features(ctx: FeatureContext) -> GroupResult:
     details = {
         "oscillation_cycles": {
             "oscillating_pool": pool,
+            "estimate": estimate,
             "pools": [
                 {"pool": p, "cycles": c, "idle_frac": round(i, 3), "overload_frac": round(o, 3)}
                 for c, i, o, _, p in per_pool
@@ -785,3 +813,48 @@ def oscillation_features(ctx: FeatureContext) -> GroupResult:
         }
     }
     return GroupResult(values, details=details)
+
+
+def _cycles(state: np.ndarray, min_run: int) -> int:
+    seq = phases(state, min_run)
+    return sum(1 for a, b in zip(seq, seq[1:]) if (a, b) == (-1, 1))
+
+
+def _fleet_oscillation(ctx: FeatureContext, min_run: int) -> tuple[int, float, float, int, str] | None:
+    """The fleet as one pool, read from its requests: demand near idle vs arrivals that must queue."""
+    fw = fleet_windows(ctx)
+    if fw is None or fw.n < 10:
+        return None
+    waited = (
+        ctx.inference.lazy()
+        .filter(pl.col("arrive_ns").is_not_null() & (pl.col("queue_wait_ms") > MIN_WAIT_MS))
+        .group_by(window_start(pl.col("arrive_ns"), fw.w_ns).alias("w"))
+        .agg(pl.len().cast(pl.Float64).alias("waited"))
+    )
+    per_w = (
+        pl.LazyFrame({"w": fw.start_ns}).join(waited, on="w", how="left").sort("w").collect()["waited"].fill_null(0.0).to_numpy()
+    )
+    a = fw.arrivals
+    peak = float(np.quantile(a, 0.9))
+    if peak <= 0:
+        return None
+    idle = (a <= IDLE_DEMAND * peak) & (per_w == 0)
+    over = (a > 0) & (per_w >= OVERLOAD_WAITED * np.maximum(a, 1.0))
+    cycles = _cycles(np.where(over, 1, np.where(idle, -1, 0)), min_run)
+    return cycles, float(idle.mean()), float(over.mean()), fw.n, "(fleet)"
+
+
+def _pool_oscillations(frame: pl.DataFrame, min_run: int) -> list[tuple[int, float, float, int, str]]:
+    per_pool = []
+    for (pool,), part in frame.group_by("pool", maintain_order=True):
+        busy = part["busy"].to_numpy()
+        depth = part["depth"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        sampled = np.isfinite(depth)
+        if sampled.sum() < 10:
+            continue
+        idle = sampled & (busy < IDLE_BUSY) & (depth < 0.5)
+        over = sampled & (busy >= OVERLOAD_BUSY) & (depth >= 1.0)
+        n = int(sampled.sum())
+        per_pool.append((_cycles(np.where(over, 1, np.where(idle, -1, 0)), min_run), float(idle[sampled].mean()),
+                         float(over[sampled].mean()), n, str(pool)))
+    return per_pool

@@ -17,6 +17,7 @@ from typing import Callable, Mapping, TypeVar
 
 import polars as pl
 
+from coherence_diag.features.service_model import PREDICTED_ESTIMATE, estimate_predicted
 from coherence_diag.metrics import Metrics
 from coherence_diag import timeseries
 from coherence_diag.timeseries import TimeSeries
@@ -44,6 +45,8 @@ class FeatureContext:
     metrics: Metrics
     window_s: float
     series_factory: Callable[[], TimeSeries]
+    # Trace columns the context estimated from weaker telemetry -> how (see service_model.py).
+    derived: dict[str, str] = field(default_factory=dict)
     _shared: dict[str, object] = field(default_factory=dict, repr=False)
 
     def shared(self, name: str, build: Callable[[], T]) -> T:
@@ -56,7 +59,19 @@ class FeatureContext:
     def build(
         cls, requests: pl.DataFrame, layers: dict[str, pl.DataFrame], columns: set[str], metrics: Metrics, window_s: float
     ) -> "FeatureContext":
-        """The context of one analysis; its time series are built on first use."""
+        """The context of one analysis; its time series are built on first use.
+
+        Without a scheduler prediction (`predicted_ms`), the expected service time of each
+        request is estimated from the fleet's token-normalised service time (service_model.py),
+        so that features comparing realized with expected service still measure something; the
+        context records the estimate in `derived`."""
+        derived: dict[str, str] = {}
+        if "predicted_ms" not in columns:
+            estimated = estimate_predicted(requests, layers)
+            if estimated is not None:
+                requests, layers = estimated
+                columns = columns | {"predicted_ms"}
+                derived["predicted_ms"] = PREDICTED_ESTIMATE
         return cls(
             requests=requests,
             layers=layers,
@@ -64,6 +79,7 @@ class FeatureContext:
             metrics=metrics,
             window_s=window_s,
             series_factory=lambda: timeseries.build(requests.lazy(), layers, window_s),
+            derived=derived,
         )
 
     @cached_property

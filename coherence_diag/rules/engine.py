@@ -1,9 +1,16 @@
-"""Evaluate rules over computed features: findings, ranked, and what could not be evaluated."""
+"""Evaluate rules over computed features: findings, ranked, and what could not be evaluated.
+
+A rule's *signature* (its condition and score, outside null-aware functions) must be defined for
+the rule to be evaluated at all. Its *corroborating* signals are optional: measured and holding,
+they raise the score; unmeasurable, the finding is still made and lists them as absent evidence,
+with a confidence below 1.
+"""
 
 from __future__ import annotations
 
-from coherence_diag.features import FeatureValues
-from coherence_diag.model import SEVERITIES, Evaluability, Finding
+from coherence_diag.features import FEATURES, FeatureValues
+from coherence_diag.model import SEVERITIES, AbsentEvidence, Evaluability, Finding
+from coherence_diag.rules.expr import decide, truth
 from coherence_diag.rules.loader import Rule, render_template
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -15,50 +22,102 @@ def severity_for(rule: Rule, score: float) -> str | None:
     return reached[-1] if reached else None
 
 
-def evaluate(rules: list[Rule], features: FeatureValues, columns: set[str]) -> tuple[list[Finding], dict[str, Evaluability]]:
+def evaluate(
+    rules: list[Rule], features: FeatureValues, columns: set[str], derived: dict[str, str] | None = None
+) -> tuple[list[Finding], dict[str, Evaluability]]:
+    """`derived`: trace columns the analysis estimated from weaker telemetry -> how (findings
+    whose features read them say so)."""
     findings: list[Finding] = []
     evaluability: dict[str, Evaluability] = {}
     for rule in rules:
-        deciding = rule.condition.names | rule.score.names
-        missing_features = sorted(n for n in deciding if n in features.missing)
-        missing_cols = sorted(
-            {c for n in missing_features for c in features.missing[n]} | {c for c in rule.requires if c not in columns}
-        )
-        if missing_features or missing_cols:
-            reason = "needs " + ", ".join(missing_features) if missing_features else "needs more columns"
-            evaluability[rule.id] = Evaluability(False, tuple(missing_cols), reason)
-            continue
-        values = features.values
-        if any(values.get(n) is None for n in rule.condition.names):
-            undefined = sorted(n for n in rule.condition.names if values.get(n) is None)
-            stated = sorted({features.reasons[n] for n in undefined if n in features.reasons})
-            why = "; ".join(stated) if stated else "the trace has too little data for " + ", ".join(undefined)
-            evaluability[rule.id] = Evaluability(False, (), why)
-            continue
-        evaluability[rule.id] = Evaluability(True)
-        if rule.condition.evaluate(values) is not True:
-            continue
-        raw = rule.score.evaluate(values)
-        score = min(1.0, max(0.0, float(raw))) if isinstance(raw, (int, float)) else 0.0
-        severity = severity_for(rule, score)
-        if severity is None:
-            continue
-        evidence: dict[str, object] = {}
-        for name in rule.evidence:
-            evidence[name] = values.get(name)
-            evidence.update(features.details.get(name, {}))
-        findings.append(
-            Finding(
-                rule=rule.id,
-                kind=rule.kind,  # type: ignore[arg-type]
-                mode=rule.mode,
-                domain=rule.domain,
-                supporting_domains=rule.supporting_domains,
-                severity=severity,  # type: ignore[arg-type]
-                score=score,
-                summary=render_template(rule.summary, dict(values)),
-                evidence=evidence,
-            )
-        )
+        outcome = evaluate_rule(rule, features, columns, derived or {})
+        evaluability[rule.id] = outcome.evaluability
+        if outcome.finding is not None:
+            findings.append(outcome.finding)
     findings.sort(key=lambda f: (-_RANK[f.severity], -f.score, f.rule))
     return findings, evaluability
+
+
+class RuleOutcome:
+    """What one rule made of one trace: evaluability, the clauses, and the finding if any."""
+
+    def __init__(self, evaluability: Evaluability, finding: Finding | None = None, condition_held: bool | None = None,
+                 signature_score: float | None = None) -> None:
+        self.evaluability = evaluability
+        self.finding = finding
+        self.condition_held = condition_held
+        self.signature_score = signature_score
+
+
+def _absent(name: str, features: FeatureValues) -> AbsentEvidence:
+    if name in features.missing:
+        return AbsentEvidence(name, tuple(features.missing[name]), None)
+    return AbsentEvidence(name, (), features.reasons.get(name, "undefined in this trace"))
+
+
+def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derived: dict[str, str]) -> RuleOutcome:
+    values = features.values
+    signature = rule.signature_names
+    missing_features = sorted(n for n in signature if n in features.missing)
+    missing_cols = sorted(
+        {c for n in missing_features for c in features.missing[n]} | {c for c in rule.requires if c not in columns}
+    )
+    if missing_features or missing_cols:
+        reason = "needs " + ", ".join(missing_features) if missing_features else "needs more columns"
+        return RuleOutcome(Evaluability(False, tuple(missing_cols), reason))
+    held_now = decide(rule.condition, values)
+    if held_now is None:  # the condition depends on values this trace does not define
+        undefined = sorted(n for n in rule.condition.names if values.get(n) is None)
+        absent_cols = sorted({c for n in undefined for c in features.missing.get(n, ())})
+        stated = sorted({features.reasons[n] for n in undefined if n in features.reasons})
+        why = "; ".join(stated) if stated else "the trace has too little data for " + ", ".join(undefined)
+        return RuleOutcome(Evaluability(False, tuple(absent_cols), why))
+    if not held_now:
+        return RuleOutcome(Evaluability(True), condition_held=False)
+    raw = rule.score.evaluate(values)
+    if raw is None:  # the loader rejects scores that can be undefined here; kept as a guard
+        return RuleOutcome(Evaluability(False, (), "the score is undefined for this trace"), condition_held=True)
+    base = min(1.0, max(0.0, float(raw)))
+    score = base
+    held: list[str] = []
+    absent: dict[str, AbsentEvidence] = {}
+    total_weight = sum(c.weight for c in rule.corroboration)
+    measured_weight = 0.0
+    for item in rule.corroboration:
+        undefined_inputs = sorted(n for n in item.when.names if values.get(n) is None)
+        if undefined_inputs:
+            for n in undefined_inputs:
+                absent.setdefault(n, _absent(n, features))
+            continue
+        measured_weight += item.weight
+        if truth(item.when.evaluate(values)):
+            score = min(1.0, score + item.weight)
+            held.append(item.says)
+    for n in sorted((rule.condition.names | rule.score.names) - signature):
+        if values.get(n) is None:  # optional inputs of null-aware functions
+            absent.setdefault(n, _absent(n, features))
+    severity = severity_for(rule, score)
+    if severity is None:
+        return RuleOutcome(Evaluability(True), condition_held=True, signature_score=base)
+    evidence: dict[str, object] = {}
+    for name in rule.evidence:
+        evidence[name] = values.get(name)
+        evidence.update(features.details.get(name, {}))
+    used = rule.features - frozenset(absent)
+    estimated = sorted({f"{col}: {how}" for n in used if n in FEATURES for col in FEATURES[n].requires if (how := derived.get(col))})
+    finding = Finding(
+        rule=rule.id,
+        kind=rule.kind,  # type: ignore[arg-type]
+        mode=rule.mode,
+        domain=rule.domain,
+        supporting_domains=rule.supporting_domains,
+        severity=severity,  # type: ignore[arg-type]
+        score=score,
+        summary=render_template(rule.summary, dict(values)),
+        evidence=evidence,
+        confidence=measured_weight / total_weight if total_weight else 1.0,
+        corroborated_by=tuple(held),
+        absent_evidence=tuple(absent[n] for n in sorted(absent)),
+        estimated_inputs=tuple(estimated),
+    )
+    return RuleOutcome(Evaluability(True), finding, condition_held=True, signature_score=base)

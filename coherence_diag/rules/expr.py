@@ -17,8 +17,18 @@ Grammar:
     atom  := NUMBER | "true" | "false" | NAME | NAME "(" [expr ("," expr)*] ")" | "(" expr ")"
 
 Values are floats, booleans or None (a feature that could not be computed). None propagates
-through arithmetic and functions; a comparison with None is false; `and`/`or`/`not` treat None
-as false. So a rule whose inputs are missing never fires: it is reported as not evaluable.
+through arithmetic and the ordinary functions; a comparison with None is false; `and`/`or`/`not`
+treat None as false. So a condition whose inputs are missing never holds.
+
+The null-aware functions combine only the terms that are defined, for signals that may be
+absent from a trace (optional columns, a fleet shape without that layer):
+    coalesce(a, b, ...)   the first defined argument
+    defined(x)            true when x is defined
+    mean_of(a, b, ...)    mean of the defined arguments
+    product_of(a, b, ...) product of the defined arguments
+    max_of / min_of       maximum / minimum of the defined arguments
+Each is None only when no argument is defined. `NULL_AWARE` names them; the rule loader uses it
+to reject a score that would silently become undefined when one of its inputs is.
 """
 
 from __future__ import annotations
@@ -133,6 +143,25 @@ FUNCTIONS: dict[str, tuple[int | None, Callable[..., float]]] = {
 }
 
 
+def _defined_only(combine: Callable[[list[float]], float]) -> Callable[..., float | None]:
+    def over_defined(*args: float | None) -> float | None:
+        present = [a for a in args if a is not None]
+        return combine(present) if present else None
+
+    return over_defined
+
+
+# name -> (arity or None for variadic >= 1, implementation over possibly-None arguments)
+NULL_AWARE: dict[str, tuple[int | None, Callable[..., Value]]] = {
+    "coalesce": (None, _defined_only(lambda xs: xs[0])),
+    "defined": (1, lambda x: x is not None),
+    "mean_of": (None, _defined_only(lambda xs: math.fsum(xs) / len(xs))),
+    "product_of": (None, _defined_only(math.prod)),
+    "max_of": (None, _defined_only(max)),
+    "min_of": (None, _defined_only(min)),
+}
+
+
 @dataclass(frozen=True)
 class Expression:
     """A parsed expression with the feature names it reads."""
@@ -152,6 +181,41 @@ def parse(text: str) -> Expression:
     tree = parser.expr()
     parser.expect_end()
     return Expression(text, tree, frozenset(_names(tree)))
+
+
+def guarded_names(node: Node) -> set[str]:
+    """Names that are certainly defined whenever `node` holds (is true).
+
+    A comparison is false when an operand outside a null-aware function is undefined, so its
+    names are guarded; `and` guards the names of both sides, `or` only those of both branches;
+    `not` guards nothing (not None is true).
+    """
+    if isinstance(node, Binary):
+        if node.op == "and":
+            return guarded_names(node.left) | guarded_names(node.right)
+        if node.op == "or":
+            return guarded_names(node.left) & guarded_names(node.right)
+        return strict_names(node)
+    if isinstance(node, Name):
+        return {node.name}  # used as a truth value: None is false
+    if isinstance(node, Call) and node.func not in NULL_AWARE:
+        return strict_names(node)
+    return set()
+
+
+def strict_names(node: Node) -> set[str]:
+    """Names whose undefined value makes `node` undefined (those outside null-aware functions)."""
+    if isinstance(node, Name):
+        return {node.name}
+    if isinstance(node, Call):
+        if node.func in NULL_AWARE:
+            return set()
+        return set().union(*(strict_names(a) for a in node.args))
+    if isinstance(node, Unary):
+        return strict_names(node.operand)
+    if isinstance(node, Binary):
+        return strict_names(node.left) | strict_names(node.right)
+    return set()
 
 
 def _names(node: Node) -> set[str]:
@@ -266,10 +330,10 @@ class _Parser:
         raise self.fail("expected a number, a feature name, a function call or '('")
 
     def call(self, name: _Tok) -> Node:
-        if name.text not in FUNCTIONS:
+        if name.text not in FUNCTIONS and name.text not in NULL_AWARE:
             raise ExprError(
                 f"unknown function {name.text!r} at column {name.pos + 1}; "
-                f"allowed: {', '.join(sorted(FUNCTIONS))}"
+                f"allowed: {', '.join(sorted([*FUNCTIONS, *NULL_AWARE]))}"
             )
         self.take()  # "("
         args: list[Node] = []
@@ -281,7 +345,7 @@ class _Parser:
         if not self.at(")"):
             raise self.fail("expected ',' or ')'")
         self.take()
-        arity = FUNCTIONS[name.text][0]
+        arity = (FUNCTIONS.get(name.text) or NULL_AWARE[name.text])[0]
         if (arity is None and not args) or (arity is not None and len(args) != arity):
             want = "at least 1" if arity is None else str(arity)
             raise ExprError(f"{name.text}() takes {want} argument(s), got {len(args)} (column {name.pos + 1})")
@@ -296,7 +360,7 @@ def _num(value: Value) -> float | None:
     return float(value)
 
 
-def _truth(value: Value) -> bool:
+def truth(value: Value) -> bool:
     if value is None:
         return False
     if isinstance(value, float) and math.isnan(value):
@@ -316,20 +380,23 @@ def _eval(node: Node, values: Mapping[str, Value]) -> Value:
         return value
     if isinstance(node, Unary):
         if node.op == "not":
-            return not _truth(_eval(node.operand, values))
+            return not truth(_eval(node.operand, values))
         x = _num(_eval(node.operand, values))
         return None if x is None else -x
     if isinstance(node, Call):
         args = [_num(_eval(a, values)) for a in node.args]
+        if node.func in NULL_AWARE:
+            out = NULL_AWARE[node.func][1](*args)
+            return None if isinstance(out, float) and math.isnan(out) else out
         if any(a is None for a in args):
             return None
         result = FUNCTIONS[node.func][1](*args)
         return None if isinstance(result, float) and math.isnan(result) else float(result)
     if isinstance(node, Binary):
         if node.op == "and":
-            return _truth(_eval(node.left, values)) and _truth(_eval(node.right, values))
+            return truth(_eval(node.left, values)) and truth(_eval(node.right, values))
         if node.op == "or":
-            return _truth(_eval(node.left, values)) or _truth(_eval(node.right, values))
+            return truth(_eval(node.left, values)) or truth(_eval(node.right, values))
         left = _num(_eval(node.left, values))
         right = _num(_eval(node.right, values))
         if left is None or right is None:
@@ -351,3 +418,30 @@ def _eval(node: Node, values: Mapping[str, Value]) -> Value:
             "!=": left != right,
         }[node.op]
     raise TypeError(f"unknown node {node!r}")  # unreachable: the parser builds only the nodes above
+
+
+def decide(expr: Expression, values: Mapping[str, Value]) -> bool | None:
+    """The truth of a condition in three-valued (Kleene) logic: None when it depends on an
+    undefined value (an `and` with a false side is false and an `or` with a true side is true
+    whatever the other side is). A rule whose condition is undecided is not evaluable."""
+    return _decide(expr.tree, values)
+
+
+def _decide(node: Node, values: Mapping[str, Value]) -> bool | None:
+    if isinstance(node, Binary) and node.op in ("and", "or"):
+        left, right = _decide(node.left, values), _decide(node.right, values)
+        if node.op == "and":
+            if left is False or right is False:
+                return False
+            return None if left is None or right is None else True
+        if left is True or right is True:
+            return True
+        return None if left is None or right is None else False
+    if isinstance(node, Unary) and node.op == "not":
+        inner = _decide(node.operand, values)
+        return None if inner is None else not inner
+    if isinstance(node, Binary) and node.op in ("<", "<=", ">", ">=", "==", "!="):
+        if _num(_eval(node.left, values)) is None or _num(_eval(node.right, values)) is None:
+            return None
+    value = _eval(node, values)
+    return None if value is None else truth(value)

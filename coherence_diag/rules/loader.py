@@ -17,7 +17,7 @@ import yaml
 from coherence_diag.errors import RuleError
 from coherence_diag.features import FEATURES
 from coherence_diag.model import SEVERITIES
-from coherence_diag.rules.expr import ExprError, Expression, parse
+from coherence_diag.rules.expr import ExprError, Expression, guarded_names, parse, strict_names
 
 MODES: dict[str, tuple[str, tuple[str, ...]]] = {  # report-contract.md: mode -> (domain, supporting)
     "latency-asymmetry-drift": ("AI.07", ("AI.04",)),
@@ -51,12 +51,24 @@ _FIELDS = {
     "requires": False,
     "condition": True,
     "score": True,
+    "corroboration": False,
     "severity": True,
     "summary": True,
     "evidence": True,
     "explanation": True,
     "next_checks": True,
 }
+
+
+@dataclass(frozen=True)
+class Corroboration:
+    """An optional signal that supports a finding: when its inputs are defined and `when` holds,
+    `weight` is added to the score; when its inputs are undefined the finding is made anyway and
+    says the signal was absent (its confidence drops by the weight's share)."""
+
+    when: Expression
+    weight: float
+    says: str  # what it means when it holds, for the finding's evidence
 
 
 @dataclass(frozen=True)
@@ -76,10 +88,24 @@ class Rule:
     explanation: str
     next_checks: tuple[str, ...]
     source: str  # file it came from
+    corroboration: tuple[Corroboration, ...] = ()
 
     @property
     def features(self) -> frozenset[str]:
-        return self.condition.names | self.score.names | frozenset(self.evidence) | frozenset(template_names(self.summary))
+        return (
+            self.condition.names
+            | self.score.names
+            | frozenset(n for c in self.corroboration for n in c.when.names)
+            | frozenset(self.evidence)
+            | frozenset(template_names(self.summary))
+        )
+
+    @property
+    def signature_names(self) -> frozenset[str]:
+        """Features the rule cannot be evaluated without: those its condition needs defined to hold
+        (the score reads no others, the loader checks that). Inputs of null-aware functions, of
+        `or` branches and of corroborating signals are optional."""
+        return frozenset(guarded_names(self.condition.tree) | strict_names(self.score.tree))
 
 
 def builtin_rules_dir() -> Path:
@@ -202,10 +228,19 @@ def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -
     summary = text("summary")
     evidence = text_list("evidence")
     requires = text_list("requires")
+    corroboration = _corroboration(item.get("corroboration"), where, problems)
     names = set(evidence) | set(template_names(summary, where, problems))
-    for expr in (condition, score):
+    for expr in (condition, score, *(c.when for c in corroboration)):
         if expr is not None:
             names |= expr.names
+    if condition is not None and score is not None:
+        unguarded = strict_names(score.tree) - guarded_names(condition.tree)
+        if unguarded:
+            problems.append(
+                f"{where}: score reads {', '.join(sorted(unguarded))} outside a null-aware function "
+                "(coalesce, mean_of, product_of, max_of, min_of) although the condition can hold while "
+                "it is undefined: the score would silently become undefined"
+            )
     for name in sorted(names):
         if name not in FEATURES:
             problems.append(f"{where}: unknown feature {name!r} (see `coherence-diag explain features`)")
@@ -232,7 +267,33 @@ def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -
         explanation=explanation,
         next_checks=next_checks,
         source=source,
+        corroboration=corroboration,
     )
+
+
+def _corroboration(value: Any, where: str, problems: list[str]) -> tuple[Corroboration, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.append(f"{where}: 'corroboration' must be a list of {{when, weight, says}} entries")
+        return ()
+    out = []
+    for i, entry in enumerate(value):
+        at = f"{where}: corroboration #{i + 1}"
+        if not isinstance(entry, dict) or set(entry) != {"when", "weight", "says"}:
+            problems.append(f"{at}: expected exactly the fields when, weight, says")
+            continue
+        when = _expr(entry["when"], "when", at, problems)
+        weight = entry["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1:
+            problems.append(f"{at}: weight must be a number in (0, 1], got {weight!r}")
+            continue
+        if not isinstance(entry["says"], str) or not entry["says"].strip():
+            problems.append(f"{at}: 'says' must be non-empty text")
+            continue
+        if when is not None:
+            out.append(Corroboration(when, float(weight), entry["says"].strip()))
+    return tuple(out)
 
 
 def _expr(value: Any, key: str, where: str, problems: list[str]) -> Expression | None:

@@ -1,0 +1,98 @@
+"""Expected service time of a piece of work, estimated from the trace itself when the scheduler
+did not record one (`predicted_ms` is optional: vLLM, SGLang and TensorRT-LLM do not emit it).
+
+The estimate is the fleet's typical service time for work of that size: per execution phase, a
+least-squares line of the phase's summed exec time per (request, device) on the tokens that phase
+processes (prefill on `prompt_tokens`, decode on `output_tokens`, any other phase on both), fitted
+over every device of the trace. Comparing realized service with it compares comparable work
+across accelerator classes, hosts and time, which is what the rules that read `predicted_ms` need;
+it cannot tell whether the scheduler's own model was wrong, only how the work compares with the
+fleet norm. Features that use it carry that in their finding's `estimated_inputs`.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from coherence_diag.request_keys import KEY
+
+PREDICTED_ESTIMATE = (
+    "estimated: per phase, a least-squares line of exec time on the phase's tokens over the whole fleet "
+    "(prefill on prompt_tokens, decode on output_tokens); no scheduler prediction in the trace"
+)
+MIN_SPANS_PER_PHASE = 30  # (request, device) pairs of a phase needed to fit its line
+
+
+def _tokens_of(phase: pl.Expr) -> pl.Expr:
+    prompt = pl.col("prompt_tokens").cast(pl.Float64)
+    output = pl.col("output_tokens").cast(pl.Float64)
+    return (
+        pl.when(phase == "prefill").then(prompt)
+        .when(phase == "decode").then(output)
+        .otherwise(prompt.fill_null(0.0) + output.fill_null(0.0))
+    )
+
+
+def estimate_predicted(
+    requests: pl.DataFrame, layers: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]] | None:
+    """The request table and layers with an estimated `predicted_ms` (requests: per path; scheduler
+    `dispatch` rows: per request and device), or None when the trace has no exec spans to fit on."""
+    gpu = layers.get("gpu")
+    if gpu is None or not {"dur_ms", "device"} <= set(gpu.columns) or requests.is_empty():
+        return None
+    phase = pl.col("phase").cast(pl.String) if "phase" in gpu.columns else pl.lit("other")
+    tokens = requests.lazy().select(KEY, "prompt_tokens", "output_tokens")
+    work = (
+        gpu.lazy()
+        .filter((pl.col("event") == "exec") & pl.col(KEY).is_not_null() & (pl.col("dur_ms") > 0))
+        .group_by(KEY, "device", phase.fill_null("other").alias("phase"))
+        .agg(pl.col("dur_ms").sum().alias("service_ms"))
+        .join(tokens, on=KEY, how="left")
+        .with_columns(_tokens_of(pl.col("phase")).fill_null(0.0).alias("tokens"))
+    )
+    # Per phase: slope = cov(tokens, service) / var(tokens), clipped at 0; intercept from the means.
+    fits = (
+        work.group_by("phase")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("tokens").mean().alias("t_mean"),
+            pl.col("service_ms").mean().alias("s_mean"),
+            pl.cov("tokens", "service_ms").alias("cov"),
+            pl.col("tokens").var().alias("var"),
+        )
+        .filter(pl.col("n") >= MIN_SPANS_PER_PHASE)
+        .with_columns(
+            pl.when(pl.col("var") > 0).then((pl.col("cov") / pl.col("var")).clip(lower_bound=0.0)).otherwise(0.0).alias("slope")
+        )
+        .with_columns((pl.col("s_mean") - pl.col("slope") * pl.col("t_mean")).clip(lower_bound=0.0).alias("intercept"))
+        .select("phase", "slope", "intercept")
+    )
+    per_device = (
+        work.join(fits, on="phase", how="inner")
+        .group_by(KEY, "device")
+        .agg((pl.col("intercept") + pl.col("slope") * pl.col("tokens")).sum().alias("_pred"))
+        .filter(pl.col("_pred") > 0)
+        .collect()
+    )
+    if per_device.is_empty():
+        return None
+    per_request = per_device.group_by(KEY).agg(pl.col("_pred").sum())
+    out_requests = (
+        requests.join(per_request, on=KEY, how="left", maintain_order="left")
+        .with_columns(pl.col("_pred").alias("predicted_ms"))
+        .drop("_pred")
+        .select(requests.columns)
+    )
+    out_layers = dict(layers)
+    sched = layers.get("scheduler")
+    if sched is not None and "device" in sched.columns:
+        keyed = per_device.with_columns(pl.col("device").cast(sched.schema["device"]), pl.lit("dispatch").alias("_ev"))
+        joined = (
+            sched.with_columns(pl.col("event").cast(pl.String).alias("_ev"))
+            .join(keyed, on=[KEY, "device", "_ev"], how="left", maintain_order="left")
+            .with_columns(pl.col("_pred").alias("predicted_ms"))
+        )
+        columns = list(sched.columns) + ([] if "predicted_ms" in sched.columns else ["predicted_ms"])
+        out_layers["scheduler"] = joined.select(columns)
+    return out_requests, out_layers
