@@ -42,6 +42,8 @@ def trace_schema_page() -> str:
         must = schema.describe_kind(col.kind)
         if allowed:
             must += "; one of " + ", ".join(f"`{v}`" for v in allowed)
+        if col.name in schema.BOUNDS:
+            must += f"; {schema.BOUNDS[col.name].expected}"
         lines.append(f"| `{col.name}` | {col.kind} | {must} | {col.meaning} |")
     lines += [
         "\n## Required values\n",
@@ -54,6 +56,16 @@ def trace_schema_page() -> str:
     for (layer, event), cols in schema.REQUIRED_VALUES.items():
         lines.append(f"| `{layer}` | {'every' if event == '*' else f'`{event}`'} | {', '.join(f'`{c}`' for c in cols)} |")
     lines.append("| `hypervisor` | `migrate` | `host` or `device` |")
+    lines += [
+        "\n## Physical bounds\n",
+        "A value outside its column's physical range is not a measurement of one request, span,",
+        "transfer or sample (and would overflow the analysis' integer nanosecond and fixed-point",
+        "arithmetic): its row is set aside with the reason code below, like any other invalid row.\n",
+        "| column | must be | reason | why |",
+        "|---|---|---|---|",
+    ]
+    for name, bound in schema.BOUNDS.items():
+        lines.append(f"| `{name}` | {bound.expected} | `{bound.reason}` | {bound.problem} |")
     lines += [
         "\n## Row checks and reason codes\n",
         "Rows failing a check are set aside and counted in the report's `trace.set_aside`",

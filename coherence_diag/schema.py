@@ -156,6 +156,59 @@ DURATION_COLUMNS = tuple(c.name for c in COLUMNS.values() if c.kind == "duration
 COUNT_COLUMNS = tuple(c.name for c in COLUMNS.values() if c.kind == "count")
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The physically meaningful range of a numeric column, beyond what its kind requires.
+
+    A value outside it is not a measurement of one request, span, transfer or sample (and would
+    overflow the analysis' integer nanosecond and fixed-point arithmetic): its row is set aside
+    with `reason`. Columns sharing a reason share the bound and the wording.
+    """
+
+    reason: str
+    high: float
+    low: float | None  # None: the kind's own lower bound (>= 0 for durations and counts)
+    problem: str  # what is wrong with a value outside, for messages
+    expected: str  # what a value must be, for messages and docs/trace-schema.md
+
+
+MAX_DURATION_MS = 7 * 24 * 3600 * 1000  # 604,800,000 ms: a week is not the span of one request
+MAX_TOKENS = 2**31  # per request or span; no model has a context anywhere near it
+MAX_BYTES = 2**50  # 1 PiB in one transfer
+MAX_POWER_W = 100_000.0  # 100 kW: fifty times the board power of any accelerator
+
+_DURATION = Bound(
+    "duration_out_of_range", MAX_DURATION_MS, None,
+    "duration longer than 7 days, not the span, wait or objective of one request",
+    f"at most {MAX_DURATION_MS:,} ms",
+)
+_TOKENS = Bound(
+    "tokens_out_of_range", MAX_TOKENS, None,
+    "token count above 2^31, not the tokens of one request or span",
+    f"at most {MAX_TOKENS:,} tokens",
+)
+_BYTES = Bound(
+    "bytes_out_of_range", MAX_BYTES, None,
+    "byte count above 2^50 (1 PiB), not one transfer",
+    f"at most {MAX_BYTES:,} bytes",
+)
+_POWER = Bound(
+    "power_out_of_range", MAX_POWER_W, 0.0,
+    "board power negative or above 100 kW, not one accelerator board",
+    f"0 to {MAX_POWER_W:,.0f} W",
+)
+
+# Columns with a physical bound (declared here, checked by validate.py, listed in the docs).
+BOUNDS: dict[str, Bound] = {
+    **{c: _DURATION for c in DURATION_COLUMNS},
+    "prompt_tokens": _TOKENS,
+    "output_tokens": _TOKENS,
+    "tokens": _TOKENS,
+    "bytes": _BYTES,
+    "power_w": _POWER,
+}
+
+
 def dtype_of(column: str) -> pl.DataType:
     return DTYPE[COLUMNS[column].kind]
 

@@ -31,6 +31,8 @@ REASONS: dict[str, str] = {
     "bad_value": "value is not one of the allowed values",
     "duplicate_row": "row is an exact duplicate of an earlier row",
     "completion_before_arrival": "request completes before it arrives (all its scheduler rows set aside)",
+    # Physical bounds of numeric columns (schema.BOUNDS): one code per family of columns.
+    **{b.reason: f"{b.problem} (expected {b.expected})" for b in schema.BOUNDS.values()},
 }
 WARNING_REASONS = frozenset({"unknown_layer", "unknown_event"})
 
@@ -229,6 +231,10 @@ def _problem_exprs(layer: str, present: set[str]) -> list[tuple[pl.Expr, str]]:
             checks.append((x.is_not_null() & (x < 0), f"negative_count:{c}"))
         elif kind == "float":
             checks.append((x.is_not_null() & ~x.is_finite(), f"invalid_number:{c}"))
+        bound = schema.BOUNDS.get(c)
+        if bound is not None:  # after the kind's check: NaN and infinity keep their own reason
+            outside = (x > bound.high) if bound.low is None else ((x > bound.high) | (x < bound.low))
+            checks.append((x.is_not_null() & outside, f"{bound.reason}:{c}"))
         if c in schema.ALLOWED_VALUES:
             checks.append((x.is_not_null() & ~x.is_in(schema.ALLOWED_VALUES[c]), f"bad_value:{c}"))
     return checks

@@ -3,14 +3,19 @@ input untouched. Usable traces with a few bad rows are analyzed and the rows rep
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from coherence_diag import schema
 from tests.conftest import file_digest
-from tests.tracegen import write
+from tests.tracegen import TraceSpec, make_trace, write
 
 
 def _expect_bad(run_cli, target: Path | str, tmp_path: Path, *fragments: str) -> str:
@@ -225,3 +230,107 @@ def test_unknown_events_are_warnings_not_errors(run_cli, tmp_path, trace_frame):
     report = json.loads(result.stdout)
     assert sum(v for k, v in report["trace"]["set_aside"].items() if k.startswith("unknown_event")) == 50
     assert any("event is not defined" in w for w in report["trace"]["warnings"])
+
+
+# --- values beyond a column's physical bound (schema.BOUNDS) ----------------------------------
+# 1e308 ms is no measurement: converted to nanoseconds (or 1e308 W to fixed point) it overflowed
+# Int64 inside the analysis, an internal error (exit 3). 2^62 tokens or bytes are no request's
+# either, and a sum of two overflows. Such rows are set aside like any other invalid row.
+
+_OUT_OF_RANGE = [  # column, rows it is put on, value, the reason:column it is set aside with
+    ("dur_ms", pl.col("event") == "exec", 1e308, "duration_out_of_range:dur_ms"),
+    ("dur_ms", pl.col("event") == "exec", float("inf"), "invalid_duration:dur_ms"),
+    ("dur_ms", pl.col("event") == "exec", 604_800_000.5, "duration_out_of_range:dur_ms"),
+    ("tokens", pl.col("tokens").is_not_null(), 2**62, "tokens_out_of_range:tokens"),
+    ("prompt_tokens", pl.col("prompt_tokens").is_not_null(), 2**62, "tokens_out_of_range:prompt_tokens"),
+    ("output_tokens", pl.col("output_tokens").is_not_null(), 2**62, "tokens_out_of_range:output_tokens"),
+    ("tokens", pl.col("tokens").is_not_null(), 2**31 + 1, "tokens_out_of_range:tokens"),
+    ("bytes", pl.col("bytes").is_not_null(), 2**62, "bytes_out_of_range:bytes"),
+    ("predicted_ms", pl.col("predicted_ms").is_not_null(), 1e308, "duration_out_of_range:predicted_ms"),
+    ("power_w", pl.col("power_w").is_not_null(), 1e308, "power_out_of_range:power_w"),
+    ("power_w", pl.col("power_w").is_not_null(), -1e308, "power_out_of_range:power_w"),
+]
+_IDS = [f"{column}={value:g}" for column, _, value, _ in _OUT_OF_RANGE]
+
+
+def _put(frame: pl.DataFrame, column: str, where: pl.Expr, value: float | int, *, first_only: bool) -> pl.DataFrame:
+    """`value` in `column` on the first row matching `where`, or on every such row."""
+    target = where & (pl.int_range(pl.len()) == pl.int_range(pl.len()).filter(where).first()) if first_only else where
+    dtype = frame.schema[column] if column in frame.columns else pl.Float64
+    current = pl.col(column) if column in frame.columns else pl.lit(None, dtype)
+    return frame.with_columns(pl.when(target.fill_null(False)).then(pl.lit(value, dtype)).otherwise(current).alias(column))
+
+
+@pytest.mark.parametrize(("column", "where", "value", "reason"), _OUT_OF_RANGE, ids=_IDS)
+def test_one_out_of_range_value_is_set_aside(run_cli, tmp_path, trace_frame, column, where, value, reason):
+    path = tmp_path / "extreme.parquet"
+    _put(trace_frame, column, where, value, first_only=True).write_parquet(path)
+    out = tmp_path / "r.json"
+    result = run_cli("analyze", path, "--format", "json", "--output", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["trace"]["set_aside"] == {reason: 1}
+    assert report["trace"]["rows"] == trace_frame.height
+
+
+@pytest.mark.parametrize(
+    ("column", "where", "value", "fragments"),
+    [
+        ("dur_ms", pl.col("event") == "exec", 1e308, ("duration longer than 7 days", "expected at most 604,800,000 ms", "[duration_out_of_range]")),
+        ("dur_ms", pl.col("event") == "exec", float("inf"), ("NaN, infinite or negative", "[invalid_duration]")),
+        ("tokens", pl.col("tokens").is_not_null(), 2**62, ("token count above 2^31", "expected at most 2,147,483,648 tokens", "[tokens_out_of_range]")),
+        ("prompt_tokens", pl.col("prompt_tokens").is_not_null(), 2**62, ("expected at most 2,147,483,648 tokens", "[tokens_out_of_range]")),
+        ("bytes", pl.col("bytes").is_not_null(), 2**62, ("above 2^50", "expected at most 1,125,899,906,842,624 bytes", "[bytes_out_of_range]")),
+        ("power_w", pl.col("power_w").is_not_null(), 1e308, ("expected 0 to 100,000 W", "[power_out_of_range]")),
+    ],
+    ids=["dur_ms", "dur_ms-inf", "tokens", "prompt_tokens", "bytes", "power_w"],
+)
+def test_many_out_of_range_values_reject_the_trace(run_cli, tmp_path, trace_frame, column, where, value, fragments):
+    path = tmp_path / "extreme.parquet"
+    _put(trace_frame, column, where, value, first_only=False).write_parquet(path)
+    message = _expect_bad(run_cli, path, tmp_path, "extreme.parquet", f"`{column}`", "--max-bad-fraction", *fragments)
+    assert "internal error" not in message
+
+
+_OPTIONAL_FLOATS = {  # column: the rows that carry it
+    "slo_ms": (pl.col("event") == "arrive") & (pl.col("workload_class") == "inference"),
+    "ttft_slo_ms": (pl.col("event") == "arrive") & (pl.col("workload_class") == "inference"),
+    "predicted_ms": pl.col("predicted_ms").is_not_null(),
+    "power_w": pl.col("power_w").is_not_null(),
+    "vgpu_wait_ms": pl.col("layer") == "hypervisor",
+}
+
+
+def _expected_reason(column: str, value: float) -> str | None:
+    bound = schema.BOUNDS[column]
+    if column == "power_w":
+        if not math.isfinite(value):
+            return "invalid_number"
+        return bound.reason if not 0 <= value <= bound.high else None
+    if not (math.isfinite(value) and value >= 0):
+        return "invalid_duration"
+    return bound.reason if value > bound.high else None
+
+
+@functools.cache
+def _small_trace() -> pl.DataFrame:
+    return make_trace(TraceSpec(n_requests=60, seed=5))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    column=st.sampled_from(sorted(_OPTIONAL_FLOATS)),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),  # any double, the extremes included
+        st.floats(min_value=0, max_value=2e9),  # around the 7-day and 100 kW bounds
+        st.sampled_from([1e308, -1e308, 1.7976931348623157e308, 5e-324, 604_800_000.0, 100_000.0]),
+    ),
+)
+def test_extreme_optional_floats_never_crash(run_cli, tmp_path, column, value):
+    """Whatever double an optional float column holds, analyze exits 0: the row is kept or set aside."""
+    path, out = tmp_path / "t.parquet", tmp_path / "r.json"  # overwritten by each example
+    _put(_small_trace(), column, _OPTIONAL_FLOATS[column], value, first_only=True).write_parquet(path)
+    result = run_cli("analyze", path, "--format", "json", "--output", out, "--no-progress")
+    assert result.exit_code == 0, (column, value, result.output)
+    reason = _expected_reason(column, value)
+    assert json.loads(out.read_text())["trace"]["set_aside"] == ({f"{reason}:{column}": 1} if reason else {}), (column, value)

@@ -1,18 +1,21 @@
 """Evaluate a gate policy against a report (and optionally a baseline report). No I/O.
 
 Every check gives one CheckResult: pass, fail or skipped, the measured value and the
-threshold as text (for every output format alike), and a message that says why.
+threshold as text (for every output format alike), and a message that says why. A check the
+trace cannot evaluate (a null measure, an unevaluable rule, no baseline) has `evaluated` false
+and a message that says so (`not evaluable (needs column slo_ms)`), never one that reads like a
+value outside a bound.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Iterable, Literal
 
 from coherence_diag.gate.policy import Check, FindingsCheck, MeasureCheck, Policy, RegressionCheck
 from coherence_diag.measures import MEASURES, Measure, regression
-from coherence_diag.model import SEVERITIES, Finding, Report
+from coherence_diag.model import SEVERITIES, Evaluability, Finding, Report
 
 Status = Literal["pass", "fail", "skipped"]
 _RANK = {s: i for i, s in enumerate(("none", *SEVERITIES))}
@@ -60,6 +63,8 @@ class CheckResult:
     findings: tuple[FindingRef, ...] = ()  # findings checks: the offending findings
     regressions: tuple[RegressionItem, ...] = ()  # regression checks: every measure compared
     not_evaluable: tuple[str, ...] = ()  # what could not be evaluated, and why
+    evaluated: bool = True  # False: the status comes from if_missing / if_no_baseline, not from a comparison
+    missing_columns: tuple[str, ...] = ()  # trace columns that would make what was not evaluable evaluable
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,11 @@ def _measure(check: MeasureCheck, report: Report) -> CheckResult:
         description=check.description, measure=m.name, unit=m.unit, value=value, min=check.min, max=check.max,
     )
     if value is None:
-        why = missing_reason(report, m)
-        return replace(base, status=_if_missing(check.if_missing), message=f"not evaluable: {why}", not_evaluable=(why,))
+        missing, why = measure_gap(report, m) if raw is None else ((), f"{m.name} is not a finite number")
+        return replace(
+            base, status=_if_missing(check.if_missing), message=not_evaluable_message((why,)),
+            not_evaluable=(f"{m.name}: {why}",), evaluated=False, missing_columns=missing,
+        )
     shown = format_value(value, m.unit)
     if check.min is not None and value < check.min:
         return replace(base, measured=shown, message=f"{m.name} = {shown} is below the minimum {_bound(check.min, m.unit)}")
@@ -143,15 +151,27 @@ def _if_missing(policy: str) -> Status:
     return "skipped" if policy == "skip" else "fail"
 
 
-def missing_reason(report: Report, measure: Measure) -> str:
-    """Why a measure is null for this report, from the report's evaluability."""
+def not_evaluable_message(gaps: tuple[str, ...]) -> str:
+    """'not evaluable (needs column slo_ms)': the message of a check the trace cannot evaluate."""
+    return f"not evaluable ({'; '.join(gaps)})"
+
+
+def measure_gap(report: Report, measure: Measure) -> tuple[tuple[str, ...], str]:
+    """Why a measure is null for this report, from the report's evaluability: the missing
+    columns, and the reason as a phrase ('needs column slo_ms', 'needs wait series for ...')."""
     key = measure.name if measure.group == "indices" else f"metrics.{measure.name.split('.')[0]}"
-    ev = report.evaluability.get(key)
+    return _gap(report.evaluability.get(key), f"the trace has no data for {measure.name}")
+
+
+def _gap(ev: Evaluability | None, fallback: str) -> tuple[tuple[str, ...], str]:
     if ev is not None and ev.missing:
-        return f"{measure.name} needs column(s) {', '.join(ev.missing)}"
-    if ev is not None and ev.reason:
-        return f"{measure.name}: {ev.reason}"
-    return f"the trace has no data for {measure.name}"
+        noun = "column" if len(ev.missing) == 1 else "columns"
+        return ev.missing, f"needs {noun} {', '.join(ev.missing)}"
+    return (), (ev.reason if ev is not None else None) or fallback
+
+
+def _columns(gaps: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(sorted({c for missing in gaps for c in missing}))
 
 
 def _matches(check: FindingsCheck, finding: Finding) -> bool:
@@ -171,21 +191,25 @@ def _findings(check: FindingsCheck, report: Report) -> CheckResult:
     )
     scope = _scope(check)
     above = f" above {check.max_severity}" if check.max_severity != "none" else ""
-    unevaluable = tuple(
-        f"{rule}: {_rule_reason(report, rule)}"
+    gaps = {
+        rule: _gap(report.evaluability[rule], "the trace has no data for it")
         for rule in check.rules
         if rule in report.evaluability and not report.evaluability[rule].evaluated
-    )
+    }
+    unevaluable = tuple(f"{rule}: {why}" for rule, (_, why) in gaps.items())
     base = CheckResult(
         id=check.id, kind="findings", status="fail", measured="n/a", threshold=f"no finding{scope}{above}", message="",
         description=check.description, findings=offending, not_evaluable=unevaluable,
+        missing_columns=_columns(missing for missing, _ in gaps.values()),
     )
     if offending:
         noun = "finding" if len(offending) == 1 else "findings"
         listed = "; ".join(f"{f.rule} ({f.severity}): {f.summary}" for f in offending)
         return replace(base, measured=f"{len(offending)} {noun}", message=f"{len(offending)} {noun}{scope}{above}: {listed}")
     if unevaluable:
-        return replace(base, status=_if_missing(check.if_missing), message="not evaluable: " + "; ".join(unevaluable))
+        return replace(
+            base, status=_if_missing(check.if_missing), message=not_evaluable_message(unevaluable), evaluated=False
+        )
     return replace(base, status="pass", measured="0 findings", message=f"no finding{scope}{above}")
 
 
@@ -196,13 +220,6 @@ def _scope(check: FindingsCheck) -> str:
         if values
     ]
     return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _rule_reason(report: Report, rule: str) -> str:
-    ev = report.evaluability[rule]
-    if ev.missing:
-        return f"needs column(s) {', '.join(ev.missing)}"
-    return ev.reason or "not evaluable on this trace"
 
 
 def change_text(item: RegressionItem) -> str:
@@ -220,12 +237,17 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
         threshold=f"<= {_pct(check.max_relative)} worse than baseline", message="", description=check.description,
     )
     if baseline is None:
-        return replace(base, status=_if_missing(check.if_no_baseline), message="no baseline given (--baseline): regression not checked")
+        return replace(
+            base, status=_if_missing(check.if_no_baseline), message="no baseline given (--baseline): regression not checked",
+            evaluated=False,
+        )
     items = tuple(_compare(MEASURES[name], baseline, report, check.max_relative) for name in check.measures)
-    unevaluable = tuple(_regression_gap(i, report, baseline) for i in items if i.change is None)
+    gaps = [_regression_gap(i, report, baseline) for i in items if i.change is None]
+    unevaluable = tuple(why for _, why in gaps)
     worst = max((i for i in items if i.change is not None), key=lambda i: i.change or 0.0, default=None)
     base = replace(
-        base, regressions=items, not_evaluable=unevaluable, measured=f"{worst.measure} {change_text(worst)}" if worst else "n/a"
+        base, regressions=items, not_evaluable=unevaluable, missing_columns=_columns(missing for missing, _ in gaps),
+        measured=f"{worst.measure} {change_text(worst)}" if worst else "n/a",
     )
     over = [i for i in items if i.over_limit]
     if over:
@@ -234,11 +256,10 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
             for i in over
         )
         return replace(base, message=f"worse than baseline: {listed}")
-    gaps = "not evaluable: " + "; ".join(unevaluable)
     if unevaluable and check.if_missing == "fail":
-        return replace(base, message=gaps)
+        return replace(base, message=not_evaluable_message(unevaluable), evaluated=False)
     if unevaluable and len(unevaluable) == len(items):
-        return replace(base, status="skipped", message=gaps)
+        return replace(base, status="skipped", message=not_evaluable_message(unevaluable), evaluated=False)
     return replace(base, status="pass", message=f"no measure worse than baseline by more than {_pct(check.max_relative)}")
 
 
@@ -253,15 +274,18 @@ def _compare(m: Measure, baseline: Report, report: Report, limit: float) -> Regr
     )
 
 
-def _regression_gap(item: RegressionItem, report: Report, baseline: Report) -> str:
+def _regression_gap(item: RegressionItem, report: Report, baseline: Report) -> tuple[tuple[str, ...], str]:
+    """The missing columns and the reason why one measure of a regression check has no change."""
     m = MEASURES[item.measure]
     if item.candidate is None:
-        return missing_reason(report, m)
+        missing, why = measure_gap(report, m)
+        return missing, f"{item.measure}: {why}"
     if item.base is None:
-        return f"baseline: {missing_reason(baseline, m)}"
+        missing, why = measure_gap(baseline, m)
+        return missing, f"baseline {item.measure}: {why}"
     if item.base == 0:
-        return f"{item.measure}: baseline is 0, a relative change is undefined"
-    return f"{item.measure}: the change is not a finite number"
+        return (), f"{item.measure}: baseline is 0, a relative change is undefined"
+    return (), f"{item.measure}: the change is not a finite number"
 
 
 def _pct(fraction: float) -> str:

@@ -122,7 +122,7 @@ def render_junit(result: GateResult) -> str:
             ET.SubElement(props, "property", {"name": name, "value": _xml(value)})
     for check in result.checks:
         case = ET.SubElement(suite, "testcase", {"classname": _xml(f"gate.{result.policy}"), "name": _xml(check.id)})
-        summary = _xml(f"{check.message} (measured: {check.measured}; threshold: {check.threshold})")
+        summary = _xml(f"{check.message} ({_measured_and_threshold(check, '; ')})")
         if check.status == "fail":
             failure = ET.SubElement(case, "failure", {"message": summary, "type": check.kind})
             failure.text = _xml(_details(check))
@@ -132,8 +132,14 @@ def render_junit(result: GateResult) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def _measured_and_threshold(check: CheckResult, sep: str) -> str:
+    if not check.evaluated:  # nothing was compared with the threshold: say so, not "measured: n/a"
+        return f"threshold: {check.threshold}, not checked"
+    return f"measured: {check.measured}{sep}threshold: {check.threshold}"
+
+
 def _details(check: CheckResult) -> str:
-    lines = [check.message, f"measured: {check.measured}", f"threshold: {check.threshold}"]
+    lines = [check.message, _measured_and_threshold(check, "\n")]
     lines += [f"finding {f.rule} ({f.severity}, {f.domain}, score {f.score:.2f}): {f.summary}" for f in check.findings]
     lines += [
         f"{i.measure}: {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)})"
@@ -177,7 +183,9 @@ def render_terminal(result: GateResult, console: Console) -> None:
 
 
 def _short_message(check: CheckResult) -> str:
-    if check.kind == "measure" and check.status in ("pass", "fail") and check.measured and check.threshold:
+    if not check.evaluated:
+        return check.message  # "not evaluable (needs ...)": never "outside the limit"
+    if check.kind == "measure" and check.status in ("pass", "fail"):
         # The measured and threshold columns already say it; the full sentence is in JSON/JUnit.
         return "ok" if check.status == "pass" else "outside the limit"
     if check.findings:
