@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLE ?= sample_traces/burst-amplification.parquet
+VALIDATION ?= ../shared/validation
 
-.PHONY: all venv demo test lint-imports pytest bench samples docs detection clean
+.PHONY: all venv demo test lint-imports pytest bench samples docs detection accuracy clean
 
 all: test
 
@@ -46,6 +47,15 @@ docs: $(STAMP)
 ## detection: every scenario x 5 seeds with varied presentation; per-rule scores
 detection: $(STAMP)
 	$(BIN)/python benchmarks/detection.py --seeds 5 --report docs/detection.md
+
+## accuracy: score the rules on the labelled validation suite (when present) into docs/accuracy-validation.md
+accuracy: $(STAMP)
+	@if [ -d "$(VALIDATION)" ]; then \
+		$(BIN)/coherence-diag rules score "$(VALIDATION)" --format markdown -o docs/accuracy-validation.md --no-progress \
+		&& echo "wrote docs/accuracy-validation.md"; \
+	else \
+		echo "$(VALIDATION) is absent: no labelled suite to score (nothing done)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

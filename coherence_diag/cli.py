@@ -251,6 +251,42 @@ def rules_check(directory: Path = typer.Argument(..., help="Directory of rule fi
         typer.echo(f"{directory}: ok ({len(loaded)} rules in all, shipped ones included)")
 
 
+@rules_app.command("score")
+def rules_score(
+    suite: Path = typer.Argument(..., help="A labelled suite: a directory holding labels.json, or the labels.json file."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes analyzing traces (default: the number of CPUs).", min=1),
+    format: CompareFormat = typer.Option(CompareFormat.terminal, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result to this file (atomically) instead of stdout."),
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
+    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
+    min_macro_f1: Optional[float] = typer.Option(
+        None, "--min-macro-f1", help="Exit 1 when macro-F1 is below this or a control reports anything at >= medium.", min=0.0, max=1.0
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+) -> None:
+    """Score the rules on a labelled suite: per-rule precision/recall/F1, macro-F1, index directions."""
+    from coherence_diag import scoring
+    from coherence_diag.render import score as render_score
+
+    with _errors_to_exit_codes():
+        _refuse_overwriting_input(output, str(scoring.labels_path(suite).parent))
+        if output is not None and not output.resolve().parent.is_dir():  # before the (long) analysis
+            raise InputError(f"{output}: cannot write output, directory {output.parent} does not exist")
+        with _progress(progress) as step:
+            result = scoring.score_suite(suite, window_s=window, rules_dirs=rules, jobs=jobs, progress=step)
+        gate = scoring.accuracy_gate(result, min_macro_f1) if min_macro_f1 is not None else None
+        if format is CompareFormat.terminal:
+            _emit_terminal(lambda console: render_score.render_terminal(result, console, gate), output)
+        else:
+            text = render_score.render_json(result, gate) if format is CompareFormat.json else render_score.render_markdown(result, gate)
+            if output:
+                write_atomic(output, text)
+            else:
+                sys.stdout.write(text)
+    if gate is not None and not gate.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
 @app.command()
 def explain(
     name: str = typer.Argument(..., help="A rule id, an index (CI, DI, WPI, HCL), a feature name, or 'features' / 'indices'."),

@@ -29,3 +29,19 @@ class TraceError(InputError):
 
 class RuleError(InputError):
     """A rule or policy file is invalid."""
+
+
+class LabelsError(InputError):
+    """The labels file of a labelled suite (`rules score`) is missing or invalid."""
+
+
+def collected(error: type[InputError], what: str, source: str, problems: list[str]) -> InputError:
+    """One error for every problem found in a file: one problem inline, several as a list.
+
+    `what` names the kind of file ("policy file", "labels file"); each problem already names
+    the file and the place in it.
+    """
+    if len(problems) == 1:
+        return error(f"invalid {what}: {problems[0]}", path=source)
+    body = "\n".join(f"  - {p}" for p in problems)
+    return error(f"invalid {what} {source} ({len(problems)} problems):\n{body}", path=source)

@@ -30,7 +30,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from coherence_diag.errors import RuleError
+from coherence_diag.errors import RuleError, collected
 from coherence_diag.measures import MEASURES
 from coherence_diag.model import SEVERITIES
 from coherence_diag.rules.loader import DOMAINS, load_rules
@@ -129,10 +129,7 @@ def parse_policy(data: Any, source: str, rule_ids: frozenset[str]) -> Policy:
     problems: list[str] = []
     policy = _build_policy(data, source, rule_ids, problems)
     if problems:
-        if len(problems) == 1:
-            raise RuleError(f"invalid policy file: {problems[0]}", path=source)
-        body = "\n".join(f"  - {p}" for p in problems)
-        raise RuleError(f"invalid policy file {source} ({len(problems)} problems):\n{body}", path=source)
+        raise collected(RuleError, "policy file", source, problems)
     return policy  # type: ignore[return-value]  # None only together with problems
 
 

@@ -42,8 +42,12 @@ def dumps(value: Any) -> str:
 
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package for `analyze --format json`."""
-    text = resources.files("coherence_diag.schemas").joinpath("report-v1.schema.json").read_text("utf-8")
-    return json.loads(text)
+    return load_schema("report-v1.schema.json")
+
+
+def load_schema(filename: str) -> dict[str, Any]:
+    """A JSON Schema shipped in coherence_diag/schemas/."""
+    return json.loads(resources.files("coherence_diag.schemas").joinpath(filename).read_text("utf-8"))
 
 
 def _clean(value: Any) -> Any:
