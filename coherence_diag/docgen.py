@@ -99,8 +99,13 @@ def rules_page() -> str:
     rules = load_rules()
     lines = [
         HEADER + "# Rule reference (generated)\n",
-        "The shipped rules (`rules/*.yaml`). Each fires when its condition holds; its score in [0, 1]",
-        "sets the severity by the thresholds shown. Add rules with `--rules DIR`; see docs/rules-authoring.md.\n",
+        "The shipped rules (`rules/*.yaml`). Each states the physics of its condition, computed from the",
+        "least telemetry that can show it (the *signature*); it fires when that holds, and its score in",
+        "[0, 1] sets the severity by the thresholds shown. Optional signals *corroborate*: measured and",
+        "holding, they add their weight to the score; absent, the finding is still made, with a confidence",
+        "below 1 and the absent signals listed. A condition that depends on values the trace cannot give",
+        "is reported as not evaluable, with the columns that would make it evaluable. Add rules with",
+        "`--rules DIR`; see docs/rules-authoring.md.\n",
         "| rule | kind | domain | supporting | title |",
         "|---|---|---|---|---|",
     ]
@@ -124,8 +129,11 @@ def rule_text(r: Rule, *, markdown: bool = False) -> str:
         f"{r.title}. Kind: {r.kind}; mode: {r.mode or '-'}; domain: {r.domain}"
         + (f" (supporting {', '.join(r.supporting_domains)})" if r.supporting_domains else "") + ".",
         "",
-        f"- condition: {code(r.condition.source.strip())}",
+        *([r.physics, ""] if r.physics else []),
+        f"- condition (signature): {code(r.condition.source.strip())}",
         f"- score: {code(r.score.source.strip())}",
+        *[f"- corroboration (+{c.weight:g} when measured and holding): {code(c.when.source.strip())} -- {c.says}"
+          for c in r.corroboration],
         f"- severity: {severity}",
         f"- evidence: {', '.join(code(e) for e in r.evidence)}",
         f"- needs columns: {', '.join(code(c) for c in needs) or '-'}",

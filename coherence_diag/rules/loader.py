@@ -48,6 +48,7 @@ _FIELDS = {
     "domain": True,
     "supporting_domains": False,
     "title": True,
+    "physics": False,
     "requires": False,
     "condition": True,
     "score": True,
@@ -89,6 +90,7 @@ class Rule:
     next_checks: tuple[str, ...]
     source: str  # file it came from
     corroboration: tuple[Corroboration, ...] = ()
+    physics: str = ""  # the condition's physical reasoning, in prose (shipped rules all have one)
 
     @property
     def features(self) -> frozenset[str]:
@@ -268,6 +270,7 @@ def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -
         next_checks=next_checks,
         source=source,
         corroboration=corroboration,
+        physics=text("physics") if "physics" in item else "",
     )
 
 
