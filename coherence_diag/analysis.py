@@ -108,6 +108,7 @@ def analyze_trace(
         window_s=window_s,
         tool_version=__version__,
         index_breakdown=breakdown,
+        unexplained_indices=indices.unexplained(index_values, breakdown, findings, evaluability),
     )
     return Analysis(report=report, paths=requests, trace=trace)
 

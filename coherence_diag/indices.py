@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from coherence_diag.features import FeatureContext, FeatureValues
-from coherence_diag.model import Evaluability, IndexBreakdown, Indices, iso_utc
+from coherence_diag.model import SEVERITIES, Evaluability, Finding, IndexBreakdown, Indices, UnexplainedIndex, iso_utc
 from coherence_diag.paths import NS_PER_MS, device_table
 from coherence_diag.timeseries import busy_intervals
 
@@ -40,7 +40,7 @@ INDEX_DOCS: dict[str, dict[str, str]] = {
         "itself following another), the duration-weighted mean of spread x (0.5 + 0.5 x amplified), where spread "
         "is the share of other series with an excursion starting after it began and within 5 s of its end, and "
         "amplified whether one of those is larger or longer",
-        "needs": "wait series for at least two pools or both sides of a disaggregated path",
+        "needs": "two stress series: scheduler rows alone give arrivals, queue wait and latency per pool",
     },
     "HCL": {
         "title": "Hidden Capacity Loss",
@@ -53,7 +53,8 @@ INDEX_DOCS: dict[str, dict[str, str]] = {
 # Features the indices read (computed alongside those the rules need).
 FEATURES_USED = frozenset(
     {"utilization_gap", "delay_share", "nominal_utilization", "effective_utilization", "slo_attainment",
-     "timeout_rate", "drop_rate", "transfer_share"}
+     "timeout_rate", "drop_rate", "transfer_share", "mempath_kv_p90_frac", "mempath_preempted_frac",
+     "env_shift_ks_stat", "env_shift_ks_p"}
 )
 
 # WPI parameters (docs/indices.md).
@@ -61,6 +62,9 @@ EXCURSION_Z = 4.0  # robust z-score above which a window is an excursion
 WAIT_FLOOR_MS = 10.0  # smallest scale of a wait series: ignores sub-10 ms jitter
 WAIT_FLOOR_OF_LATENCY = 0.05  # ... and waits under 5% of the median request latency
 FOLLOW_S = 5.0  # an excursion elsewhere starting within this long after is a follower
+SETTLE_S = 5.0  # ... and carries the wave when it outlives its initiator by more than this
+SHARE_FLOOR = 0.05  # smallest scale of a share series (SLO misses, link utilization)
+DEPTH_FLOOR = 1.0  # smallest scale of a queue-depth series (requests)
 STABILITY_WINDOW_S = 10.0  # window of the latency-stability series
 
 
@@ -118,32 +122,99 @@ class Waves:
 
 
 def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
-    """Per (entity, window) mean wait: queue wait by pool of arrival, decode-side wait by decode pool."""
+    """Per (entity, window): a stress measure and its floor, across layers and entities.
+
+    Series, each where the trace has it (docs/indices.md, WPI):
+    - `arrivals`: fresh inference arrivals (demand), floor sqrt(median) (Poisson counting noise);
+    - `wait:<pool>`: mean queue wait of requests arriving in the window, per pool of arrival;
+    - `decode_wait:<pool>`: mean decode-side wait, per decode pool;
+    - `service:<pool>`: mean exec time of requests dispatched in the window, per pool (exec spans);
+    - `latency:<pool>`: mean end-to-end latency of requests arriving in the window, per pool;
+    - `slo_miss:<pool>`: share of the window's completions that missed their SLO (slo_ms);
+    - `depth:<queue>`: mean sampled queue depth (queue layer); `link:<link>`: mean link_util.
+    Time floors are max(10 ms, 5% of the median latency), so that jitter below a few percent of a
+    request's lifetime is never an excursion.
+    """
     window_ns = int(round(ctx.window_s * 1e9))
     reqs = ctx.inference.lazy().filter(pl.col("arrive_ns").is_not_null())
     t0 = _origin(ctx)
+    p50 = ctx.metrics.latency_ms.p50
+    time_floor = max(WAIT_FLOOR_MS, WAIT_FLOOR_OF_LATENCY * p50) if p50 else WAIT_FLOOR_MS
 
-    def side(prefix: str, pool: str, ts: str, wait: str) -> pl.LazyFrame:
+    def win(ts: str) -> pl.Expr:
+        return ((pl.col(ts) - t0) // window_ns).alias("w")
+
+    def per_pool(prefix: str, pool: str, ts: str, value: pl.Expr, rows: pl.LazyFrame = reqs, floor: float = time_floor) -> pl.LazyFrame:
         # Group on the categorical pool and name the entity afterwards: a string per window,
-        # not per request.
+        # not per request. Requests without a pool form the fleet-wide series.
         return (
-            reqs.filter(pl.col(pool).is_not_null() & pl.col(wait).is_not_null())
-            .group_by(pl.col(pool).alias("_pool"), ((pl.col(ts) - t0) // window_ns).alias("w"))
-            .agg(pl.col(wait).mean().alias("x"))
-            .select(pl.concat_str(pl.lit(prefix), pl.col("_pool").cast(pl.String)).alias("entity"), "w", "x")
+            rows.filter(pl.col(ts).is_not_null())
+            .group_by(pl.col(pool).alias("_pool"), win(ts))
+            .agg(value.alias("x"))
+            .filter(pl.col("x").is_not_null())
+            .select(
+                pl.concat_str(pl.lit(prefix), pl.col("_pool").cast(pl.String).fill_null("(fleet)")).alias("entity"),
+                "w", pl.col("x").cast(pl.Float64), pl.lit(floor).alias("floor"),
+            )
         )
 
-    series = pl.concat(
-        [side("wait:", "pool", "arrive_ns", "queue_wait_ms"), side("decode_wait:", "decode_pool", "decode_dispatch_ns", "decode_queue_ms")]
-    ).collect()
+    parts = [
+        per_pool("wait:", "pool", "arrive_ns", pl.col("queue_wait_ms").mean()),
+        per_pool("decode_wait:", "decode_pool", "decode_dispatch_ns", pl.col("decode_queue_ms").mean(),
+                 rows=reqs.filter(pl.col("decode_pool").is_not_null())),
+        per_pool("latency:", "pool", "arrive_ns", pl.col("latency_ms").mean()),
+    ]
+    arrivals = reqs.group_by(win("arrive_ns")).agg(pl.len().cast(pl.Float64).alias("x"))
+    base = arrivals.select(pl.col("x").median()).collect().item() or 0.0
+    parts.append(arrivals.select(pl.lit("arrivals").alias("entity"), "w", "x", pl.lit(max(1.0, math.sqrt(base))).alias("floor")))
+    if "dur_ms" in ctx.columns:
+        parts.append(per_pool("service:", "pool", "dispatch_ns", pl.col("exec_ms").mean()))
+    if "slo_ms" in ctx.columns:
+        done = reqs.filter(pl.col("slo_met").is_not_null())
+        parts.append(per_pool("slo_miss:", "pool", "complete_ns", (~pl.col("slo_met")).mean(), rows=done, floor=SHARE_FLOOR))
+    queue = ctx.layer("queue")
+    if queue is not None and "depth" in queue.columns:
+        parts.append(
+            queue.lazy().filter(pl.col("depth").is_not_null() & pl.col("queue").is_not_null())
+            .group_by(pl.col("queue").alias("_q"), win("ts")).agg(pl.col("depth").mean().alias("x"))
+            .select(pl.concat_str(pl.lit("depth:"), pl.col("_q").cast(pl.String)).alias("entity"), "w",
+                    pl.col("x").cast(pl.Float64), pl.lit(DEPTH_FLOOR).alias("floor"))
+        )
+    network = ctx.layer("network")
+    if network is not None and {"link", "link_util"} <= set(network.columns):
+        parts.append(
+            network.lazy().filter(pl.col("link_util").is_not_null() & pl.col("link").is_not_null())
+            .group_by(pl.col("link").alias("_l"), win("ts")).agg(pl.col("link_util").mean().alias("x"))
+            .select(pl.concat_str(pl.lit("link:"), pl.col("_l").cast(pl.String)).alias("entity"), "w",
+                    pl.col("x").cast(pl.Float64), pl.lit(SHARE_FLOOR).alias("floor"))
+        )
+    series = pl.concat(parts).collect()
     if series.is_empty():
         return series
-    # Dense grid per entity over the whole span: a window with no arrivals had nothing waiting.
-    lo, hi = series["w"].min(), series["w"].max()
-    grid = pl.DataFrame({"entity": series["entity"].unique().sort()}).join(
-        pl.DataFrame({"w": pl.int_range(lo, hi + 1, eager=True)}), how="cross"
+    # Dense grid per entity over the arrival span: a window with no arrivals had nothing waiting.
+    # Windows without a value in a series take 0 for counts and waits, the previous value for
+    # levels (latency, service, depth, link) - a gap in completions is not a drop in latency.
+    lo, hi = series.filter(pl.col("entity") == "arrivals")["w"].min(), series.filter(pl.col("entity") == "arrivals")["w"].max()
+    entities = series.group_by("entity").agg(pl.col("floor").first()).sort("entity")
+    grid = entities.join(pl.DataFrame({"w": pl.int_range(lo, hi + 1, eager=True)}), how="cross")
+    level = pl.col("entity").str.starts_with("latency:") | pl.col("entity").str.starts_with("service:") | \
+        pl.col("entity").str.starts_with("depth:") | pl.col("entity").str.starts_with("link:")
+    return (
+        grid.join(series.select("entity", "w", "x"), on=["entity", "w"], how="left")
+        .sort("entity", "w")
+        .with_columns(
+            pl.when(level).then(pl.col("x").forward_fill().backward_fill().over("entity")).otherwise(pl.col("x").fill_null(0.0)).alias("x")
+        )
+        .with_columns(pl.col("x").fill_null(0.0))
     )
-    return grid.join(series, on=["entity", "w"], how="left").with_columns(pl.col("x").fill_null(0.0)).sort("entity", "w")
+
+
+# Position of a stress series along the serving path (WPI's same-window ordering).
+_STAGES = {"arrivals": 0, "depth:": 1, "wait:": 1, "link:": 2, "decode_wait:": 2, "service:": 2, "latency:": 3, "slo_miss:": 3}
+
+
+def _stage(entity: str) -> int:
+    return next(stage for prefix, stage in _STAGES.items() if entity.startswith(prefix))
 
 
 def _origin(ctx: FeatureContext) -> int:
@@ -154,15 +225,13 @@ def _origin(ctx: FeatureContext) -> int:
 
 def wave_propagation(ctx: FeatureContext) -> Waves:
     series = _stress_series(ctx)
-    p50 = ctx.metrics.latency_ms.p50
-    floor = max(WAIT_FLOOR_MS, WAIT_FLOOR_OF_LATENCY * p50) if p50 else WAIT_FLOOR_MS
     if series.is_empty() or series["entity"].n_unique() < 2:
-        return Waves(None, "needs wait series for at least two pools or both sides of a disaggregated path", 0, None)
+        return Waves(None, "needs at least two stress series (one layer of timing: e.g. arrivals only)", 0, None)
     scaled = series.with_columns(
         pl.col("x").median().over("entity").alias("base"),
         ((pl.col("x") - pl.col("x").median().over("entity")).abs().median().over("entity") * 1.4826).alias("mad"),
     ).with_columns(
-        pl.max_horizontal("mad", pl.col("base") * 0.25, pl.lit(floor)).alias("scale"),
+        pl.max_horizontal("mad", pl.col("base") * 0.25, pl.col("floor")).alias("scale"),
     ).with_columns(((pl.col("x") - pl.col("base")) / pl.col("scale")).alias("z"))
     flagged = scaled.with_columns((pl.col("z") > EXCURSION_Z).alias("hot")).with_columns(
         pl.col("hot").rle_id().over("entity").alias("run")
@@ -170,7 +239,7 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
     episodes = (
         flagged.filter(pl.col("hot"))
         .group_by("entity", "run")
-        .agg(pl.col("w").min().alias("start"), pl.col("w").max().alias("end"), (pl.col("x") - pl.col("base")).max().alias("peak"))
+        .agg(pl.col("w").min().alias("start"), pl.col("w").max().alias("end"), pl.col("z").max().alias("peak"))
         .with_columns((pl.col("end") - pl.col("start") + 1).alias("dur"))
         .sort("start", "entity")
     )
@@ -179,20 +248,28 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
     if episodes.is_empty():
         return Waves(0.0, None, 0, extent)
     follow = max(1, math.ceil(FOLLOW_S / ctx.window_s))
+    settle = max(1, math.ceil(SETTLE_S / ctx.window_s))
     eps = episodes.select("entity", "start", "end", "peak", "dur").rows()
 
     def follows(later: tuple, earlier: tuple) -> bool:
-        return later[0] != earlier[0] and earlier[1] < later[1] <= earlier[2] + follow
+        if later[0] == earlier[0] or not earlier[1] <= later[1] <= earlier[2] + follow:
+            return False
+        # Same window: a follower only downstream along the serving path (arrivals -> queue ->
+        # execution -> latency/SLO); two series of one stage starting together share a cause.
+        return earlier[1] < later[1] or _stage(earlier[0]) < _stage(later[0])
 
     # Only initiating excursions are scored (those that do not themselves follow an earlier one
     # elsewhere): a wave is judged by where it starts, so its own aftermath cannot dilute it.
+    # A follower carries the wave when it outlives its initiator by more than the settling time:
+    # the disturbance moved on and persisted beyond its cause. One absorbed within seconds of its
+    # cause is legitimate queueing (report section 9.3), not a wave.
     weighted = total = 0.0
     for ep in eps:  # a loop over excursion episodes (few), not over trace rows
         if any(follows(ep, other) for other in eps):
             continue
-        followers = [other for other in eps if follows(other, ep)]
-        spread = len({f[0] for f in followers}) / (entities - 1)
-        amplified = any(f[3] >= ep[3] or f[4] >= ep[4] for f in followers)
+        carried = [o for o in eps if follows(o, ep) and o[2] > ep[2] + settle]
+        spread = len({f[0] for f in carried}) / (entities - 1)
+        amplified = any(f[3] >= ep[3] or f[4] >= ep[4] for f in carried)
         weighted += ep[4] * spread * (0.5 + 0.5 * amplified)
         total += ep[4]
     return Waves(weighted / total if total else 0.0, None, len(eps), extent)
@@ -231,15 +308,37 @@ def _health(ctx: FeatureContext, v: dict, wpi: float | None) -> tuple[dict[str, 
         "scheduler": None if wait_share is None else 1.0 - _ramp(wait_share, 0.05, 0.5),
         "compute": compute,
         "network": None if transfers is None else 1.0 - _ramp(transfers, 0.05, 0.4),
+        "memory": _memory_health(v),
         "serving": None if serving is None else max(0.0, serving),
     }
     links = {
-        "scheduler_compute": _prediction_agreement(done),
+        # Only a prediction the scheduler made: an estimate fitted on the trace is no model to agree with.
+        "scheduler_compute": None if "predicted_ms" in ctx.derived else _prediction_agreement(done),
         "compute_network": _handoff_coherence(done),
         "network_serving": _ttft_stability(ctx),
         "end_to_end": _end_to_end(ctx, done, wpi),
+        "environment": _environment_consistency(v),
     }
     return layers, links
+
+
+def _environment_consistency(v: dict) -> float | None:
+    """Across an environment change inside the trace: 1 - ramp(KS statistic of workload-matched
+    latency, 0.05, 0.3) when the shift is significant (p < 0.001), 1 when it is not; None with
+    one environment."""
+    ks, p = v.get("env_shift_ks_stat"), v.get("env_shift_ks_p")
+    if ks is None or p is None:
+        return None
+    return 1.0 - _ramp(ks, 0.05, 0.3) if p < 0.001 else 1.0
+
+
+def _memory_health(v: dict) -> float | None:
+    """The memory path: KV-cache residency of decode-serving devices in the busiest tenth of the
+    time and the share of requests evicted for lack of KV space (1 = headroom, 0 = bound)."""
+    kv, preempted = v.get("mempath_kv_p90_frac"), v.get("mempath_preempted_frac")
+    terms = [t for t in (None if kv is None else _ramp(kv, 0.6, 1.0), None if preempted is None else _ramp(preempted, 0.0, 0.1))
+             if t is not None]
+    return 1.0 - max(terms) if terms else None
 
 
 def _prediction_agreement(done: pl.DataFrame) -> float | None:
@@ -275,11 +374,16 @@ def _handoff_coherence(done: pl.DataFrame) -> float | None:
 
 
 def _ttft_stability(ctx: FeatureContext) -> float | None:
+    """First-token stability: the TTFT tail beyond its median, in typical request lifetimes.
+
+    Measured against the median end-to-end latency rather than the median TTFT: a first token
+    that usually takes 30 ms and sometimes 1 s is no incoherence when requests live seconds."""
     ttft = ctx.inference.select("ttft_ms").filter(pl.col("ttft_ms") > 0)
-    if ttft.height < 20:
+    latency_p50 = ctx.metrics.latency_ms.p50
+    if ttft.height < 20 or not latency_p50:
         return None
     p50, p99 = ttft.select(pl.col("ttft_ms").quantile([0.5, 0.99])).item()  # both levels from one sort
-    return 1.0 - _ramp(p99 / p50, 3.0, 20.0)
+    return 1.0 - _ramp((p99 - p50) / latency_p50, 0.5, 3.0)
 
 
 def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> float | None:
@@ -527,3 +631,37 @@ def _nominal_windows(ctx: FeatureContext, gpu: pl.DataFrame, t0: int, window_ns:
         busy_ns.sum().alias("_busy_ns")
     )
     return busy.select("w", (pl.col("_busy_ns") / (devices * window_ns)).clip(0.0, 1.0).alias("_nominal")).collect()
+
+
+# --- indices no finding explains --------------------------------------------------------------
+
+# The range in which an index says the fleet is in trouble (the bounds of the shipped default
+# gate policy, policies/serving-default.yaml): (direction, bound).
+BAD_RANGES: dict[str, tuple[str, float]] = {"CI": ("<", 0.65), "DI": (">", 0.2), "WPI": (">", 0.3), "HCL": (">", 0.15)}
+
+
+def unexplained(
+    values: Indices, breakdown: IndexBreakdown, findings: list[Finding], evaluability: dict[str, Evaluability]
+) -> tuple[UnexplainedIndex, ...]:
+    """Indices in their bad range while no finding of medium severity or more was made."""
+    if any(SEVERITIES.index(f.severity) >= SEVERITIES.index("medium") for f in findings):
+        return ()
+    blind = tuple(sorted(name for name, e in evaluability.items() if not e.evaluated and name not in BAD_RANGES))
+    out = []
+    for name, (direction, bound) in BAD_RANGES.items():
+        value = getattr(values, name)
+        if value is None or not (value < bound if direction == "<" else value > bound):
+            continue
+        weakest: tuple[str, ...] = ()
+        if name == "CI":
+            parts = [(f"{kind}.{k}", v) for kind, group in (("layers", breakdown.layers), ("links", breakdown.links))
+                     for k, v in group.items() if v is not None]
+            weakest = tuple(f"{k} {v:.2f}" for k, v in sorted(parts, key=lambda kv: (kv[1], kv[0]))[:3])
+        where = f"; weakest components: {', '.join(weakest)}" if weakest else ""
+        could = f"; rules this trace cannot evaluate: {', '.join(blind)}" if blind else ""
+        out.append(UnexplainedIndex(
+            index=name, value=value, bad_range=f"{direction} {bound:g}", weakest_components=weakest,
+            not_evaluable_rules=blind,
+            message=f"{name} {value:.2f} is in its bad range ({direction} {bound:g}) and no rule explains it{where}{could}",
+        ))
+    return tuple(out)

@@ -113,6 +113,19 @@ class AbsentEvidence:
 
 
 @dataclass(frozen=True)
+class UnexplainedIndex:
+    """An index in its bad range that no finding of medium severity or more accounts for: said
+    explicitly, never left to silence."""
+
+    index: str
+    value: float
+    bad_range: str  # e.g. "< 0.65"
+    weakest_components: tuple[str, ...]  # CI: the lowest layer/link components, "name value"
+    not_evaluable_rules: tuple[str, ...]  # rules this trace could not evaluate (might have explained it)
+    message: str
+
+
+@dataclass(frozen=True)
 class TraceFacts:
     path: str
     rows: int
@@ -138,3 +151,4 @@ class Report:
     tool_version: str
     index_breakdown: IndexBreakdown = field(default_factory=IndexBreakdown)
     schema_version: str = SCHEMA_VERSION
+    unexplained_indices: tuple[UnexplainedIndex, ...] = ()

@@ -28,6 +28,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "findings": raw["findings"],
         "evaluability": raw["evaluability"],
     }
+    if raw["unexplained_indices"]:  # an addition to the contract, present only when it says something
+        out["unexplained_indices"] = raw["unexplained_indices"]
     return _clean(out)
 
 

@@ -22,6 +22,8 @@ def render(report: Report, console: Console) -> None:
     if health is not None:
         console.print(health)
     console.print(_findings(report))
+    for note in report.unexplained_indices:
+        console.print(Panel(escape(note.message), title="index without an explanation", border_style="yellow", expand=False))
     blind = _blind_spots(report.evaluability)
     if blind is not None:
         console.print(blind)
@@ -146,6 +148,10 @@ def _findings(report: Report) -> Panel:
             f"[bold]{escape(f.rule)}[/bold] [dim]{escape(f.kind)} | {escape(domains)} | score {f.score:.2f}[/dim]",
         )
         table.add_row("", escape(f.summary))
+        if f.confidence < 1.0 or f.estimated_inputs:
+            absent = ", ".join(a.signal for a in f.absent_evidence)
+            notes = [f"confidence {f.confidence:.2f}"] + ([f"absent: {absent}"] if absent else []) + list(f.estimated_inputs)
+            table.add_row("", f"[dim]{escape('; '.join(notes))}[/dim]")
         scalars = {k: v for k, v in f.evidence.items() if not _is_records(v)}
         evidence = ", ".join(f"{escape(str(k))}={escape(_evidence_value(v))}" for k, v in scalars.items())
         if evidence:

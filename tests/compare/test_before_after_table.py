@@ -95,7 +95,7 @@ def test_components_hold_the_synchronization_map_of_both_sides(migration):
     kinds = {c.kind for c in migration.components}
     assert kinds == {"layer", "link", "pool"}
     links = {c.name: c for c in migration.components if c.kind == "link"}
-    assert set(links) == {"scheduler_compute", "compute_network", "network_serving", "end_to_end"}
+    assert set(links) == {"scheduler_compute", "compute_network", "network_serving", "end_to_end", "environment"}
     # The migration degrades the end-to-end alignment it is diagnosed from.
     assert links["end_to_end"].delta < 0
     for c in migration.components:

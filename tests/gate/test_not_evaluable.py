@@ -20,7 +20,7 @@ from coherence_diag.render import gate as render_gate
 from tests.gate.conftest import write_policy
 from tests.tracegen import TraceSpec, make_trace, write
 
-WPI_REASON = "needs wait series for at least two pools or both sides of a disaggregated path"
+WPI_REASON = "needs at least two stress series (one layer of timing: e.g. arrivals only)"
 LIMIT_WORDING = ("outside", "limit", "above the maximum", "below the minimum")
 
 POLICY = """\
@@ -39,9 +39,9 @@ checks:
 
 @pytest.fixture(scope="module")
 def one_pool_trace(tmp_path_factory) -> Path:
-    """A trace with a single wait series (no decode dispatch, no KV transfer): WPI is null."""
+    """A trace of arrivals only (one layer of timing, one stress series): WPI is null."""
     frame = make_trace(TraceSpec(n_requests=60, seed=3, network=False))
-    frame = frame.filter(~((pl.col("event") == "dispatch") & (pl.col("pool") == "decode")))
+    frame = frame.filter((pl.col("layer") == "scheduler") & (pl.col("event") == "arrive"))
     path = tmp_path_factory.mktemp("one-pool") / "one-pool.parquet"
     write(frame, path)
     return path
@@ -73,14 +73,14 @@ def test_null_wpi_through_every_output(run_cli, tmp_path, one_pool_trace):
     assert failure.get("message").startswith(f"not evaluable ({WPI_REASON})")
     assert "not checked" in failure.get("message") and "measured" not in failure.get("message")
     _no_limit_wording(failure.get("message") + failure.text)
-    assert cases["skipped-waves"].find("skipped").get("message").startswith("not evaluable (needs wait series")
+    assert cases["skipped-waves"].find("skipped").get("message").startswith("not evaluable (needs at least two stress series")
 
     markdown = run_cli("gate", one_pool_trace, "--policy", policy, "--format", "markdown", "--no-progress")
     assert markdown.exit_code == 1
     rows = [line for line in markdown.stdout.splitlines() if "| waves |" in line or "| skipped-waves |" in line]
     assert len(rows) == 2
     for row in rows:
-        assert "not evaluable \\(needs wait series" in row  # parentheses escaped by the Markdown renderer
+        assert "not evaluable \\(needs at least two stress series" in row  # parentheses escaped by the Markdown renderer
         _no_limit_wording(row)
 
     terminal = run_cli("gate", one_pool_trace, "--policy", policy, "--no-progress")
