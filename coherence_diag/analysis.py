@@ -10,7 +10,7 @@ No printing, no exiting: errors are raised as `coherence_diag.errors` exceptions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -21,7 +21,8 @@ from coherence_diag import __version__, features, indices, ingest, metrics, path
 from coherence_diag.errors import InputError
 from coherence_diag.model import Report, TraceFacts, iso_utc
 from coherence_diag.rules import engine
-from coherence_diag.rules.loader import load_rules
+from coherence_diag.rules.explain import RuleExplanation, explain_rule
+from coherence_diag.rules.loader import Rule, find_rule, load_rules
 
 ProgressCallback = Callable[[str], None]
 
@@ -33,6 +34,20 @@ class Analysis:
     report: Report
     paths: pl.DataFrame  # one row per request, keyed by `request_key` (paths.PATH_SCHEMA)
     trace: validate.ValidatedTrace
+    # What the rules were evaluated over (rules.explain reads them): the feature values, the
+    # trace's columns with those the analysis estimated, and how it estimated them.
+    feature_values: features.FeatureValues | None = None
+    columns: frozenset[str] = frozenset()
+    derived: dict[str, str] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()  # the rules evaluated
+
+    def explain(self, rule_id: str) -> RuleExplanation:
+        """Why the rule `rule_id` did or did not fire on this trace, with its values
+        (InputError naming the known rules when there is no such rule)."""
+        if self.feature_values is None:
+            raise ValueError("this analysis kept no feature values to explain")
+        rule = find_rule(rule_id, list(self.rules))
+        return explain_rule(rule, self.feature_values, self.columns, self.derived)
 
     @cached_property
     def requests(self) -> pl.DataFrame:
@@ -52,13 +67,15 @@ def analyze(
     max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
     rules_dirs: list[Path] | None = None,
     progress: ProgressCallback | None = None,
+    with_features: bool = False,
 ) -> Analysis:
-    """Read, validate and analyze the trace at `path`."""
+    """Read, validate and analyze the trace at `path` (`with_features`: the report lists every
+    computed feature, `Report.features`)."""
     if not window_s > 0:  # checked before the (slow) read
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
     (progress or (lambda _msg: None))("reading and validating trace")
     trace = read_trace(path, max_bad_fraction=max_bad_fraction)
-    return analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress)
+    return analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features)
 
 
 def read_trace(path: str | Path, *, max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION) -> validate.ValidatedTrace:
@@ -74,6 +91,7 @@ def analyze_trace(
     window_s: float = timeseries.DEFAULT_WINDOW_S,
     rules_dirs: list[Path] | None = None,
     progress: ProgressCallback | None = None,
+    with_features: bool = False,
 ) -> Analysis:
     """Analyze an already validated trace (`analyze` = `read_trace` + this)."""
     if not window_s > 0:
@@ -90,7 +108,8 @@ def analyze_trace(
     step("computing features and indices")
     rule_set = load_rules(list(rules_dirs or []))
     ctx = features.FeatureContext.build(requests, trace.layers, trace.columns, metric_values, window_s)
-    wanted = set().union(*(r.features for r in rule_set)) | indices.FEATURES_USED
+    # Those the rules and indices read; every feature when the report lists them (`--features`).
+    wanted = set(features.FEATURES) if with_features else set().union(*(r.features for r in rule_set)) | indices.FEATURES_USED
     values = features.compute(ctx, wanted)
     index_values, breakdown, index_evaluability = indices.compute(ctx, values)
     evaluability.update(index_evaluability)
@@ -109,8 +128,12 @@ def analyze_trace(
         tool_version=__version__,
         index_breakdown=breakdown,
         unexplained_indices=indices.unexplained(index_values, breakdown, findings, evaluability),
+        features={name: values.reading(name) for name in sorted(values.values)} if with_features else None,
     )
-    return Analysis(report=report, paths=requests, trace=trace)
+    return Analysis(
+        report=report, paths=requests, trace=trace, feature_values=values, columns=frozenset(ctx.columns), derived=dict(ctx.derived),
+        rules=tuple(rule_set),
+    )
 
 
 def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics.ObservationSpan) -> TraceFacts:

@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -101,17 +101,35 @@ def _progress(enabled: bool) -> Iterator:
         yield lambda msg: bar.update(task, description=escape(msg))  # env names come from the trace
 
 
+# Options shared by the commands that analyze a trace (a fresh declaration per use).
+def _window_option() -> Any:
+    return typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001)
+
+
+def _max_bad_fraction_option() -> Any:
+    return typer.Option(
+        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before the trace is rejected (exit 2).", min=0.0, max=1.0
+    )
+
+
+def _progress_option() -> Any:
+    return typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal.")
+
+
+def _rules_option() -> Any:
+    return typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable.")
+
+
 @app.command()
 def analyze(
     trace: str = typer.Argument(..., help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob."),
     format: OutputFormat = typer.Option(OutputFormat.terminal, "--format", "-f", help="Output format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
-    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
-    max_bad_fraction: float = typer.Option(
-        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before the trace is rejected (exit 2).", min=0.0, max=1.0
-    ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
+    window: float = _window_option(),
+    max_bad_fraction: float = _max_bad_fraction_option(),
+    progress: bool = _progress_option(),
+    rules: Optional[list[Path]] = _rules_option(),
+    features: bool = typer.Option(False, "--features", help="Also report every computed feature (its value, or why it is undefined)."),
 ) -> None:
     """Analyze a trace: metrics, coherence indices and findings."""
     from coherence_diag.analysis import analyze as run_analysis
@@ -121,7 +139,7 @@ def analyze(
         _refuse_overwriting_input(output, trace)
         with _progress(progress) as step:
             result = run_analysis(
-                trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step
+                trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, with_features=features
             )
         if format is OutputFormat.json:
             text = json_report.render(result.report)
@@ -290,13 +308,37 @@ def rules_score(
 @app.command()
 def explain(
     name: str = typer.Argument(..., help="A rule id, an index (CI, DI, WPI, HCL), a feature name, or 'features' / 'indices'."),
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Also load the rule files of this directory; repeatable."),
+    trace: Optional[str] = typer.Option(
+        None, "--trace", "-t", help="Explain the rule NAME on this trace: each clause, score term and signal with its values, and the verdict."
+    ),
+    format: OutputFormat = typer.Option(OutputFormat.terminal, "--format", "-f", help="Output format (json only with --trace)."),
+    window: float = _window_option(),
+    max_bad_fraction: float = _max_bad_fraction_option(),
+    rules: Optional[list[Path]] = _rules_option(),
+    progress: bool = _progress_option(),
 ) -> None:
-    """Explain a rule, an index or a feature: definition, inputs, what to check next."""
+    """Explain a rule, an index or a feature: definition, inputs, what to check next; with --trace,
+    why a rule did or did not fire on that trace."""
     from coherence_diag import docgen
 
     with _errors_to_exit_codes():
-        typer.echo(docgen.explain(name, list(rules or [])))
+        if trace is None:
+            if format is OutputFormat.json:
+                raise InputError("--format json explains a rule on a trace: give --trace TRACE")
+            typer.echo(docgen.explain(name, list(rules or [])))
+            return
+        from coherence_diag.analysis import analyze as run_analysis
+        from coherence_diag.render import explain as render_explain
+        from coherence_diag.rules.loader import find_rule, load_rules
+
+        find_rule(name, load_rules(list(rules or [])))  # an unknown rule fails before the (slow) analysis
+        with _progress(progress) as step:
+            result = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step)
+        explanation = result.explain(name)
+        if format is OutputFormat.json:
+            sys.stdout.write(render_explain.render_json(explanation, result.report.trace.path))
+        else:
+            render_explain.render_terminal(explanation, Console(highlight=False), result.report.trace.path)
 
 
 class GateFormat(str, Enum):

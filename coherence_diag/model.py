@@ -126,6 +126,17 @@ class UnexplainedIndex:
 
 
 @dataclass(frozen=True)
+class FeatureReading:
+    """One feature of a trace: its value, or (undefined) the columns that would give it or why
+    it is undefined."""
+
+    value: float | None
+    unit: str
+    missing: tuple[str, ...] = ()  # when undefined for lack of columns: those columns
+    reason: str | None = None  # when undefined although its columns are present: why
+
+
+@dataclass(frozen=True)
 class TraceFacts:
     path: str
     rows: int
@@ -152,3 +163,5 @@ class Report:
     index_breakdown: IndexBreakdown = field(default_factory=IndexBreakdown)
     schema_version: str = SCHEMA_VERSION
     unexplained_indices: tuple[UnexplainedIndex, ...] = ()
+    # Every feature the analysis computed, by name (`analyze --features`); None when not asked for.
+    features: dict[str, FeatureReading] | None = None

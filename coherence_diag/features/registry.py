@@ -19,6 +19,7 @@ import polars as pl
 
 from coherence_diag.features.service_model import PREDICTED_ESTIMATE, estimate_predicted
 from coherence_diag.metrics import Metrics
+from coherence_diag.model import FeatureReading
 from coherence_diag import timeseries
 from coherence_diag.timeseries import TimeSeries
 
@@ -152,6 +153,20 @@ class FeatureValues:
     details: dict[str, dict[str, object]]
     missing: dict[str, tuple[str, ...]]  # feature -> columns that would make it computable
     reasons: dict[str, str] = field(default_factory=dict)  # feature -> why it is undefined here
+
+    def reading(self, name: str) -> FeatureReading:
+        """The value of `name` with its unit; when undefined, the columns that would give it or
+        (columns present) why it is undefined in this trace."""
+        value = self.values.get(name)
+        unit = FEATURES[name].unit if name in FEATURES else ""
+        if value is not None:
+            return FeatureReading(value, unit)
+        if name in self.missing:
+            return FeatureReading(None, unit, missing=tuple(self.missing[name]))
+        return FeatureReading(None, unit, reason=self.reasons.get(name, UNDEFINED))
+
+
+UNDEFINED = "undefined in this trace"  # the reason of an undefined feature whose group gave none
 
 
 def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues:

@@ -8,7 +8,7 @@ import math
 from importlib import resources
 from typing import Any
 
-from coherence_diag.model import Report
+from coherence_diag.model import FeatureReading, Report
 
 # Floats are rounded so that the last bits of a parallel floating-point sum cannot make two
 # runs on the same trace differ: the same trace gives byte-identical JSON.
@@ -30,7 +30,20 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     }
     if raw["unexplained_indices"]:  # an addition to the contract, present only when it says something
         out["unexplained_indices"] = raw["unexplained_indices"]
+    if report.features is not None:  # `analyze --features`
+        out["features"] = {name: reading_to_dict(r) for name, r in report.features.items()}
     return _clean(out)
+
+
+def reading_to_dict(reading: FeatureReading) -> dict[str, Any]:
+    """{"value", "unit"}, and for an undefined feature "missing" (the columns that would give it)
+    or "reason" (why it is undefined although its columns are present)."""
+    out: dict[str, Any] = {"value": reading.value, "unit": reading.unit}
+    if reading.missing:
+        out["missing"] = list(reading.missing)
+    elif reading.value is None:
+        out["reason"] = reading.reason
+    return out
 
 
 def render(report: Report) -> str:

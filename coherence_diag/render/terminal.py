@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from coherence_diag.model import Evaluability, Quantiles, Report
+from coherence_diag.model import Evaluability, FeatureReading, Quantiles, Report
 
 _SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
 
@@ -27,6 +27,8 @@ def render(report: Report, console: Console) -> None:
     blind = _blind_spots(report.evaluability)
     if blind is not None:
         console.print(blind)
+    if report.features is not None:
+        console.print(_features_table(report.features))
 
 
 def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
@@ -208,3 +210,16 @@ def _blind_spots(evaluability: dict[str, Evaluability]) -> Panel | None:
         needs = f"needs {', '.join(e.missing)}" if e.missing else ""
         table.add_row(escape(name), escape(e.reason or ""), f"[dim]{escape(needs)}[/dim]")
     return Panel(Group(table), title="what this trace cannot tell you", expand=False)
+
+
+def _features_table(readings: dict[str, FeatureReading]) -> Table:
+    table = Table(title="features (docs/features.md)", title_justify="left")
+    table.add_column("feature", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
+    table.add_column("why undefined", overflow="fold", min_width=24)
+    for name, r in readings.items():
+        value = "[dim]n/a[/dim]" if r.value is None else escape(_evidence_value(r.value))
+        why = f"needs {', '.join(r.missing)}" if r.missing else (r.reason or "")
+        table.add_row(escape(name), value, escape(r.unit), f"[dim]{escape(why)}[/dim]" if why else "")
+    return table

@@ -8,10 +8,12 @@ with a confidence below 1.
 
 from __future__ import annotations
 
+from typing import Iterable, Mapping
+
 from coherence_diag.features import FEATURES, FeatureValues
 from coherence_diag.model import SEVERITIES, AbsentEvidence, Evaluability, Finding
-from coherence_diag.rules.expr import decide, truth
-from coherence_diag.rules.loader import Rule, render_template
+from coherence_diag.rules.expr import Value, decide, truth
+from coherence_diag.rules.loader import Corroboration, Rule, render_template
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -49,10 +51,24 @@ class RuleOutcome:
         self.signature_score = signature_score
 
 
-def _absent(name: str, features: FeatureValues) -> AbsentEvidence:
-    if name in features.missing:
-        return AbsentEvidence(name, tuple(features.missing[name]), None)
-    return AbsentEvidence(name, (), features.reasons.get(name, "undefined in this trace"))
+def absent(name: str, features: FeatureValues) -> AbsentEvidence:
+    """Why the feature `name` is undefined: the columns that would give it, or the reason."""
+    reading = features.reading(name)
+    return AbsentEvidence(name, reading.missing, reading.reason)
+
+
+def check_signal(item: Corroboration, values: Mapping[str, Value]) -> tuple[tuple[str, ...], bool | None]:
+    """(its undefined inputs, whether it holds): a corroborating signal is measured when all its
+    inputs are defined; `held` is None when it is not."""
+    undefined = tuple(sorted(n for n in item.when.names if values.get(n) is None))
+    return undefined, (None if undefined else truth(item.when.evaluate(values)))
+
+
+def estimated_inputs(names: Iterable[str], derived: Mapping[str, str]) -> tuple[str, ...]:
+    """`column: how` of each trace column that the features `names` read and the analysis estimated."""
+    return tuple(sorted({
+        f"{col}: {how}" for n in names if n in FEATURES for col in FEATURES[n].requires if (how := derived.get(col))
+    }))
 
 
 def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derived: dict[str, str]) -> RuleOutcome:
@@ -80,22 +96,22 @@ def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derive
     base = min(1.0, max(0.0, float(raw)))
     score = base
     held: list[str] = []
-    absent: dict[str, AbsentEvidence] = {}
+    missing_evidence: dict[str, AbsentEvidence] = {}
     total_weight = sum(c.weight for c in rule.corroboration)
     measured_weight = 0.0
     for item in rule.corroboration:
-        undefined_inputs = sorted(n for n in item.when.names if values.get(n) is None)
+        undefined_inputs, holds = check_signal(item, values)
+        for n in undefined_inputs:
+            missing_evidence.setdefault(n, absent(n, features))
         if undefined_inputs:
-            for n in undefined_inputs:
-                absent.setdefault(n, _absent(n, features))
             continue
         measured_weight += item.weight
-        if truth(item.when.evaluate(values)):
+        if holds:
             score = min(1.0, score + item.weight)
             held.append(item.says)
     for n in sorted((rule.condition.names | rule.score.names) - signature):
         if values.get(n) is None:  # optional inputs of null-aware functions
-            absent.setdefault(n, _absent(n, features))
+            missing_evidence.setdefault(n, absent(n, features))
     severity = severity_for(rule, score)
     if severity is None:
         return RuleOutcome(Evaluability(True), condition_held=True, signature_score=base)
@@ -103,8 +119,6 @@ def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derive
     for name in rule.evidence:
         evidence[name] = values.get(name)
         evidence.update(features.details.get(name, {}))
-    used = rule.features - frozenset(absent)
-    estimated = sorted({f"{col}: {how}" for n in used if n in FEATURES for col in FEATURES[n].requires if (how := derived.get(col))})
     finding = Finding(
         rule=rule.id,
         kind=rule.kind,  # type: ignore[arg-type]
@@ -117,7 +131,7 @@ def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derive
         evidence=evidence,
         confidence=measured_weight / total_weight if total_weight else 1.0,
         corroborated_by=tuple(held),
-        absent_evidence=tuple(absent[n] for n in sorted(absent)),
-        estimated_inputs=tuple(estimated),
+        absent_evidence=tuple(missing_evidence[n] for n in sorted(missing_evidence)),
+        estimated_inputs=estimated_inputs(rule.features - frozenset(missing_evidence), derived),
     )
     return RuleOutcome(Evaluability(True), finding, condition_held=True, signature_score=base)

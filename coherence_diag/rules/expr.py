@@ -18,7 +18,9 @@ Grammar:
 
 Values are floats, booleans or None (a feature that could not be computed). None propagates
 through arithmetic and the ordinary functions; a comparison with None is false; `and`/`or`/`not`
-treat None as false. So a condition whose inputs are missing never holds.
+treat None as false. So a condition whose inputs are missing never holds. The engine decides a
+condition with `decide` instead, in three-valued logic: a clause reading an undefined value is
+undecided, and a rule whose condition is undecided is not evaluable.
 
 The null-aware functions combine only the terms that are defined, for signals that may be
 absent from a trace (optional columns, a fleet shape without that layer):
@@ -29,6 +31,9 @@ absent from a trace (optional columns, a fleet shape without that layer):
     max_of / min_of       maximum / minimum of the defined arguments
 Each is None only when no argument is defined. `NULL_AWARE` names them; the rule loader uses it
 to reject a score that would silently become undefined when one of its inputs is.
+
+`clauses`, `connective` and `terms` split a condition into its clauses and a score into its terms,
+and `unparse` writes a node back as text, for `explain --trace` (rules/explain.py).
 """
 
 from __future__ import annotations
@@ -181,6 +186,92 @@ def parse(text: str) -> Expression:
     tree = parser.expr()
     parser.expect_end()
     return Expression(text, tree, frozenset(_names(tree)))
+
+
+def subexpression(node: Node) -> Expression:
+    """A node of a parsed expression as an expression of its own (its source is `unparse(node)`)."""
+    return Expression(unparse(node), node, frozenset(_names(node)))
+
+
+def connective(node: Node) -> tuple[str, tuple[Node, ...]] | None:
+    """("and" | "or", operands) when `node` is an `and` / `or` chain, its operands flattened
+    (`a and b and c` gives three); None for anything else."""
+    if not (isinstance(node, Binary) and node.op in ("and", "or")):
+        return None
+
+    def operands(n: Node) -> list[Node]:
+        if isinstance(n, Binary) and n.op == node.op:
+            return operands(n.left) + operands(n.right)
+        return [n]
+
+    return node.op, tuple(operands(node))
+
+
+def clauses(node: Node) -> tuple[Node, ...]:
+    """The clauses of a condition: the leaves of its top-level `and`/`or` tree, in source order
+    (comparisons, `not ...`, `defined(...)`), e.g. three for `a > 1 and (b < 2 or not c > 3)`."""
+    split = connective(node)
+    if split is None:
+        return (node,)
+    return tuple(leaf for operand in split[1] for leaf in clauses(operand))
+
+
+def terms(node: Node) -> tuple[str, tuple[tuple[str, Node], ...]] | None:
+    """How a score is built at its top level: ("sum", ((sign, term), ...)) for `a + b - c`,
+    ("product", ((op, factor), ...)) for `a * b / c`, (function, (("", argument), ...)) for a
+    call of a function of any number of arguments (max_of, min, ...); None for a single term."""
+    def chain(n: Node, ops: tuple[str, str], lead: str) -> list[tuple[str, Node]]:
+        if isinstance(n, Binary) and n.op in ops:
+            return chain(n.left, ops, lead) + [(n.op, n.right)]
+        return [(lead, n)]
+
+    if isinstance(node, Binary) and node.op in ("+", "-"):
+        return "sum", tuple(chain(node, ("+", "-"), "+"))
+    if isinstance(node, Binary) and node.op in ("*", "/"):
+        return "product", tuple(chain(node, ("*", "/"), "*"))
+    if isinstance(node, Call) and len(node.args) > 1 and (FUNCTIONS.get(node.func) or NULL_AWARE[node.func])[0] is None:
+        return node.func, tuple(("", a) for a in node.args)
+    return None
+
+
+# Binding strength of each operator (higher binds tighter), as in the grammar above.
+_PRECEDENCE = {"or": 1, "and": 2, "not": 3, "<": 4, "<=": 4, ">": 4, ">=": 4, "==": 4, "!=": 4,
+               "+": 5, "-": 5, "*": 6, "/": 6, "neg": 7}
+
+
+def unparse(node: Node) -> str:
+    """Expression text of a node (normalised spacing, only the parentheses it needs):
+    parse(unparse(n)).tree == n."""
+    return _unparse(node)
+
+
+def _precedence(node: Node) -> int:
+    if isinstance(node, Binary):
+        return _PRECEDENCE[node.op]
+    if isinstance(node, Unary):
+        return _PRECEDENCE["not" if node.op == "not" else "neg"]
+    return 8
+
+
+def _unparse(node: Node, at_least: int = 0) -> str:
+    if isinstance(node, Num):
+        text = repr(node.value)
+        text = text[:-2] if text.endswith(".0") else text
+    elif isinstance(node, Bool):
+        text = "true" if node.value else "false"
+    elif isinstance(node, Name):
+        text = node.name
+    elif isinstance(node, Call):
+        text = f"{node.func}({', '.join(_unparse(a) for a in node.args)})"
+    elif isinstance(node, Unary):
+        own = _precedence(node)
+        text = f"not {_unparse(node.operand, own)}" if node.op == "not" else f"-{_unparse(node.operand, own)}"
+    else:
+        own = _precedence(node)
+        # Operators associate to the left; a comparison takes no comparison as an operand.
+        left = _unparse(node.left, own + 1 if own == 4 else own)
+        text = f"{left} {node.op} {_unparse(node.right, own + 1)}"
+    return f"({text})" if _precedence(node) < at_least else text
 
 
 def guarded_names(node: Node) -> set[str]:

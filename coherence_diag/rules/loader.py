@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from coherence_diag.errors import RuleError
+from coherence_diag.errors import InputError, RuleError
 from coherence_diag.features import FEATURES
 from coherence_diag.model import SEVERITIES
 from coherence_diag.rules.expr import ExprError, Expression, guarded_names, parse, strict_names
@@ -140,6 +140,14 @@ def load_rules(extra_dirs: list[Path] | None = None) -> list[Rule]:
         body = "\n".join(f"  - {p}" for p in problems)
         raise RuleError(f"invalid rule files ({len(problems)} problems):\n{body}")
     return sorted(rules, key=lambda r: r.id)
+
+
+def find_rule(rule_id: str, rules: list[Rule]) -> Rule:
+    """The rule of that id among `rules`; an InputError naming the known ones otherwise."""
+    for rule in rules:
+        if rule.id == rule_id:
+            return rule
+    raise InputError(f"unknown rule {rule_id!r}; known rules: {', '.join(r.id for r in rules)}")
 
 
 # libyaml's safe loader when PyYAML has it: the same documents, parsed several times faster

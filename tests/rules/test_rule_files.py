@@ -109,3 +109,62 @@ def test_shipped_rules_cover_every_mode_and_pattern():
     for pattern in PATTERNS:
         if pattern in ids:
             assert ids[pattern].kind == "pattern"
+
+
+@pytest.mark.parametrize(
+    "condition, score, accepted",
+    [
+        ("tail_ratio > 1.0 or timeout_rate > 0.1", "ramp(tail_ratio, 1, 3)", False),  # `or`: tail_ratio may be undefined
+        ("coalesce(tail_ratio, 0) > 1.0", "ramp(tail_ratio, 1, 3)", False),
+        ("not tail_ratio < 1.0", "ramp(tail_ratio, 1, 3)", False),
+        ("tail_ratio > 1.0", "ramp(tail_ratio, 1, 3) + timeout_rate", False),  # a name the condition never reads
+        ("tail_ratio > 1.0 or timeout_rate > 0.1", "coalesce(ramp(tail_ratio, 1, 3), 0) + max_of(timeout_rate, 0)", True),
+        ("(tail_ratio > 1.0 and timeout_rate > 0) or (tail_ratio > 2 and timeout_rate < 0.5)", "ramp(tail_ratio, 1, 3) * (1 - timeout_rate)", True),
+        ("defined(tail_ratio) and tail_ratio > 1.0", "ramp(tail_ratio, 1, 3)", True),
+    ],
+)
+def test_score_may_read_only_guarded_or_null_aware_names(tmp_path, run_cli, condition, score, accepted):
+    text = GOOD.replace('condition: "tail_ratio > 1.0"', f'condition: "{condition}"').replace(
+        'score: "ramp(tail_ratio, 1, 3)"', f'score: "{score}"'
+    )
+    result = run_cli("rules", "check", _write(tmp_path, text))
+    if accepted:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2, result.output
+        assert "my-rule" in result.stderr and "score reads" in result.stderr and "null-aware" in result.stderr
+
+
+CORROBORATED = GOOD + """corroboration:
+  - when: "timeout_rate >= 0.05"
+    weight: 0.2
+    says: clients time out
+physics: Long tails come from somewhere.
+"""
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        *[(("weight: 0.2", f"weight: {bad}"), "weight must be a number in (0, 1]") for bad in ("1.5", "0", "true", "heavy")],
+        *[((f"    {field}\n", ""), "expected exactly the fields when, weight, says") for field in ("weight: 0.2", "says: clients time out")],
+        (("    says: clients time out\n", "    says: clients time out\n    extra: 1\n"), "expected exactly the fields"),
+        (("says: clients time out", "says: ''"), "'says' must be non-empty text"),
+        (('when: "timeout_rate >= 0.05"', 'when: "timeout_rate >="'), "corroboration #1: when: expected a number"),
+        (('when: "timeout_rate >= 0.05"', 'when: "timeout_rat >= 0.05"'), "unknown feature 'timeout_rat'"),
+        (('  - when: "timeout_rate >= 0.05"\n    weight: 0.2\n    says: clients time out\n', "  oops\n"), "must be a list"),
+        (("physics: Long tails come from somewhere.", "physics: ''"), "'physics' must be non-empty text"),
+    ],
+)
+def test_invalid_corroboration_is_rejected(tmp_path, run_cli, change, fragment):
+    assert change[0] in CORROBORATED
+    result = run_cli("rules", "check", _write(tmp_path, CORROBORATED.replace(*change)))
+    assert result.exit_code == 2, result.output
+    assert "my-rule" in result.stderr and fragment in result.stderr, result.stderr
+
+
+def test_valid_corroboration_is_loaded(tmp_path):
+    (rule,) = [r for r in load_rules([_write(tmp_path, CORROBORATED)]) if r.id == "my-rule"]
+    assert rule.physics == "Long tails come from somewhere."
+    assert [(c.when.source, c.weight, c.says) for c in rule.corroboration] == [("timeout_rate >= 0.05", 0.2, "clients time out")]
+    assert rule.signature_names == {"tail_ratio"}  # corroborating inputs are optional
