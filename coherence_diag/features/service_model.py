@@ -12,6 +12,7 @@ fleet norm. Features that use it carry that in their finding's `estimated_inputs
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from coherence_diag.request_keys import KEY
@@ -50,26 +51,14 @@ def estimate_predicted(
         .agg(pl.col("dur_ms").sum().alias("service_ms"))
         .join(tokens, on=KEY, how="left")
         .with_columns(_tokens_of(pl.col("phase")).fill_null(0.0).alias("tokens"))
+        .collect()
     )
-    # Per phase: slope = cov(tokens, service) / var(tokens), clipped at 0; intercept from the means.
-    fits = (
-        work.group_by("phase")
-        .agg(
-            pl.len().alias("n"),
-            pl.col("tokens").mean().alias("t_mean"),
-            pl.col("service_ms").mean().alias("s_mean"),
-            pl.cov("tokens", "service_ms").alias("cov"),
-            pl.col("tokens").var().alias("var"),
-        )
-        .filter(pl.col("n") >= MIN_SPANS_PER_PHASE)
-        .with_columns(
-            pl.when(pl.col("var") > 0).then((pl.col("cov") / pl.col("var")).clip(lower_bound=0.0)).otherwise(0.0).alias("slope")
-        )
-        .with_columns((pl.col("s_mean") - pl.col("slope") * pl.col("t_mean")).clip(lower_bound=0.0).alias("intercept"))
-        .select("phase", "slope", "intercept")
-    )
+    fits = _fit_per_phase(work)
+    if fits.is_empty():
+        return None
     per_device = (
-        work.join(fits, on="phase", how="inner")
+        work.lazy()
+        .join(fits.lazy(), on="phase", how="inner")
         .group_by(KEY, "device")
         .agg((pl.col("intercept") + pl.col("slope") * pl.col("tokens")).sum().alias("_pred"))
         .filter(pl.col("_pred") > 0)
@@ -96,3 +85,22 @@ def estimate_predicted(
         columns = list(sched.columns) + ([] if "predicted_ms" in sched.columns else ["predicted_ms"])
         out_layers["scheduler"] = joined.select(columns)
     return out_requests, out_layers
+
+
+def _fit_per_phase(work: pl.DataFrame) -> pl.DataFrame:
+    """(phase, intercept, slope): service_ms = intercept + slope * tokens, least squares per phase,
+    both non-negative (a negative intercept is refitted through the origin, a negative slope as
+    the phase's mean). Rows in a fixed order, so the sums are bit-identical from run to run."""
+    rows = []
+    for (phase,), part in work.group_by("phase", maintain_order=True):  # a handful of phases
+        if part.height < MIN_SPANS_PER_PHASE:
+            continue
+        part = part.sort(KEY, pl.col("device").cast(pl.String))
+        y, t = part["service_ms"].to_numpy(), part["tokens"].to_numpy()
+        intercept, slope = np.linalg.lstsq(np.column_stack([np.ones_like(t), t]), y, rcond=None)[0] if np.ptp(t) > 0 else (y.mean(), 0.0)
+        if slope < 0:
+            intercept, slope = y.mean(), 0.0
+        elif intercept < 0:
+            intercept, slope = 0.0, float(t @ y / (t @ t))
+        rows.append({"phase": phase, "intercept": float(intercept), "slope": float(slope)})
+    return pl.DataFrame(rows, schema={"phase": pl.String, "intercept": pl.Float64, "slope": pl.Float64}).sort("phase")
