@@ -14,7 +14,7 @@ import polars as pl
 
 from coherence_diag.features import FeatureContext, FeatureValues
 from coherence_diag.model import Evaluability, IndexBreakdown, Indices, iso_utc
-from coherence_diag.paths import NS_PER_MS, device_table
+from coherence_diag.paths import NS_PER_MS, device_table, is_inference
 from coherence_diag.timeseries import busy_intervals
 
 # Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
@@ -128,7 +128,7 @@ def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
         # not per request.
         return (
             reqs.filter(pl.col(pool).is_not_null() & pl.col(wait).is_not_null())
-            .group_by(pl.col(pool).alias("_pool"), ((pl.col(ts) - t0) // window_ns).alias("w"))
+            .group_by(pl.col(pool).alias("_pool"), _window_index(pl.col(ts), t0, window_ns))
             .agg(pl.col(wait).mean().alias("x"))
             .select(pl.concat_str(pl.lit(prefix), pl.col("_pool").cast(pl.String)).alias("entity"), "w", "x")
         )
@@ -286,7 +286,7 @@ def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> f
     """Latency stability over time (p90/p10 of 10-s median latency) times containment (1 - WPI)."""
     window_ns = int(STABILITY_WINDOW_S * 1e9)
     t0 = _origin(ctx)
-    medians = done.lazy().group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
+    medians = done.lazy().group_by(_window_index(pl.col("complete_ns"), t0, window_ns)).agg(
         pl.col("latency_ms").median().alias("m"), pl.len().alias("n")
     ).filter(pl.col("n") >= 5).collect()
     if medians.height < 3:
@@ -342,8 +342,7 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
         .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
     )
     totals = by_device.join(devices, on="device").group_by("pool").agg(pl.col("all_ns").sum(), pl.col("batch_ns").sum())
-    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
-    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
     good = ctx.requests.lazy().filter(useful)
     useful_ns = pl.concat(
         [
@@ -462,8 +461,7 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     if gpu is None:
         return empty
     # Useful work as in the global value (metrics._effective_utilization), per span.
-    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
-    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
     useful_ids = ctx.requests.lazy().filter(useful).select("request_key").collect().to_series()
     span_useful = pl.col("request_key").is_in(useful_ids.implode()) | (
         pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")

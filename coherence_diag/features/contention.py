@@ -20,7 +20,7 @@ import polars as pl
 from scipy import stats
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import NS_PER_MS, device_table
+from coherence_diag.paths import NS_PER_MS, device_table, is_inference
 
 MIN_SIDE = 20  # requests per side of a median comparison
 RHO_CAP = 100_000  # requests per side of a rank statistic (deterministic subsample above)
@@ -29,7 +29,6 @@ BATCH_FEATURES = (
     "batch_coresident_frac", "batch_coresident_wait_ratio", "batch_coresident_wait_p", "batch_excess_wait_share",
     "batch_pool_occupancy_frac",
 )
-BATCH = (pl.col("workload_class") == "batch").fill_null(False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
     if "workload_class" not in ctx.columns and "phase" not in ctx.columns:
         return None
     parts = []
-    jobs = ctx.requests.filter(BATCH).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
+    jobs = ctx.requests.filter(~is_inference()).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
     gpu = ctx.layer("gpu")
     if gpu is not None and {"phase", "dur_ms", "device"} <= set(gpu.columns):
         spans = gpu.filter((pl.col("event") == "exec") & (pl.col("phase") == "batch_job")).select(

@@ -26,7 +26,8 @@ import polars as pl
 from scipy import stats
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import NS_PER_MS
+from coherence_diag.paths import NS_PER_MS, is_inference
+from coherence_diag.timeseries import window_start
 
 BASE = ("request_id",)
 
@@ -40,11 +41,6 @@ DEPTH_HOLD_S = 5.0  # a queue-depth sample describes its queue until the next on
 
 def window_ns(ctx: FeatureContext) -> int:
     return max(1, int(round(ctx.window_s * 1e9)))
-
-
-def window_start(expr: pl.Expr, w: int) -> pl.Expr:
-    """Start of the epoch-aligned window holding `expr` (the grid of timeseries.py)."""
-    return (expr // w) * w
 
 
 def iso(ns: int) -> str:
@@ -178,7 +174,7 @@ def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
     sched = ctx.layer("scheduler")
     if sched is not None:
         # Inference requests are all but the (few) batch jobs.
-        batch = ctx.requests.filter(pl.col("workload_class").cast(pl.String).fill_null("inference") == "batch")["request_key"]
+        batch = ctx.requests.filter(~is_inference())["request_key"]
         inference = ~pl.col("request_key").is_in(batch.implode())
         parts.append(counts(sched.lazy().filter((pl.col("event") == "timeout") & inference), "ts", "timeouts"))
         retries = retry_attempts(ctx)

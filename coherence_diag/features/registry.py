@@ -19,6 +19,7 @@ import polars as pl
 
 from coherence_diag.features.service_model import PREDICTED_ESTIMATE, estimate_predicted
 from coherence_diag.metrics import Metrics
+from coherence_diag.paths import is_inference
 from coherence_diag import timeseries
 from coherence_diag.timeseries import TimeSeries
 
@@ -88,8 +89,7 @@ class FeatureContext:
 
     @cached_property
     def inference(self) -> pl.DataFrame:
-        # A missing class counts as inference; compared on the Categorical (no per-row text cast).
-        return self.requests.filter(pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch"))
+        return self.requests.filter(is_inference())
 
     @cached_property
     def completed(self) -> pl.DataFrame:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.dynamics import fleet_windows, window_ns, window_start
+from coherence_diag.features.dynamics import fleet_windows, window_ns
 from coherence_diag.features.energy import inference_devices
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS
+from coherence_diag.timeseries import window_start
 
 WAIT_SHARE = 0.2  # a miss is explained by waiting when waits are >= this share of its latency
 SATURATED = 0.95  # busy fraction (device) or utilization (link) that counts as saturated
