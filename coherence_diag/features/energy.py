@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.dynamics import fleet_windows, spearman
+from coherence_diag.features.fleet import fleet_windows, inference_devices, spearman
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 
 MIN_WINDOWS = 20  # windows a device needs (with a power sample) to describe its variation
@@ -72,17 +72,6 @@ def _exact_mean(column: str) -> pl.Expr:
 
 
 _FIXED_ONE = float(1 << 32)
-
-
-def inference_devices(ctx: FeatureContext) -> pl.Series:
-    """Devices (Categorical) that served inference requests, prefill or decode."""
-
-    def build() -> pl.Series:
-        inf = ctx.inference
-        both = pl.concat([inf["prefill_device"].drop_nulls().unique(), inf["decode_device"].drop_nulls().unique()])
-        return both.unique().rename("device")
-
-    return ctx.shared("energy.inference_devices", build)
 
 
 @feature_group("energy_latency", ENERGY_FEATURES)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.dynamics import fleet_windows, window_ns
-from coherence_diag.features.energy import inference_devices
+from coherence_diag.features.fleet import fleet_windows, inference_devices, window_ns
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS
 from coherence_diag.timeseries import window_start
