@@ -1,9 +1,10 @@
 """The feature registry: named, documented scalar measurements that rules and indices read.
 
 A feature group is one function that computes several related features from a
-`FeatureContext` (they share intermediate tables). Each feature declares its unit, meaning and
-the trace columns it needs; a feature whose columns are missing is not computed and is `None`,
-and the rules that read it report those columns as what would make them evaluable.
+`FeatureContext` (they share intermediate tables). Each feature declares its unit (one of
+UNITS), meaning and the trace columns it needs; a feature whose columns are missing is not
+computed and is `None`, and the rules that read it report those columns as what would make them
+evaluable. A group returns values only for the features it declares (anything else is a bug).
 
 Groups may also return *details*: structured evidence (pool and device names, time windows)
 that findings quote next to the numbers.
@@ -26,11 +27,15 @@ from coherence_diag.timeseries import TimeSeries
 Number = float | None
 T = TypeVar("T")
 
+# The units a feature may declare: a share in [0, 1], a ratio of like quantities, milliseconds,
+# a count, a (rank) correlation, a p-value, events per minute.
+UNITS = ("frac", "ratio", "ms", "count", "corr", "p", "per_min")
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
     name: str
-    unit: str  # "frac", "ratio", "ms", "count", "corr", "per_min", ...
+    unit: str  # one of UNITS
     description: str
     requires: tuple[str, ...]  # trace columns needed
     group: str = ""
@@ -129,13 +134,18 @@ def feature_group(name: str, outputs: list[FeatureSpec]) -> Callable[[GroupFn], 
     """Register a function computing the listed features (declared once, here)."""
 
     def register(fn: GroupFn) -> GroupFn:
+        if name in GROUPS:
+            raise ValueError(f"feature group {name!r} is declared twice")
         specs = {}
         for spec in outputs:
-            if spec.name in FEATURES:
+            if spec.name in FEATURES or spec.name in specs:
                 raise ValueError(f"feature {spec.name!r} is declared twice")
-            spec = FeatureSpec(spec.name, spec.unit, spec.description, spec.requires, name)
-            FEATURES[spec.name] = spec
-            specs[spec.name] = spec
+            if spec.unit not in UNITS:
+                raise ValueError(
+                    f"feature {spec.name!r} of group {name!r}: unit {spec.unit!r} is not one of {', '.join(UNITS)}"
+                )
+            specs[spec.name] = FeatureSpec(spec.name, spec.unit, spec.description, spec.requires, name)
+        FEATURES.update(specs)
         GROUPS[name] = FeatureGroup(name, fn, specs)
         return fn
 
@@ -172,6 +182,7 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
                 missing[n] = absent[n]
             continue
         result = group.fn(ctx)
+        _check_declared(group, result)
         for n in needed:
             if absent[n] or n in result.missing:
                 values[n] = None
@@ -183,6 +194,16 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
                 if values[n] is None and n in result.reasons:
                     reasons[n] = result.reasons[n]
     return FeatureValues(values, details, missing, reasons)
+
+
+def _check_declared(group: FeatureGroup, result: GroupResult) -> None:
+    """A group speaks only of the features it declares; anything else is a programming error."""
+    for part in ("values", "details", "missing", "reasons"):
+        for name in getattr(result, part):
+            if name not in group.outputs:
+                raise RuntimeError(
+                    f"feature group {group.name!r} returned {part} for {name!r}, which it does not declare"
+                )
 
 
 def _clean(value: object) -> Number:
