@@ -13,7 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.fleet import BASE, FleetWindows, fleet_windows, iso, robust_center_spread, runs
+from coherence_diag.features.fleet import (
+    BASE,
+    FEW_FLEET_WINDOWS,
+    MIN_FLEET_WINDOWS,
+    NO_DEPTH,
+    FleetWindows,
+    fleet_windows,
+    iso,
+    robust_center_spread,
+    runs,
+)
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS
 from coherence_diag.timeseries import window_start
@@ -219,20 +229,19 @@ def burst_features(ctx: FeatureContext) -> GroupResult:
     names = [s.name for s in BURST_FEATURES]
     values: dict[str, float | None] = {n: None for n in names}
     fw = fleet_windows(ctx)
-    if fw is None or fw.n < 10:
-        return GroupResult(values)
+    if fw is None or fw.n < MIN_FLEET_WINDOWS:
+        return GroupResult(values, reason=FEW_FLEET_WINDOWS)
     mask, _ = burst_mask(fw)
     values["burst_time_frac"] = float(mask.mean())
     values["burst_episodes"] = float(len(runs(mask, max_gap=1)))
     if fw.depth is None:
-        reason = "no queue depth: neither queue samples nor dispatch times to reconstruct it"
-        return GroupResult(values, reasons={n: reason for n, v in values.items() if v is None})
+        return GroupResult(values, reason=NO_DEPTH)
     episodes = burst_episodes(fw)
     if not episodes:
         for name in ("burst_backlog_ratio", "burst_backlog_excess_ratio", "burst_wait_amplification",
                      "burst_timeout_share", "burst_timeout_rate", "burst_retry_load_share"):
             values[name] = 0.0
-        return GroupResult(values)
+        return GroupResult(values, reason="no burst in this trace")
     span = np.zeros(fw.n, dtype=bool)
     for ep in episodes:
         span[ep.first : ep.settle] = True
@@ -271,4 +280,10 @@ def burst_features(ctx: FeatureContext) -> GroupResult:
             for ep in largest
         ]
     }
-    return GroupResult(values, details={"burst_backlog_ratio": detail})
+    return GroupResult(values, details={"burst_backlog_ratio": detail}, reasons={
+        "burst_arrival_ratio": "the median window has no fresh arrivals",
+        "burst_wait_amplification": "no dispatched request arrived in a burst or its backlog, or fewer than 10 "
+        "completed requests arrived outside them",
+        "burst_downstream_ratio": "no decode-only devices (no disaggregated paths), fewer than 5 windows outside "
+        "the bursts, or those devices idle there",
+    })

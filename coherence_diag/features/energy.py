@@ -77,6 +77,16 @@ _FIXED_ONE = float(1 << 32)
 @feature_group("energy_latency", ENERGY_FEATURES)
 def energy_features(ctx: FeatureContext) -> GroupResult:
     values: dict[str, float | None] = {s.name: None for s in ENERGY_FEATURES}
+    few_windows = f"fewer than {MIN_WINDOWS} windows with {MIN_COMPLETIONS} completed inference requests"
+    reasons = {  # latency over windows
+        "latency_window_cv": few_windows,
+        "slowdown_window_swing_ratio": few_windows + " with a predicted_ms (or their p10 slowdown is 0)",
+    }
+    power_reasons = {
+        "power_activity_cv_ratio": "the busy fraction of the inference devices does not vary",
+        "power_activity_rank_corr": "fewer than 8 windows with power samples, or power or activity is constant",
+        "power_latency_rank_corr": "fewer than 8 windows with both power samples and completions, or one is constant",
+    }
     fw = fleet_windows(ctx)
     if fw is not None:
         lat = np.where(fw.completions >= MIN_COMPLETIONS, fw.latency_ms, np.nan)
@@ -90,7 +100,7 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
             values["slowdown_window_swing_ratio"] = float(p90 / p10) if p10 > 0 else None
     devices = ctx.series.devices
     if devices.is_empty() or devices["power_w"].null_count() == devices.height:
-        return GroupResult(values)
+        return GroupResult(values, reasons=reasons, reason="no power_w samples")
     dev = devices.lazy().filter(
         pl.col("device").is_in(inference_devices(ctx).implode()) & pl.col("power_w").is_not_null()
     ).with_columns(pl.col("busy_frac").fill_null(0.0))
@@ -103,7 +113,8 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
         dev.group_by("window_start_ns").agg(_exact_mean("power_w"), _exact_mean("busy_frac")),
     ])
     if per_dev.height == 0:
-        return GroupResult(values)
+        why = f"no inference device has {MIN_WINDOWS} windows with a power sample"
+        return GroupResult(values, reasons=reasons, reason=why)
     values["power_cv_median"] = per_dev["cv_p"].median()
     values["power_activity_cv_ratio"] = (
         per_dev.filter(pl.col("cv_b") > 0).select((pl.col("cv_p") / pl.col("cv_b")).median()).item()
@@ -119,4 +130,4 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
             .to_numpy()
         )
         values["power_latency_rank_corr"] = spearman(power, np.where(fw.completions >= MIN_COMPLETIONS, fw.latency_ms, np.nan))
-    return GroupResult(values)
+    return GroupResult(values, reasons=reasons | power_reasons)

@@ -35,6 +35,9 @@ from coherence_diag.timeseries import window_start
 BASE = ("request_id",)
 
 DEPTH_HOLD_S = 5.0  # a queue-depth sample describes its queue until the next one, at most this long
+MIN_FLEET_WINDOWS = 10  # windows of fresh arrivals the fleet series needs before dynamics are read
+FEW_FLEET_WINDOWS = f"fewer than {MIN_FLEET_WINDOWS} windows of inference arrivals"
+NO_DEPTH = "no queue depth: neither queue samples nor dispatch times to reconstruct it"
 
 
 def window_ns(ctx: FeatureContext) -> int:

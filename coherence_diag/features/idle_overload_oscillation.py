@@ -11,7 +11,7 @@ import math
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.fleet import BASE, fleet_windows, phases, pool_windows, window_ns
+from coherence_diag.features.fleet import BASE, MIN_FLEET_WINDOWS, fleet_windows, phases, pool_windows, window_ns
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.timeseries import window_start
 
@@ -101,7 +101,7 @@ def _cycles(state: np.ndarray, min_run: int) -> int:
 def _fleet_oscillation(ctx: FeatureContext, min_run: int) -> tuple[int, float, float, int, str] | None:
     """The fleet as one pool, read from its requests: demand near idle vs arrivals that must queue."""
     fw = fleet_windows(ctx)
-    if fw is None or fw.n < 10:
+    if fw is None or fw.n < MIN_FLEET_WINDOWS:
         return None
     waited = (
         ctx.inference.lazy()

@@ -4,7 +4,10 @@ A feature group is one function that computes several related features from a
 `FeatureContext` (they share intermediate tables). Each feature declares its unit (one of
 UNITS), meaning and the trace columns it needs; a feature whose columns are missing is not
 computed and is `None`, and the rules that read it report those columns as what would make them
-evaluable. A group returns values only for the features it declares (anything else is a bug).
+evaluable. A group returns values only for the features it declares (anything else is a bug),
+and says why each feature it leaves undefined is undefined (a `reason`), or which columns would
+define it (`missing`); a feature it leaves undefined without either gets the reason
+"not computed by <group>".
 
 Groups may also return *details*: structured evidence (pool and device names, time windows)
 that findings quote next to the numbers.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import polars as pl
 
@@ -114,6 +117,16 @@ class GroupResult:
     missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Why features the group could not compute are undefined for this trace (shown to users).
     reasons: dict[str, str] = field(default_factory=dict)
+    # Why every feature left undefined without a reason of its own is undefined (an early exit).
+    reason: str | None = None
+
+    def explain(self, why: str, names: Iterable[str] | None = None) -> "GroupResult":
+        """`why` becomes the reason of each of `names` (default: the features in `values`) that is
+        None and has neither a reason nor missing columns yet. Returns the result itself."""
+        for name in self.values if names is None else names:
+            if self.values.get(name) is None and name not in self.reasons and name not in self.missing:
+                self.reasons[name] = why
+        return self
 
 
 GroupFn = Callable[[FeatureContext], GroupResult]
@@ -191,8 +204,8 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
                 values[n] = _clean(result.values.get(n))
                 if n in result.details:
                     details[n] = result.details[n]
-                if values[n] is None and n in result.reasons:
-                    reasons[n] = result.reasons[n]
+                if values[n] is None:  # undefined: the group says why, else it is a gap in the group
+                    reasons[n] = result.reasons.get(n) or result.reason or f"not computed by {group.name}"
     return FeatureValues(values, details, missing, reasons)
 
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.fleet import BASE, FleetWindows, fleet_windows, iso, retry_attempts, spearman
+from coherence_diag.features.fleet import (
+    BASE,
+    FEW_FLEET_WINDOWS,
+    MIN_FLEET_WINDOWS,
+    FleetWindows,
+    fleet_windows,
+    iso,
+    retry_attempts,
+    spearman,
+)
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS
 from coherence_diag.timeseries import window_start
@@ -138,13 +147,17 @@ def _timeout_triggered(ctx: FeatureContext, retries: pl.DataFrame) -> float | No
 def retry_features(ctx: FeatureContext) -> GroupResult:
     values: dict[str, float | None] = {s.name: None for s in RETRY_FEATURES}
     fw = fleet_windows(ctx)
-    if fw is None or fw.n < 10:
-        return GroupResult(values)
+    if fw is None or fw.n < MIN_FLEET_WINDOWS:
+        return GroupResult(values, reason=FEW_FLEET_WINDOWS)
     total = fw.arrivals.sum() + fw.retries.sum()
     values["retry_load_share"] = float(fw.retries.sum() / total) if total > 0 else None
     values["retry_storm_persistence"] = 0.0
     if fw.retries.sum() == 0:
-        return GroupResult(values)
+        return GroupResult(values, reason="no retries in this trace")
+    reasons = {
+        "retry_latency_rank_corr": "no attempt outcomes to time (no scheduler rows), or fewer than 8 windows with both",
+        "retry_timeout_trigger_frac": "no retries of inference requests in the scheduler rows",
+    }
     latency = attempt_latency(ctx, fw)
     if latency is not None:
         values["retry_latency_rank_corr"] = spearman(fw.retries, latency)
@@ -154,7 +167,7 @@ def retry_features(ctx: FeatureContext) -> GroupResult:
         values["retry_timeout_trigger_frac"] = _timeout_triggered(ctx, retries)
     storm = retry_storm(fw)
     if not storm.any():
-        return GroupResult(values)
+        return GroupResult(values, reasons=reasons, reason="no retry storm in this trace")
     first = int(np.argmax(storm))
     values["retry_storm_persistence"] = float(storm[first:].mean())
     calm = ~storm
@@ -174,4 +187,6 @@ def retry_features(ctx: FeatureContext) -> GroupResult:
             "fresh_arrivals_per_s_in_storm": round(float(fw.arrivals[storm].mean()) / w_s, 2),
         }
     }
-    return GroupResult(values, details=details)
+    calm_few = "fewer than 3 calm windows with fresh arrivals to compare the storm with"
+    reasons.update(retry_storm_fresh_ratio=calm_few, retry_latency_lift=calm_few + ", or no attempt latencies there")
+    return GroupResult(values, details=details, reasons=reasons)

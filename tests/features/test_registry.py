@@ -69,14 +69,49 @@ def test_undeclared_details_missing_or_reasons_are_programming_errors(scratch_re
         compute(_ctx(), {"fake_a"})
 
 
-def test_declared_values_pass(scratch_registry):
-    @feature_group("fake_group", [FeatureSpec("fake_a", "count", "d", ()), FeatureSpec("fake_b", "ms", "d", ("col",))])
-    def fake(ctx):
-        return GroupResult({"fake_a": 3.0}, reasons={"fake_b": "no col"})
+def test_an_undefined_feature_carries_the_groups_reason_or_a_gap_marker(scratch_registry):
+    names = ["fake_a", "fake_b", "fake_c", "fake_d", "fake_e", "fake_f"]
 
-    out = compute(_ctx({"col"}), {"fake_a", "fake_b"})
-    assert out.values == {"fake_a": 3.0, "fake_b": None}
-    assert out.reasons == {"fake_b": "no col"}
+    @feature_group("fake_group", [FeatureSpec(n, "count", "d", ("col",) if n == "fake_f" else ()) for n in names])
+    def fake(ctx):
+        return GroupResult(
+            {"fake_a": 3.0, "fake_b": None, "fake_c": float("nan"), "fake_d": None},
+            reasons={"fake_b": "no col", "fake_a": "ignored: it has a value"},
+            missing={"fake_d": ("other",)},
+        )
+
+    out = compute(_ctx(), set(names))
+    assert out.values == dict.fromkeys(names, None) | {"fake_a": 3.0}
+    gap = "not computed by fake_group"
+    assert out.reasons == {"fake_b": "no col", "fake_c": gap, "fake_e": gap}
+    assert out.missing == {"fake_d": ("other",), "fake_f": ("col",)}
+
+
+def test_a_group_wide_reason_and_explain(scratch_registry):
+    @feature_group("fake_group", [FeatureSpec(n, "ratio", "d", ()) for n in ("fake_a", "fake_b", "fake_c")])
+    def fake(ctx):
+        result = GroupResult({"fake_a": None, "fake_b": None}, reason="no burst in this trace")
+        return result.explain("fewer than 10 samples", ["fake_b"]).explain("never used", ["fake_b"])
+
+    out = compute(_ctx(), {"fake_a", "fake_b", "fake_c"})
+    no_burst = "no burst in this trace"
+    assert out.reasons == {"fake_a": no_burst, "fake_b": "fewer than 10 samples", "fake_c": no_burst}
+
+
+@pytest.mark.parametrize("sample", ["healthy", "legitimate-queueing", "migration-reconfiguration-risk"])
+def test_shipped_groups_say_why_a_feature_is_undefined(sample):
+    """No shipped group leaves a feature undefined without a reason or missing columns (on sample
+    traces with many undefined features)."""
+    from coherence_diag import ingest, metrics, paths, validate
+
+    trace = validate.validate(ingest.open_trace(REPO / "sample_traces" / f"{sample}.parquet"))
+    requests = paths.request_paths(trace.layers)
+    values, _ = metrics.compute(requests, trace.layers, trace.columns, metrics.observation_span(trace.layers))
+    out = compute(features.FeatureContext.build(requests, trace.layers, trace.columns, values, 1.0))
+    undefined = {n for n, v in out.values.items() if v is None}
+    assert undefined  # the check means something
+    assert undefined == set(out.reasons) | set(out.missing)
+    assert not [r for r in out.reasons.values() if r.startswith("not computed by")]
 
 
 def test_an_undeclared_value_exits_3_as_a_bug(monkeypatch, run_cli, trace_file):
