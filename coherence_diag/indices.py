@@ -14,7 +14,7 @@ import polars as pl
 
 from coherence_diag.features import FeatureContext, FeatureValues
 from coherence_diag.model import SEVERITIES, Evaluability, Finding, IndexBreakdown, Indices, UnexplainedIndex, iso_utc
-from coherence_diag.paths import NS_PER_MS, device_table
+from coherence_diag.paths import NS_PER_MS, device_table, is_inference
 from coherence_diag.timeseries import busy_intervals
 
 # Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
@@ -142,7 +142,7 @@ def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
     time_floor = max(WAIT_FLOOR_MS, WAIT_FLOOR_OF_LATENCY * p50) if p50 else WAIT_FLOOR_MS
 
     def win(ts: str) -> pl.Expr:
-        return ((pl.col(ts) - t0) // window_ns).alias("w")
+        return _window_index(pl.col(ts), t0, window_ns)
 
     def per_pool(prefix: str, pool: str, ts: str, value: pl.Expr, rows: pl.LazyFrame = reqs, floor: float = time_floor) -> pl.LazyFrame:
         # Group on the categorical pool and name the entity afterwards: a string per window,
@@ -390,7 +390,7 @@ def _end_to_end(ctx: FeatureContext, done: pl.DataFrame, wpi: float | None) -> f
     """Latency stability over time (p90/p10 of 10-s median latency) times containment (1 - WPI)."""
     window_ns = int(STABILITY_WINDOW_S * 1e9)
     t0 = _origin(ctx)
-    medians = done.lazy().group_by(((pl.col("complete_ns") - t0) // window_ns).alias("w")).agg(
+    medians = done.lazy().group_by(_window_index(pl.col("complete_ns"), t0, window_ns)).agg(
         pl.col("latency_ms").median().alias("m"), pl.len().alias("n")
     ).filter(pl.col("n") >= 5).collect()
     if medians.height < 3:
@@ -446,8 +446,7 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
         .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
     )
     totals = by_device.join(devices, on="device").group_by("pool").agg(pl.col("all_ns").sum(), pl.col("batch_ns").sum())
-    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
-    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
     good = ctx.requests.lazy().filter(useful)
     useful_ns = pl.concat(
         [
@@ -566,8 +565,7 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     if gpu is None:
         return empty
     # Useful work as in the global value (metrics._effective_utilization), per span.
-    inference = pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
-    useful = pl.when(inference).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
     useful_ids = ctx.requests.lazy().filter(useful).select("request_key").collect().to_series()
     span_useful = pl.col("request_key").is_in(useful_ids.implode()) | (
         pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")

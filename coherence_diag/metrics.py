@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import polars as pl
 
 from coherence_diag.model import Evaluability, Metrics, Quantiles, RequestCounts
-from coherence_diag.paths import NS_PER_MS
+from coherence_diag.paths import NS_PER_MS, is_inference
 from coherence_diag.timeseries import busy_intervals
 
 QUANTILES = (0.50, 0.95, 0.99)
-INFERENCE = pl.col("workload_class").fill_null("inference") != "batch"
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def compute(
     evaluability: dict[str, Evaluability] = {}
     # Narrow before filtering: a filter gathers every column it is given.
     used = ["workload_class", "outcome", "latency_ms", "queue_wait_ms", "ttft_ms", "slo_ms", "slo_met"]
-    inference = requests.select(used).filter(INFERENCE)
+    inference = requests.select(used).filter(is_inference())
     finished = inference.filter(pl.col("outcome") != "unfinished")
 
     quantiles = _quantiles(
@@ -130,15 +129,16 @@ def _quantiles(frame: pl.DataFrame, **values: pl.Expr) -> dict[str, float | None
 
 
 def _counts(requests: pl.DataFrame) -> RequestCounts:
+    inference = is_inference()
     row = requests.select(
         pl.len().alias("total"),
-        INFERENCE.sum().alias("inference"),
-        (~INFERENCE).sum().alias("batch"),
-        (INFERENCE & (pl.col("outcome") == "completed")).sum().alias("completed"),
-        (INFERENCE & (pl.col("outcome") == "timeout")).sum().alias("timeout"),
-        (INFERENCE & (pl.col("outcome") == "dropped")).sum().alias("dropped"),
-        (INFERENCE & (pl.col("outcome") == "unfinished")).sum().alias("unfinished"),
-        (INFERENCE & (pl.col("attempts") > 1)).sum().alias("retried"),
+        inference.sum().alias("inference"),
+        (~inference).sum().alias("batch"),
+        (inference & (pl.col("outcome") == "completed")).sum().alias("completed"),
+        (inference & (pl.col("outcome") == "timeout")).sum().alias("timeout"),
+        (inference & (pl.col("outcome") == "dropped")).sum().alias("dropped"),
+        (inference & (pl.col("outcome") == "unfinished")).sum().alias("unfinished"),
+        (inference & (pl.col("attempts") > 1)).sum().alias("retried"),
     ).row(0, named=True)
     return RequestCounts(**{k: int(v or 0) for k, v in row.items()})
 
@@ -201,7 +201,7 @@ def _effective_utilization(
         return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
     # Useful time per request is its attributed exec time (paths.exec_ms): no span-level join.
     # Durations are summed as integer nanoseconds: exact, so independent of row order.
-    useful = pl.when(INFERENCE).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+    useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
     useful_ns = requests.select(_ns(pl.col("exec_ms")).filter(useful).sum()).item() or 0
     totals = spans.select(
         _ns(pl.col("dur_ms")).sum().alias("all"),

@@ -23,6 +23,13 @@ ASOF_TOLERANCE_NS = 60_000 * NS_PER_MS
 
 OUTCOMES = ("completed", "timeout", "dropped", "unfinished")
 
+
+def is_inference() -> pl.Expr:
+    """An inference request: every workload class but `batch`, and a request without a class.
+
+    Compared on the Categorical column itself (no per-row text cast); never null."""
+    return pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch")
+
 # Names are Categorical, as in the validated layers (see validate._layer_columns); the id is
 # text, with its integer join key (request_keys.py).
 REQUEST_SCHEMA: dict[str, pl.DataType] = {

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from coherence_diag.paths import NS_PER_MS
+from coherence_diag.paths import NS_PER_MS, is_inference
 
 DEFAULT_WINDOW_S = 1.0
 
@@ -28,7 +28,8 @@ class TimeSeries:
     hosts: pl.DataFrame  # host, window_start_ns, steal_frac, cotenant_util, vgpu_wait_ms
 
 
-def window_of(ts_ns: pl.Expr, window_ns: int) -> pl.Expr:
+def window_start(ts_ns: pl.Expr, window_ns: int) -> pl.Expr:
+    """Start of the epoch-aligned window holding `ts_ns` (the grid of every series table)."""
     return (ts_ns // window_ns) * window_ns
 
 
@@ -52,17 +53,16 @@ def build(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame], window_s: flo
 
 
 def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
-    inference = pl.col("workload_class").fill_null("inference") != "batch"
-    reqs = requests.filter(inference & pl.col("pool").is_not_null())
+    reqs = requests.filter(is_inference() & pl.col("pool").is_not_null())
     arrivals = (
         reqs.filter(pl.col("arrive_ns").is_not_null())
-        .group_by("pool", window_of(pl.col("arrive_ns"), window_ns).alias("window_start_ns"))
+        .group_by("pool", window_start(pl.col("arrive_ns"), window_ns).alias("window_start_ns"))
         .agg(pl.len().alias("arrivals"))
     )
     ended_ns = pl.coalesce("complete_ns", "final_start_ns", "arrive_ns")
     outcomes = (
         reqs.filter(pl.col("outcome") != "unfinished")
-        .group_by("pool", window_of(ended_ns, window_ns).alias("window_start_ns"))
+        .group_by("pool", window_start(ended_ns, window_ns).alias("window_start_ns"))
         .agg(
             (pl.col("outcome") == "completed").sum().alias("completions"),
             (pl.col("outcome") == "timeout").sum().alias("timeouts"),
@@ -74,7 +74,7 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
     )
     waits = (
         reqs.filter(pl.col("dispatch_ns").is_not_null())
-        .group_by("pool", window_of(pl.col("dispatch_ns"), window_ns).alias("window_start_ns"))
+        .group_by("pool", window_start(pl.col("dispatch_ns"), window_ns).alias("window_start_ns"))
         .agg(pl.col("queue_wait_ms").mean().alias("queue_wait_mean_ms"), pl.len().alias("dispatches"))
     )
     keys = ["pool", "window_start_ns"]
@@ -83,7 +83,7 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
         depth = (
             queue.lazy()
             .filter((pl.col("event") == "sample") & pl.col("pool").is_not_null())
-            .group_by("pool", "queue", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+            .group_by("pool", "queue", window_start(pl.col("ts"), window_ns).alias("window_start_ns"))
             .agg(pl.col("depth").mean().alias("depth"))
             .group_by(keys)  # a pool's depth is the sum over its queues
             .agg(pl.col("depth").sum().alias("queue_depth_mean"))
@@ -104,7 +104,7 @@ def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     samples = (
         gpu.lazy()
         .filter(pl.col("event") == "sample")
-        .select("device", window_of(pl.col("ts"), window_ns).alias("window_start_ns"), *signals)
+        .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *signals)
         .collect()
     )
     if not _one_row_per_key(samples, window_ns):
@@ -187,8 +187,8 @@ def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
     if segments is None:
         segments = _merged_spans_per_device(spans.lazy())
     # Split each merged segment over the windows it covers.
-    first_w = window_of(pl.col("start"), window_ns)
-    last_w = window_of(pl.col("end") - 1, window_ns)
+    first_w = window_start(pl.col("start"), window_ns)
+    last_w = window_start(pl.col("end") - 1, window_ns)
     return (
         segments.filter(pl.col("end") > pl.col("start"))
         .with_columns(pl.int_ranges(first_w, last_w + 1, window_ns).alias("window_start_ns"))
@@ -266,7 +266,7 @@ def _queues(queue: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     return (
         queue.lazy()
         .filter(pl.col("event") == "sample")
-        .group_by("queue", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .group_by("queue", window_start(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg(pl.col("pool").drop_nulls().min(), pl.col("depth").mean().alias("depth_mean"), pl.col("depth").max().alias("depth_max"))
         .select("queue", "pool", "window_start_ns", "depth_mean", "depth_max")
         .sort(sort_entity_windows("queue"))
@@ -289,13 +289,13 @@ def _links(network: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     samples = (
         network.lazy()
         .filter((pl.col("event") == "sample") & pl.col("link").is_not_null())
-        .group_by("link", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .group_by("link", window_start(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg(pl.col("link_util").mean(), pl.col("retransmits").sum())
     )
     transfers = (
         network.lazy()
         .filter((pl.col("event") == "transfer") & pl.col("link").is_not_null())
-        .group_by("link", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .group_by("link", window_start(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg(pl.len().alias("transfers"), pl.col("dur_ms").sum().alias("transfer_ms"), pl.col("bytes").sum())
     )
     return samples.join(transfers, on=keys, how="full", coalesce=True).select(list(schema)).sort(sort_entity_windows("link"))
@@ -308,7 +308,7 @@ def _hosts(hyper: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
     return (
         hyper.lazy()
         .filter((pl.col("event") == "sample") & pl.col("host").is_not_null())
-        .group_by("host", window_of(pl.col("ts"), window_ns).alias("window_start_ns"))
+        .group_by("host", window_start(pl.col("ts"), window_ns).alias("window_start_ns"))
         .agg([pl.col(c).mean() for c in cols])
         .sort(sort_entity_windows("host"))
     )

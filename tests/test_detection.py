@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.detection import baseline_false_alarms, macro_f1, run_suite, scores
-from coherence_diag.rules.loader import MODES, PATTERNS, load_rules
+from coherence_diag.rules.loader import load_rules
 from coherence_diag.simulate import SCENARIOS
+from coherence_diag.taxonomy import MODES, PATTERNS
 
 SEEDS = [1, 2, 3, 4, 5]
 

@@ -30,6 +30,7 @@ import math
 
 import polars as pl
 
+from coherence_diag.features.fleet import inference_devices
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS, device_table
 
@@ -236,7 +237,7 @@ DRIFT_NEEDS = ("predicted_ms", "dur_ms", "device")
 def accelerator_drift(ctx: FeatureContext) -> GroupResult:
     bins = _service_bins(ctx)
     if bins is None:
-        return GroupResult({})
+        return GroupResult({}, reason="no exec spans matched (by device and time) to dispatches with predicted_ms")
     t0, span_ns = int(bins["t0"][0]), int(bins["span_ns"][0])
     third = (pl.col("bin") * 3 // N_BINS).alias("third")
     per_third = (
@@ -257,7 +258,8 @@ def accelerator_drift(ctx: FeatureContext) -> GroupResult:
         rows.append({"phase": phase, "cls": cls, "m0": by[0]["r"], "m1": by[1]["r"], "m2": by[2]["r"],
                      "n": sum(by[k]["dispatches"] for k in range(3))})
     if len(rows) < 2:
-        return GroupResult({})
+        why = f"fewer than two device classes with {MIN_PER_THIRD} dispatches in each third of the trace"
+        return GroupResult({}, reason=why)
     rho_of = {(r["phase"], r["cls"]): r["rho"] for r in rho.iter_rows(named=True)}
     for r in rows:
         r["growth"] = r["m2"] / r["m0"]
@@ -288,7 +290,8 @@ def accelerator_drift(ctx: FeatureContext) -> GroupResult:
     }
     devices = bins.filter((pl.col("phase") == top["phase"]) & (pl.col("cls") == top["cls"]))["devices"][0]
     if top["relative"] < EVIDENCE_MIN_GROWTH:
-        return GroupResult(values, details={"drift_class_relative_growth_ratio": detail})
+        return GroupResult(values, details={"drift_class_relative_growth_ratio": detail},
+                           reason=f"measured only when a class drifts (relative growth >= {EVIDENCE_MIN_GROWTH:g})")
     inv = {r["third"]: r for r in _order_inversions_query(ctx, t0, span_ns).collect().iter_rows(named=True)}
     early, late = inv.get(0), inv.get(2)
     if early and late and min(early["n"], late["n"]) >= MIN_PER_THIRD and _finite(early["_inv"]) and _finite(late["_inv"]):
@@ -297,7 +300,14 @@ def accelerator_drift(ctx: FeatureContext) -> GroupResult:
         detail["order_inversion_late_frac"] = round(late["_inv"], 4)
     values["drift_class_p99_growth_ratio"] = _tail_growth(ctx, devices, t0, span_ns)
     values["drift_class_kv_dispersion_growth_ratio"] = _kv_dispersion_growth(ctx, devices, top["phase"], t0, span_ns)
-    return GroupResult(values, details={"drift_class_relative_growth_ratio": detail})
+    result = GroupResult(values, details={"drift_class_relative_growth_ratio": detail})
+    thirds = f"in the first or the last third of the trace (at least {MIN_PER_THIRD} each)"
+    result.explain(f"too few completed requests with a prediction {thirds}", ["drift_order_inversion_growth_frac"])
+    result.explain(f"too few completed requests served by the drifting class {thirds}", ["drift_class_p99_growth_ratio"])
+    result.explain(
+        f"too few KV transfers (with bytes) of the drifting class {thirds}", ["drift_class_kv_dispersion_growth_ratio"]
+    )
+    return result
 
 
 def _tail_growth(ctx: FeatureContext, devices: pl.Series, t0: int, span_ns: int) -> float | None:
@@ -413,6 +423,11 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
         clean.sum().alias("clean"),
         (pl.col("exec_ms") / pl.col("predicted_ms")).filter(clean).median().alias("inflation"),
     ).collect().row(0, named=True)
+    reasons = {
+        "mempath_preempted_frac": "no finished inference requests",
+        "mempath_decode_inflation_ratio": f"fewer than {MIN_PER_THIRD} completed requests with a prediction that "
+        "reached decode with one attempt and no preemption",
+    }
     if req["finished"]:
         values["mempath_preempted_frac"] = req["preempted"] / req["finished"]
     if req["clean"] >= MIN_PER_THIRD:
@@ -420,7 +435,8 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
     gpu = ctx.layer("gpu")
     have = set() if gpu is None else set(gpu.columns) & ctx.columns
     if gpu is None or not {"kv_cache_util", "sm_active", "mem_bw_util"} & have:
-        return GroupResult(values, details)
+        why = "no GPU samples of sm_active, mem_bw_util or kv_cache_util"
+        return GroupResult(values, details, reasons=reasons, reason=why)
     decode_devices = (
         gpu.lazy()
         .filter((pl.col("event") == "exec") & (pl.col("phase") == "decode") & pl.col("device").is_not_null())
@@ -430,9 +446,7 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
         else pl.DataFrame(schema={"device": gpu.schema["device"]})
     )
     if decode_devices.is_empty():  # unified serving or no phases: every device that served inference
-        inf = ctx.inference
-        decode_devices = pl.concat([inf.select(pl.col("prefill_device").alias("device")),
-                                    inf.select(pl.col("decode_device").alias("device"))]).drop_nulls().unique()
+        decode_devices = inference_devices(ctx).to_frame()
     samples = gpu.lazy().filter(pl.col("event") == "sample").join(decode_devices.lazy(), on="device", how="semi")
     if "gpu_util" in have:  # windows in which kernels ran; without gpu_util every sample counts
         samples = samples.filter(pl.col("gpu_util") >= BUSY_GPU_UTIL)
@@ -449,11 +463,8 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
                         kv.quantile(0.9, "nearest").alias("kv_p90"), kv.len().alias("kv_n")]
     busy = samples.select(stats_exprs).collect().row(0, named=True)
     if busy["n"] < MIN_BUSY_SAMPLES:
-        return GroupResult(values, details, reasons={
-            n: f"fewer than {MIN_BUSY_SAMPLES} busy samples of decode-serving devices"
-            for n in ("mempath_sm_active_busy_frac", "mempath_mem_bw_busy_frac", "mempath_memory_compute_gap_frac",
-                      "mempath_kv_saturated_frac", "mempath_kv_p90_frac")
-        })
+        return GroupResult(values, details, reasons=reasons,
+                           reason=f"fewer than {MIN_BUSY_SAMPLES} busy samples of decode-serving devices")
     if "sm" in busy:
         values["mempath_sm_active_busy_frac"] = busy["sm"]
         values["mempath_mem_bw_busy_frac"] = busy["mem"]
@@ -466,4 +477,9 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
             "busy_decode_samples": int(busy["n"]),
             "kv_cache_util_busy_mean": busy["kv_mean"],
         }
-    return GroupResult(values, details)
+    result = GroupResult(values, details, reasons=reasons)
+    busy_windows = "in the busy windows of decode-serving devices"
+    result.explain(f"no sm_active and mem_bw_util samples {busy_windows}",
+                   ["mempath_sm_active_busy_frac", "mempath_mem_bw_busy_frac", "mempath_memory_compute_gap_frac"])
+    result.explain(f"no kv_cache_util samples {busy_windows}", ["mempath_kv_saturated_frac", "mempath_kv_p90_frac"])
+    return result

@@ -20,7 +20,7 @@ import polars as pl
 from scipy import stats
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import NS_PER_MS, device_table
+from coherence_diag.paths import NS_PER_MS, device_table, is_inference
 
 MIN_SIDE = 20  # requests per side of a median comparison
 RHO_CAP = 100_000  # requests per side of a rank statistic (deterministic subsample above)
@@ -29,7 +29,6 @@ BATCH_FEATURES = (
     "batch_coresident_frac", "batch_coresident_wait_ratio", "batch_coresident_wait_p", "batch_excess_wait_share",
     "batch_pool_occupancy_frac",
 )
-BATCH = (pl.col("workload_class") == "batch").fill_null(False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,14 +81,14 @@ def batch_coresidency(ctx: FeatureContext) -> GroupResult:
         pl.col("dispatch_ns").is_not_null() & pl.col("final_start_ns").is_not_null() & pl.col("pool").is_not_null()
     ).select("pool", "final_start_ns", "dispatch_ns", "queue_wait_ms")
     if reqs.is_empty():
-        return GroupResult({})
+        return GroupResult({}, reason="no dispatched inference requests with a pool")
     total_wait = float(reqs["queue_wait_ms"].clip(lower_bound=0.0).sum())
     inference_pools = reqs.select(pl.col("pool").unique())
     intervals = intervals.join(inference_pools, on="pool", how="semi")
     zero = {"batch_coresident_frac": 0.0, "batch_excess_wait_share": 0.0, "batch_pool_occupancy_frac": 0.0,
             "batch_coresident_wait_ratio": None, "batch_coresident_wait_p": None}
     if intervals.is_empty():
-        return GroupResult(zero)
+        return GroupResult(zero, reason="batch work never occupied a pool that serves inference")
 
     # The last occupied period starting before the dispatch has the latest end of all such periods
     # (periods are disjoint), so the wait overlaps some period iff it overlaps that one.
@@ -148,7 +147,12 @@ def batch_coresidency(ctx: FeatureContext) -> GroupResult:
             "median_wait_otherwise_ms": outside["queue_wait_ms"].median(),
             "batch_periods": intervals.height,
         }
-    return GroupResult(values, details)
+    few = f"fewer than {MIN_SIDE} requests of pools with a baseline waited during batch occupancy, or outside it"
+    return GroupResult(values, details, reasons={
+        "batch_coresident_wait_ratio": few if p_value is None else "the requests outside batch occupancy never waited",
+        "batch_coresident_wait_p": few,
+        "batch_pool_occupancy_frac": "the requests span no time",
+    })
 
 
 def _span_ns(ctx: FeatureContext) -> float | None:
@@ -162,7 +166,7 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
     if "workload_class" not in ctx.columns and "phase" not in ctx.columns:
         return None
     parts = []
-    jobs = ctx.requests.filter(BATCH).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
+    jobs = ctx.requests.filter(~is_inference()).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
     gpu = ctx.layer("gpu")
     if gpu is not None and {"phase", "dur_ms", "device"} <= set(gpu.columns):
         spans = gpu.filter((pl.col("event") == "exec") & (pl.col("phase") == "batch_job")).select(
@@ -272,9 +276,16 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
         pl.when(disagg).then(pl.col("decode_queue_ms")).otherwise(pl.col("queue_wait_ms")).alias("_wait_ms"),
     ).filter(pl.col("_start_ns").is_not_null())
     if slot.is_empty() or slot["priority"].n_unique() < 2:
-        return GroupResult({})
+        return GroupResult({}, reason="fewer than two priority classes among dispatched inference requests")
     hi, lo = slot["priority"].min(), slot["priority"].max()
     values: dict[str, float | None] = {}
+    reasons = {
+        "hp_slot_wait_share": "no completed request of the highest priority class",
+        "hp_wait_behind_lowprio_share": "no completed request of the highest priority class",
+        "hp_wait_protection_ratio": "no slot waits to compare: the highest priority class has none, or the "
+        "intermediate classes never waited",
+        "priority_wait_rho": f"fewer than {MIN_SIDE} inference requests with a slot wait",
+    }
 
     hp_done = slot.filter((pl.col("priority") == hi) & (pl.col("outcome") == "completed"))
     lat = hp_done["latency_ms"].sum()
@@ -296,11 +307,20 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
         behind, waited = _waits_behind_lowprio(held, hi, lo)
         values["hp_wait_lowprio_occupancy_frac"] = behind / waited if waited > 0 else None
         values["hp_wait_behind_lowprio_share"] = behind / lat if lat else None
+        reasons["hp_wait_lowprio_occupancy_frac"] = (
+            f"no completed highest-priority request waited {MIN_WAIT_MS:g} ms or more for a slot"
+        )
+        reasons["lowprio_slot_share"] = "the slot times of the inference requests sum to 0"
+        reasons["lowprio_slot_hold_ratio"] = "no slot time of the lowest priority class, or none of the others"
     else:
         values.update(
             lowprio_slot_share=None, lowprio_slot_hold_ratio=None, hp_wait_lowprio_occupancy_frac=None,
             hp_wait_behind_lowprio_share=None,
         )
+        no_slots = "no slot time (execution) recorded for prioritized requests"
+        for name in ("lowprio_slot_share", "lowprio_slot_hold_ratio", "hp_wait_lowprio_occupancy_frac",
+                     "hp_wait_behind_lowprio_share"):
+            reasons[name] = no_slots
 
     waits = slot.filter(pl.col("_wait_ms").is_not_null())
     classes = sorted(waits["priority"].unique().to_list())
@@ -323,7 +343,7 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
             "highest_priority_p90_slot_wait_ms": hp_done["_wait_ms"].quantile(0.9, "linear"),
         }
     }
-    return GroupResult(values, details)
+    return GroupResult(values, details, reasons=reasons)
 
 
 def _waits_behind_lowprio(held: pl.DataFrame, hi: int, lo: int) -> tuple[float, float]:

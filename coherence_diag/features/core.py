@@ -40,7 +40,7 @@ def metric_features(ctx: FeatureContext) -> GroupResult:
             "effective_utilization": ("gpu_util", "dur_ms"),
             "utilization_gap": ("gpu_util", "dur_ms"),
         }
-    return GroupResult(
+    result = GroupResult(
         {
             "nominal_utilization": m.nominal_utilization,
             "effective_utilization": m.effective_utilization,
@@ -56,6 +56,20 @@ def metric_features(ctx: FeatureContext) -> GroupResult:
         },
         missing=missing,
     )
+    for why, names in _METRIC_REASONS:
+        result.explain(why, names)
+    return result
+
+
+# Why a metric feature is undefined when its columns are present (docs/metrics.md).
+_METRIC_REASONS = (
+    ("no GPU execution time to attribute to requests", ("effective_utilization", "utilization_gap")),
+    ("no finished inference request with an SLO", ("slo_attainment",)),
+    ("no finished inference requests", ("timeout_rate", "drop_rate")),
+    ("no completed inference requests", ("latency_p50_ms", "latency_p99_ms")),
+    ("no completed inference requests, or their median latency is 0", ("tail_ratio",)),
+    ("no inference request was dispatched (no queue waits)", ("queue_wait_p95_ms",)),
+)
 
 
 @feature_group(
@@ -83,7 +97,7 @@ def metric_features(ctx: FeatureContext) -> GroupResult:
 def latency_decomposition(ctx: FeatureContext) -> GroupResult:
     done = ctx.completed.filter(pl.col("latency_ms") > 0)
     if done.is_empty():
-        return GroupResult({})
+        return GroupResult({}, reason="no completed inference requests with a latency")
     waits = pl.sum_horizontal(
         pl.col("retry_delay_ms").fill_null(0.0),
         pl.col("queue_wait_ms").fill_null(0.0),
@@ -101,7 +115,7 @@ def latency_decomposition(ctx: FeatureContext) -> GroupResult:
     ).row(0, named=True)
     inference = ctx.inference
     row["retry_share"] = float((inference["attempts"] > 1).mean()) if inference.height else None
-    return GroupResult(row)
+    return GroupResult(row).explain("no completed request has a queue wait (no dispatch recorded)", ["queue_share_median"])
 
 
 # A dispatcher that releases work on a timer (a tick) dispatches every waiting request at the same

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.dynamics import fleet_windows, spearman
+from coherence_diag.features.fleet import fleet_windows, inference_devices, spearman
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 
 MIN_WINDOWS = 20  # windows a device needs (with a power sample) to describe its variation
@@ -74,20 +74,19 @@ def _exact_mean(column: str) -> pl.Expr:
 _FIXED_ONE = float(1 << 32)
 
 
-def inference_devices(ctx: FeatureContext) -> pl.Series:
-    """Devices (Categorical) that served inference requests, prefill or decode."""
-
-    def build() -> pl.Series:
-        inf = ctx.inference
-        both = pl.concat([inf["prefill_device"].drop_nulls().unique(), inf["decode_device"].drop_nulls().unique()])
-        return both.unique().rename("device")
-
-    return ctx.shared("energy.inference_devices", build)
-
-
 @feature_group("energy_latency", ENERGY_FEATURES)
 def energy_features(ctx: FeatureContext) -> GroupResult:
     values: dict[str, float | None] = {s.name: None for s in ENERGY_FEATURES}
+    few_windows = f"fewer than {MIN_WINDOWS} windows with {MIN_COMPLETIONS} completed inference requests"
+    reasons = {  # latency over windows
+        "latency_window_cv": few_windows,
+        "slowdown_window_swing_ratio": few_windows + " with a predicted_ms (or their p10 slowdown is 0)",
+    }
+    power_reasons = {
+        "power_activity_cv_ratio": "the busy fraction of the inference devices does not vary",
+        "power_activity_rank_corr": "fewer than 8 windows with power samples, or power or activity is constant",
+        "power_latency_rank_corr": "fewer than 8 windows with both power samples and completions, or one is constant",
+    }
     fw = fleet_windows(ctx)
     if fw is not None:
         lat = np.where(fw.completions >= MIN_COMPLETIONS, fw.latency_ms, np.nan)
@@ -101,7 +100,7 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
             values["slowdown_window_swing_ratio"] = float(p90 / p10) if p10 > 0 else None
     devices = ctx.series.devices
     if devices.is_empty() or devices["power_w"].null_count() == devices.height:
-        return GroupResult(values)
+        return GroupResult(values, reasons=reasons, reason="no power_w samples")
     dev = devices.lazy().filter(
         pl.col("device").is_in(inference_devices(ctx).implode()) & pl.col("power_w").is_not_null()
     ).with_columns(pl.col("busy_frac").fill_null(0.0))
@@ -114,7 +113,8 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
         dev.group_by("window_start_ns").agg(_exact_mean("power_w"), _exact_mean("busy_frac")),
     ])
     if per_dev.height == 0:
-        return GroupResult(values)
+        why = f"no inference device has {MIN_WINDOWS} windows with a power sample"
+        return GroupResult(values, reasons=reasons, reason=why)
     values["power_cv_median"] = per_dev["cv_p"].median()
     values["power_activity_cv_ratio"] = (
         per_dev.filter(pl.col("cv_b") > 0).select((pl.col("cv_p") / pl.col("cv_b")).median()).item()
@@ -130,4 +130,4 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
             .to_numpy()
         )
         values["power_latency_rank_corr"] = spearman(power, np.where(fw.completions >= MIN_COMPLETIONS, fw.latency_ms, np.nan))
-    return GroupResult(values)
+    return GroupResult(values, reasons=reasons | power_reasons)

@@ -59,7 +59,15 @@ def environment_shift(ctx: FeatureContext) -> GroupResult:
     base, candidate, facts = split
     result = distribution_shift(base, candidate)
     values, evidence = shift_features(result)
-    return GroupResult(values, {"env_shift_p99_ratio": {**facts, **evidence}})
+    out = GroupResult(values, {"env_shift_p99_ratio": {**facts, **evidence}})
+    if (values["env_shift_matched_requests"] or 0) < MIN_SIDE:  # type: ignore[operator]
+        return out.explain(f"fewer than {MIN_SIDE} workload-matched completed requests per environment")
+    return out.explain("an environment has no finished inference requests", ["env_shift_failure_rate_delta"]).explain(
+        "the matched requests carry no slo_ms", ["env_shift_slo_violation_delta"]
+    ).explain(
+        "the base environment has no SLO violations, or the median latency moved less than 1 %",
+        ["env_shift_slo_elasticity"],
+    )
 
 
 def shift_features(result: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:

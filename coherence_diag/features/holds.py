@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from coherence_diag.features.fleet import inference_devices
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS
 
@@ -57,9 +58,7 @@ def device_holds(ctx: FeatureContext) -> GroupResult:
     if gpu is None or "dur_ms" not in gpu.columns:
         return GroupResult({n: None for n in names}, missing={n: NEEDS for n in names})
     inf = ctx.inference
-    serving = pl.concat(
-        [inf.select(pl.col("prefill_device").alias("device")), inf.select(pl.col("decode_device").alias("device"))]
-    ).drop_nulls().unique()
+    serving = inference_devices(ctx).to_frame()
     phase = pl.col("phase") if "phase" in gpu.columns else pl.lit(None, pl.String)
     holds = (
         gpu.lazy()
@@ -71,7 +70,7 @@ def device_holds(ctx: FeatureContext) -> GroupResult:
     span = inf.select(pl.col("arrive_ns").min().alias("lo"), pl.col("arrive_ns").max().alias("hi")).row(0)
     latency_p50 = ctx.completed["latency_ms"].median()
     values: dict[str, float | None] = {n: None for n in names}
-    reasons: dict[str, str] = {}
+    reasons = {"hold_device_frac": "no device served inference", "hold_latency_ratio": "no completed inference requests"}
     if holds.height < MIN_HOLDS:
         values["hold_device_frac"] = 0.0 if serving.height else None
         values["hold_latency_ratio"] = 0.0
@@ -80,6 +79,7 @@ def device_holds(ctx: FeatureContext) -> GroupResult:
     p50 = float(holds["dur_ms"].median())  # type: ignore[arg-type]
     values["hold_duration_p50_ms"] = p50
     values["hold_latency_ratio"] = p50 / latency_p50 if latency_p50 else None  # type: ignore[operator]
+    reasons["hold_device_frac"] = "the inference arrivals span no time"
     if span[0] is not None and span[1] > span[0] and serving.height:
         span_ms = (span[1] - span[0]) / NS_PER_MS
         values["hold_device_frac"] = min(1.0, float(holds["dur_ms"].sum()) / (serving.height * span_ms))
@@ -91,4 +91,4 @@ def device_holds(ctx: FeatureContext) -> GroupResult:
             "longest_hold_ms": float(holds["dur_ms"].max()),  # type: ignore[arg-type]
         }
     }
-    return GroupResult(values, details=details)
+    return GroupResult(values, details=details, reasons=reasons)

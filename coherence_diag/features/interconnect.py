@@ -32,6 +32,12 @@ MAX_LISTED = 10
 MAX_PEERS = 64  # peers measured for the busy and throughput comparison
 
 NEEDS = ("link", "link_util", "dur_ms", "src_device", "dst_device")
+STRANDED = (  # the features comparing the devices behind the link with their peers
+    "interconnect_bound_device_busy_ratio",
+    "interconnect_bound_device_throughput_ratio",
+    "interconnect_bound_device_share_frac",
+    "interconnect_bound_pool_wait_frac",
+)
 
 
 @feature_group(
@@ -92,8 +98,10 @@ NEEDS = ("link", "link_util", "dur_ms", "src_device", "dst_device")
 )
 def interconnect(ctx: FeatureContext) -> GroupResult:
     net, gpu = ctx.layer("network"), ctx.layer("gpu")
-    if net is None or not set(NEEDS) <= set(net.columns):
-        return GroupResult({})
+    if net is None:
+        return GroupResult({}, reason="no network layer")
+    if not set(NEEDS) <= set(net.columns):
+        return GroupResult({}, reason="the network layer has no " + ", ".join(c for c in NEEDS if c not in net.columns))
     kind = (pl.col("kind") == "kv_transfer") if "kind" in net.columns else pl.lit(True)
     transfers = net.lazy().filter((pl.col("event") == "transfer") & kind & pl.col("link").is_not_null())
     links = (
@@ -112,7 +120,7 @@ def interconnect(ctx: FeatureContext) -> GroupResult:
         .collect()
     )
     if links.is_empty():
-        return GroupResult({})
+        return GroupResult({}, reason=f"no link that carries KV transfers has {MIN_LINK_SAMPLES} utilization samples")
     top = links.row(0, named=True)
     link = top["link"]
     on_link = pl.col("link") == link
@@ -128,6 +136,12 @@ def interconnect(ctx: FeatureContext) -> GroupResult:
     share = done.select(
         pl.len().alias("n"), (pl.col("kv_transfer_ms").fill_null(0.0) / pl.col("latency_ms")).median().alias("share")
     ).collect().row(0, named=True)
+    reasons = {
+        "interconnect_transfer_share_frac": (
+            f"fewer than {MIN_REQUESTS} completed requests moved KV over the link under study"
+        ),
+        "interconnect_path_slowdown_ratio": "no KV transfers with bytes on the link under study and on another link",
+    }
     if share["n"] >= MIN_REQUESTS:
         values["interconnect_transfer_share_frac"] = share["share"]
     detail["requests_over_link"] = int(share["n"])
@@ -143,9 +157,16 @@ def interconnect(ctx: FeatureContext) -> GroupResult:
         if by.get(True) is not None and by.get(False):
             values["interconnect_path_slowdown_ratio"] = by[True] / by[False]
 
-    if gpu is not None and top["sat"] >= MIN_SATURATION:
-        values.update(_stranded(ctx, gpu, transfers, on_link, detail))
-    return GroupResult(values, details={"interconnect_link_saturated_frac": detail})
+    if gpu is None:
+        reasons.update(dict.fromkeys(STRANDED, "no gpu layer to compare the devices behind the link with their peers"))
+    elif top["sat"] < MIN_SATURATION:
+        why = f"the link under study is saturated in less than {MIN_SATURATION:.0%} of its windows (it cuts no capacity off)"
+        reasons.update(dict.fromkeys(STRANDED, why))
+    else:
+        stranded, why = _stranded(ctx, gpu, transfers, on_link, detail)
+        values.update(stranded)
+        reasons.update(why)
+    return GroupResult(values, details={"interconnect_link_saturated_frac": detail}, reasons=reasons)
 
 
 def _stranded(
@@ -154,8 +175,9 @@ def _stranded(
     transfers: pl.LazyFrame,
     on_link: pl.Expr,
     detail: dict[str, object],
-) -> dict[str, float | None]:
-    """Devices behind the link vs their peers: busy fraction, throughput, queueing of their pools."""
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Devices behind the link vs their peers: busy fraction, throughput, queueing of their pools;
+    and why those left out are undefined."""
     touching = pl.concat(
         [
             transfers.filter(on_link).select(pl.col("src_device").alias("device")),
@@ -177,7 +199,8 @@ def _stranded(
         .collect()["device"]
     )
     if behind.is_empty():
-        return {}
+        why = f"no device sends or receives {BEHIND_SHARE:.0%} of its KV transfers over the link under study"
+        return {}, dict.fromkeys(STRANDED, why)
     execs = gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null() & pl.col("dur_ms").is_not_null())
     phase = pl.col("phase").cast(pl.String) if "phase" in gpu.columns else pl.lit("all")
     info = device_table(gpu).select("device", "pool", "first_seen_ns").collect()
@@ -206,7 +229,7 @@ def _stranded(
 
     bound = roles(behind).join(info, on="device", how="left")
     if bound.is_empty():
-        return {}
+        return {}, dict.fromkeys(STRANDED, "the devices behind the link under study ran no exec spans")
     pools = bound["pool"].drop_nulls().unique()
     phases = bound["phase"].drop_nulls().unique()
     same_pool = info.filter(pl.col("pool").is_in(pools.implode()) & ~pl.col("device").is_in(behind.implode()))["device"]
@@ -215,7 +238,7 @@ def _stranded(
         everyone = execs.select(pl.col("device").unique()).collect()["device"]
         peers = roles(everyone.filter(~everyone.is_in(behind.implode()))).filter(pl.col("phase").is_in(phases.implode()))
     if peers.is_empty():
-        return {}
+        return {}, dict.fromkeys(STRANDED, "no peer devices (same pool or same exec phase) outside the link under study")
     peer_count = peers.height
     if peer_count > MAX_PEERS:  # an evenly spaced sample (by name) stands for the peer group
         ordered = peers.with_columns(pl.col("device").cast(pl.String).alias("_name")).sort("_name")
@@ -229,7 +252,8 @@ def _stranded(
     ).item()
     t_end = gpu.select(pl.col("ts").max()).item()
     if onlines is None or t_end is None or (t_end - onlines) < MIN_PERIOD_S * 1e9:
-        return {}
+        why = f"the devices behind the link under study were all online for less than {MIN_PERIOD_S:g} s"
+        return {}, dict.fromkeys(STRANDED, why)
     t_on = onlines
     period_ns = t_end - t_on
     busy = _busy_ns(execs.join(chosen.lazy(), on="device", how="inner"), t_on, t_end)
@@ -274,13 +298,18 @@ def _stranded(
         .collect()
         .row(0, named=True)
     )
+    why = {
+        "interconnect_bound_device_busy_ratio": "the peer devices were never busy in the period",
+        "interconnect_bound_device_throughput_ratio": "the peer devices completed no requests in the period",
+        "interconnect_bound_pool_wait_frac": f"fewer than {MIN_REQUESTS} requests of the link-bound pools in the period",
+    }
     if row["peer_served"] > 0:
         out["interconnect_bound_device_throughput_ratio"] = (row["bound_served"] / bound.height) / (
             row["peer_served"] / peers.height
         )
     if row["in_pools"] >= MIN_REQUESTS:
         out["interconnect_bound_pool_wait_frac"] = row["waited"] / row["in_pools"]
-    return out
+    return out, why
 
 
 def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:

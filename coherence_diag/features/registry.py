@@ -1,9 +1,13 @@
 """The feature registry: named, documented scalar measurements that rules and indices read.
 
 A feature group is one function that computes several related features from a
-`FeatureContext` (they share intermediate tables). Each feature declares its unit, meaning and
-the trace columns it needs; a feature whose columns are missing is not computed and is `None`,
-and the rules that read it report those columns as what would make them evaluable.
+`FeatureContext` (they share intermediate tables). Each feature declares its unit (one of
+UNITS), meaning and the trace columns it needs; a feature whose columns are missing is not
+computed and is `None`, and the rules that read it report those columns as what would make them
+evaluable. A group returns values only for the features it declares (anything else is a bug),
+and says why each feature it leaves undefined is undefined (a `reason`), or which columns would
+define it (`missing`); a feature it leaves undefined without either gets the reason
+"not computed by <group>".
 
 Groups may also return *details*: structured evidence (pool and device names, time windows)
 that findings quote next to the numbers.
@@ -13,24 +17,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import polars as pl
 
 from coherence_diag.features.service_model import PREDICTED_ESTIMATE, estimate_predicted
 from coherence_diag.metrics import Metrics
 from coherence_diag.model import FeatureReading
+from coherence_diag.paths import is_inference
 from coherence_diag import timeseries
 from coherence_diag.timeseries import TimeSeries
 
 Number = float | None
 T = TypeVar("T")
 
+# The units a feature may declare: a share in [0, 1], a ratio of like quantities, milliseconds,
+# a count, a (rank) correlation, a p-value, events per minute.
+UNITS = ("frac", "ratio", "ms", "count", "corr", "p", "per_min")
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
     name: str
-    unit: str  # "frac", "ratio", "ms", "count", "corr", "per_min", ...
+    unit: str  # one of UNITS
     description: str
     requires: tuple[str, ...]  # trace columns needed
     group: str = ""
@@ -89,8 +98,7 @@ class FeatureContext:
 
     @cached_property
     def inference(self) -> pl.DataFrame:
-        # A missing class counts as inference; compared on the Categorical (no per-row text cast).
-        return self.requests.filter(pl.col("workload_class").is_null() | (pl.col("workload_class") != "batch"))
+        return self.requests.filter(is_inference())
 
     @cached_property
     def completed(self) -> pl.DataFrame:
@@ -110,6 +118,16 @@ class GroupResult:
     missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Why features the group could not compute are undefined for this trace (shown to users).
     reasons: dict[str, str] = field(default_factory=dict)
+    # Why every feature left undefined without a reason of its own is undefined (an early exit).
+    reason: str | None = None
+
+    def explain(self, why: str, names: Iterable[str] | None = None) -> "GroupResult":
+        """`why` becomes the reason of each of `names` (default: the features in `values`) that is
+        None and has neither a reason nor missing columns yet. Returns the result itself."""
+        for name in self.values if names is None else names:
+            if self.values.get(name) is None and name not in self.reasons and name not in self.missing:
+                self.reasons[name] = why
+        return self
 
 
 GroupFn = Callable[[FeatureContext], GroupResult]
@@ -130,13 +148,18 @@ def feature_group(name: str, outputs: list[FeatureSpec]) -> Callable[[GroupFn], 
     """Register a function computing the listed features (declared once, here)."""
 
     def register(fn: GroupFn) -> GroupFn:
+        if name in GROUPS:
+            raise ValueError(f"feature group {name!r} is declared twice")
         specs = {}
         for spec in outputs:
-            if spec.name in FEATURES:
+            if spec.name in FEATURES or spec.name in specs:
                 raise ValueError(f"feature {spec.name!r} is declared twice")
-            spec = FeatureSpec(spec.name, spec.unit, spec.description, spec.requires, name)
-            FEATURES[spec.name] = spec
-            specs[spec.name] = spec
+            if spec.unit not in UNITS:
+                raise ValueError(
+                    f"feature {spec.name!r} of group {name!r}: unit {spec.unit!r} is not one of {', '.join(UNITS)}"
+                )
+            specs[spec.name] = FeatureSpec(spec.name, spec.unit, spec.description, spec.requires, name)
+        FEATURES.update(specs)
         GROUPS[name] = FeatureGroup(name, fn, specs)
         return fn
 
@@ -187,6 +210,7 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
                 missing[n] = absent[n]
             continue
         result = group.fn(ctx)
+        _check_declared(group, result)
         for n in needed:
             if absent[n] or n in result.missing:
                 values[n] = None
@@ -195,9 +219,19 @@ def compute(ctx: FeatureContext, names: set[str] | None = None) -> FeatureValues
                 values[n] = _clean(result.values.get(n))
                 if n in result.details:
                     details[n] = result.details[n]
-                if values[n] is None and n in result.reasons:
-                    reasons[n] = result.reasons[n]
+                if values[n] is None:  # undefined: the group says why, else it is a gap in the group
+                    reasons[n] = result.reasons.get(n) or result.reason or f"not computed by {group.name}"
     return FeatureValues(values, details, missing, reasons)
+
+
+def _check_declared(group: FeatureGroup, result: GroupResult) -> None:
+    """A group speaks only of the features it declares; anything else is a programming error."""
+    for part in ("values", "details", "missing", "reasons"):
+        for name in getattr(result, part):
+            if name not in group.outputs:
+                raise RuntimeError(
+                    f"feature group {group.name!r} returned {part} for {name!r}, which it does not declare"
+                )
 
 
 def _clean(value: object) -> Number:

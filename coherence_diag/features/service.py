@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.dynamics import fleet_windows, window_ns, window_start
-from coherence_diag.features.energy import inference_devices
+from coherence_diag.features.fleet import NO_DEPTH, fleet_windows, inference_devices, window_ns
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS
+from coherence_diag.timeseries import window_start
 
 WAIT_SHARE = 0.2  # a miss is explained by waiting when waits are >= this share of its latency
 SATURATED = 0.95  # busy fraction (device) or utilization (link) that counts as saturated
@@ -152,4 +152,13 @@ def service_features(ctx: FeatureContext) -> GroupResult:
             depth = fw.depth[np.isfinite(fw.depth)]
             if depth.size:
                 values["backlog_p95_per_device"] = float(np.quantile(depth, 0.95) / inf_devs.len())
-    return GroupResult(values)
+    no_miss = "no completed inference request missed its SLO"
+    no_busy = "no windowed busy time of the devices that served inference"
+    return GroupResult(values, reasons={
+        "slo_miss_wait_share": no_miss,
+        "slo_miss_explained_frac": no_miss,
+        "slo_unexplained_miss_rate": "no finished inference request with an SLO",
+        "slo_miss_time_concentration": no_miss,
+        "fleet_busy_p95": no_busy,
+        "backlog_p95_per_device": NO_DEPTH if fw is not None and fw.depth is None else no_busy,
+    })

@@ -28,6 +28,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from coherence_diag.paths import is_inference
+
 QUANTILE_P99 = 0.99
 MIN_SIDE = 50  # completed requests per side (after matching) below which nothing is compared
 MIN_CELL = 5
@@ -37,7 +39,7 @@ MAX_PER_SIDE = 100_000  # matched requests per side; more only sharpens p-values
 def _inference(frame: pl.DataFrame) -> pl.DataFrame:
     if "workload_class" not in frame.columns:
         return frame
-    return frame.filter(pl.col("workload_class").cast(pl.String).fill_null("inference") != "batch")
+    return frame.filter(is_inference())
 
 
 def _band_edges(values: np.ndarray, n_bands: int) -> np.ndarray:

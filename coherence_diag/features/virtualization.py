@@ -32,6 +32,7 @@ MIN_COUPLING = 50  # virtualized spans with a hypervisor sample
 SPAN_CAP = 50_000  # spans per side read exactly; above, a deterministic subsample
 SPAN_COLUMNS = ("dur_ms", "predicted_ms")
 STRATA = ("_env", "_pool", "_phase")
+COUPLINGS = (("steal_frac", "virt_steal_coupling_rho"), ("cotenant_util", "virt_cotenant_coupling_rho"))
 
 
 def _spread(col: str) -> pl.Expr:
@@ -95,14 +96,15 @@ def _spread(col: str) -> pl.Expr:
 def virtualization_features(ctx: FeatureContext) -> GroupResult:
     found = _spans(ctx)
     if found is None:
-        return GroupResult({})
+        return GroupResult({}, reason="no inference exec spans with a duration on devices of the scheduler's dispatches")
     spans, share = found
     missing: dict[str, tuple[str, ...]] = {}
     if not {"steal_frac", "cotenant_util"} & ctx.columns:
         missing = {"virt_coupling_rho": ("steal_frac",), "virt_coupling_p": ("steal_frac",)}
     values: dict[str, float | None] = {"virt_span_share": share}
     if spans.is_empty():
-        return GroupResult(values, missing=missing)
+        return GroupResult(values, missing=missing,
+                           reason="no virtualized device: no hypervisor samples and no device flagged virtualized")
     details: dict[str, dict[str, object]] = {}
 
     strata = spans.group_by(*STRATA, "_virt").agg(
@@ -142,7 +144,7 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
         (pl.col("_r") - pl.col("_r").median().over(*STRATA)).alias("_res")
     )
     rhos = {}
-    for col, name in (("steal_frac", "virt_steal_coupling_rho"), ("cotenant_util", "virt_cotenant_coupling_rho")):
+    for col, name in COUPLINGS:
         sample = coupled.filter(pl.col(col).is_not_null()) if col in coupled.columns else coupled.head(0)
         rho = None
         if sample.height >= MIN_COUPLING and sample[col].n_unique() > 1:
@@ -163,7 +165,18 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
     values["virt_steal_spread"] = (
         float(steal.quantile(0.9, "linear") - steal.quantile(0.1, "linear")) if steal is not None and steal.len() else None
     )
-    return GroupResult(values, details, missing)
+    no_stratum = f"no stratum (env, pool, phase) with {MIN_STRATUM} spans both virtualized and on bare metal"
+    result = GroupResult(values, details, missing, reasons={
+        "virt_dispersion_ratio": no_stratum,
+        "virt_slowdown_ratio": no_stratum,
+        "virt_steal_spread": "no steal_frac sample for the virtualized spans",
+    })
+    for col, name in COUPLINGS:
+        result.explain(f"fewer than {MIN_COUPLING} virtualized spans with a {col} sample, or it does not vary", [name])
+    return result.explain(
+        f"fewer than {MIN_COUPLING} virtualized spans with a varying steal_frac or cotenant_util sample",
+        ["virt_coupling_rho", "virt_coupling_p"],
+    )
 
 
 def _one_sided_p(rho: float, n: int) -> float | None:

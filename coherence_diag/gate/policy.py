@@ -33,11 +33,11 @@ import yaml
 from coherence_diag.errors import RuleError, collected
 from coherence_diag.measures import MEASURES
 from coherence_diag.model import SEVERITIES
-from coherence_diag.rules.loader import DOMAINS, load_rules
+from coherence_diag.rules.loader import load_rules
+from coherence_diag.taxonomy import DOMAINS, KINDS
 
 POLICY_VERSION = 1
 MAX_SEVERITIES: tuple[str, ...] = ("none", *SEVERITIES)  # "none": no matching finding is allowed
-KINDS = ("mode", "pattern")
 IfMissing = Literal["fail", "skip"]
 IF_MISSING = ("fail", "skip")
 

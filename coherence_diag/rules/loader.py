@@ -18,25 +18,7 @@ from coherence_diag.errors import InputError, RuleError
 from coherence_diag.features import FEATURES
 from coherence_diag.model import SEVERITIES
 from coherence_diag.rules.expr import ExprError, Expression, guarded_names, parse, strict_names
-
-MODES: dict[str, tuple[str, tuple[str, ...]]] = {  # report-contract.md: mode -> (domain, supporting)
-    "latency-asymmetry-drift": ("AI.07", ("AI.04",)),
-    "memory-path-incoherence": ("AI.07", ()),
-    "interconnect-capacity-inaccessibility": ("AI.11", ("AI.01",)),
-    "virtualization-control-distortion": ("AI.14", ()),
-    "migration-reconfiguration-risk": ("AI.20", ()),
-}
-PATTERNS = (
-    "batch-scheduling-conflict",
-    "burst-amplification",
-    "slot-locking",
-    "idle-overload-oscillation",
-    "energy-latency-mismatch",
-    "retry-amplification",
-    "queue-wait-dominance",
-    "sla-degradation-without-shortage",
-)
-DOMAINS = ("AI.01", "AI.04", "AI.07", "AI.11", "AI.14", "AI.20", "AI.27")
+from coherence_diag.taxonomy import DOMAINS, KINDS, MODES
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -210,8 +192,8 @@ def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -
     if rule_id and not _ID.match(rule_id):
         problems.append(f"{where}: id {rule_id!r} must be lower-case letters, digits and '-'")
     kind = item.get("kind")
-    if kind not in ("mode", "pattern"):
-        problems.append(f"{where}: kind must be 'mode' or 'pattern', got {kind!r}")
+    if kind not in KINDS:
+        problems.append(f"{where}: kind must be {' or '.join(repr(k) for k in KINDS)}, got {kind!r}")
     mode = item.get("mode")
     if mode is not None and mode not in MODES:
         problems.append(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")

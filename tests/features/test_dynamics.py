@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 
 from coherence_diag import features
-from coherence_diag.features.dynamics import (
-    FleetWindows,
-    attempt_latency,
-    burst_episodes,
-    burst_mask,
-    fleet_windows,
-    phases,
-    queue_depth_grid,
-    runs,
-)
+from coherence_diag.features.burst_amplification import burst_episodes, burst_mask
+from coherence_diag.features.fleet import FleetWindows, fleet_windows, phases, queue_depth_grid, runs
+from coherence_diag.features.retry_amplification import attempt_latency
 from tests.features._ctx import context, gpu_exec, queue_sample, sched
 
 S = 1_000_000_000

@@ -99,7 +99,7 @@ def test_missing_rules_directory(tmp_path, run_cli, trace_file):
 
 
 def test_shipped_rules_cover_every_mode_and_pattern():
-    from coherence_diag.rules.loader import MODES, PATTERNS
+    from coherence_diag.taxonomy import MODES, PATTERNS
 
     ids = {r.id: r for r in load_rules()}
     for mode, (domain, supporting) in MODES.items():

@@ -8,6 +8,8 @@ import pytest
 from coherence_diag.model import Finding, Indices
 from coherence_diag.render.score import render_json
 from coherence_diag.scoring import (
+    DIRECTION_RULES,
+    EACH_DEGRADED,
     ConfusionEntry,
     LabelledTrace,
     Labels,
@@ -18,6 +20,7 @@ from coherence_diag.scoring import (
     score_outcomes,
     score_suite,
 )
+from coherence_diag.taxonomy import BASELINES, MODES, PATTERNS
 from tests.scoring.conftest import BURST, LAD, MEM, QWD, SLA
 
 
@@ -170,3 +173,10 @@ def test_a_false_positive_outside_the_rule_ids_is_listed_but_not_scored():
 def test_outcomes_must_match_the_labels():
     with pytest.raises(ValueError):
         score_outcomes(_labels(_trace("t1")), [])
+
+
+def test_direction_rules_name_scenarios_of_the_taxonomy():
+    scenarios = set(MODES) | set(PATTERNS) | set(BASELINES)
+    for rule in DIRECTION_RULES:
+        assert rule.higher in scenarios
+        assert rule.lower in scenarios or rule.lower == EACH_DEGRADED

@@ -9,32 +9,15 @@ import pytest
 
 from coherence_diag.errors import InputError
 from coherence_diag.simulate import SCENARIOS, Scenario, simulate, write_trace
-
-MODES = {
-    "latency-asymmetry-drift",
-    "memory-path-incoherence",
-    "interconnect-capacity-inaccessibility",
-    "virtualization-control-distortion",
-    "migration-reconfiguration-risk",
-}
-PATTERNS = {
-    "batch-scheduling-conflict",
-    "burst-amplification",
-    "slot-locking",
-    "idle-overload-oscillation",
-    "energy-latency-mismatch",
-    "retry-amplification",
-    "queue-wait-dominance",
-    "sla-degradation-without-shortage",
-}
+from coherence_diag.taxonomy import BASELINES, MODES, PATTERNS
 
 
 class TestCatalogue:
     def test_every_report_contract_mode_and_pattern_has_a_scenario(self) -> None:
         kinds = {name: s.kind for name, s in SCENARIOS.items()}
-        assert {n for n, k in kinds.items() if k == "mode"} == MODES
-        assert {n for n, k in kinds.items() if k == "pattern"} == PATTERNS
-        assert {n for n, k in kinds.items() if k == "baseline"} == {"healthy", "legitimate-queueing"}
+        assert {n for n, k in kinds.items() if k == "mode"} == set(MODES)
+        assert {n for n, k in kinds.items() if k == "pattern"} == set(PATTERNS)
+        assert {n for n, k in kinds.items() if k == "baseline"} == set(BASELINES)
 
     @pytest.mark.parametrize("name", sorted(SCENARIOS))
     def test_scenario_record(self, name: str) -> None:
