@@ -3,6 +3,7 @@
     from coherence_diag.simulate import SCENARIOS, simulate, write_trace
     df = simulate("memory-path-incoherence", seed=1)
     write_trace(df, Path("trace.parquet"))
+    df = simulate("slot-locking", seed=1, shape=Shape(fleet="colocated", dispatch="tick", length_s=600))
 
 Each scenario is the healthy baseline plus one injected physical condition (`scenarios.py`,
 `injections.py`); the rows are produced by the simulated physics, not painted on.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from coherence_diag.simulate.api import DEFAULT_TIME_ORIGIN, simulate
 from coherence_diag.simulate.scenarios import SCENARIOS, Scenario
+from coherence_diag.simulate.shape import Applies, Shape, Telemetry
 from coherence_diag.simulate.writer import write_trace
 
-__all__ = ["DEFAULT_TIME_ORIGIN", "SCENARIOS", "Scenario", "simulate", "write_trace"]
+__all__ = ["DEFAULT_TIME_ORIGIN", "SCENARIOS", "Applies", "Scenario", "Shape", "Telemetry", "simulate", "write_trace"]
