@@ -43,9 +43,10 @@ samples: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m coherence_diag.docgen docs
 
-## detection: every scenario x 5 seeds with varied presentation; per-rule scores
+## detection: every scenario x 5 seeds with varied presentation, then the structural matrix
+## (fleet shape x clients x dispatch x batch placement x telemetry x length); per-rule scores
 detection: $(STAMP)
-	$(BIN)/python benchmarks/detection.py --seeds 5 --report docs/detection.md
+	$(BIN)/python benchmarks/detection.py --seeds 5 --matrix --reps 3 --report docs/detection.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,19 +1,34 @@
 """Detection suite: every scenario x several seeds, with varied presentation; per-rule scores.
 
     python benchmarks/detection.py --seeds 5 --report docs/detection.md
+    python benchmarks/detection.py --matrix --report docs/detection.md      # structural matrix
+    python benchmarks/detection.py --matrix --write-traces /tmp/simmatrix   # + its traces, labelled
 
 Each trace varies what must not matter: entity naming (plain / random), time origin, row
 order, container (Parquet / CSV) and optional columns. A rule counts as having fired on a
 trace when it produced a finding of severity >= medium. Precision and recall per rule are over
 all traces; macro-F1 is the mean F1 over the shipped mode and pattern rules.
+
+`--matrix` runs every scenario on a sample of structural cells (`coherence_diag.simulate.Shape`:
+fleet shape x clients x dispatch x batch placement x telemetry present x length): per scenario,
+a pairwise covering of the four structural knobs over the levels the scenario applies in, with
+every telemetry mask and every length placed on some cell, `--reps` times with other seeds.
+It reports per-rule scores overall and per knob level, control false alarms and every miss.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import multiprocessing
+import os
+import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +38,8 @@ import polars as pl
 
 from coherence_diag import analyze
 from coherence_diag.model import SEVERITIES
-from coherence_diag.simulate import SCENARIOS, simulate, write_trace
+from coherence_diag.simulate import SCENARIOS, Shape, Telemetry, simulate, write_trace
+from coherence_diag.simulate.shape import KNOB_LEVELS, TELEMETRY_PARTS
 
 AT_LEAST = SEVERITIES.index("medium")
 OPTIONAL_COLUMNS = ("ttft_slo_ms", "mig_profile", "batch_size", "tokens", "retransmits", "vgpu_wait_ms")
@@ -36,6 +52,10 @@ class Run:
     variant: str
     fired: frozenset[str]  # rules with a finding >= medium
     seconds: float
+    cell: tuple[tuple[str, str], ...] = ()  # matrix runs: (knob, level) for every knob
+
+    def level(self, knob: str) -> str:
+        return dict(self.cell)[knob]
 
 
 def variant_of(seed: int) -> dict[str, object]:
@@ -126,20 +146,294 @@ def markdown(runs: list[Run], seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- the structural matrix ---------------------------------------------------------------------
+
+TELEMETRY_MASKS: tuple[Telemetry, ...] = (
+    Telemetry(),
+    *(Telemetry.without(part) for part in TELEMETRY_PARTS),
+    Telemetry.without(*TELEMETRY_PARTS),
+)
+SHORT_S = 180.0  # most cells: the shortest length of the range
+LENGTHS_S = (SHORT_S, 600.0, 1800.0)
+MATRIX_KNOBS = (*KNOB_LEVELS, "telemetry", "length")
+CONTROLS = tuple(name for name, sc in SCENARIOS.items() if sc.expected_rule is None)
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: str
+    seed: int
+    shape: Shape
+    rep: int = 0
+
+    @property
+    def levels(self) -> tuple[tuple[str, str], ...]:
+        knobs = [(k, str(self.shape.level(k))) for k in KNOB_LEVELS]
+        return (*knobs, ("telemetry", self.shape.telemetry.label), ("length", f"{self.shape.length_s:g}s"))
+
+    @property
+    def label(self) -> str:
+        return self.shape.label
+
+
+def pairwise_rows(levels: dict[str, tuple[str, ...]], rng: random.Random) -> list[dict[str, str]]:
+    """A small set of rows (knob -> level) in which every pair of levels of every two knobs
+    occurs at least once (greedy covering; deterministic for a given rng)."""
+    knobs = list(levels)
+    todo = {
+        ((a, x), (b, y)) for a, b in itertools.combinations(knobs, 2) for x in levels[a] for y in levels[b]
+    }
+    rows: list[dict[str, str]] = []
+    candidates = [dict(zip(knobs, combo)) for combo in itertools.product(*(levels[k] for k in knobs))]
+    while todo:
+        rng.shuffle(candidates)
+
+        def gain(row: dict[str, str]) -> int:
+            return sum(((a, row[a]), (b, row[b])) in todo for a, b in itertools.combinations(knobs, 2))
+
+        best = max(candidates, key=gain)
+        rows.append(best)
+        todo -= {((a, best[a]), (b, best[b])) for a, b in itertools.combinations(knobs, 2)}
+    return rows
+
+
+def matrix_cells(rep: int = 0, scenarios: Iterable[str] | None = None) -> list[Cell]:
+    """Every scenario's cells for one replication: a pairwise covering of the structural knobs
+    (the levels the scenario applies in), extended until every telemetry mask has a cell; one
+    cell each runs 10 and 30 minutes, the rest 3 minutes. Seeds differ by scenario, cell and rep."""
+    cells = []
+    for s_idx, name in enumerate(scenarios or SCENARIOS):
+        applies = SCENARIOS[name].applies
+        levels = {k: applies.levels(k) for k in KNOB_LEVELS}
+        rng = random.Random(f"{name}/{rep}")
+        rows = pairwise_rows(levels, rng)
+        while len(rows) < len(TELEMETRY_MASKS):
+            rows.append({k: rng.choice(v) for k, v in levels.items()})
+        offset = rng.randrange(len(TELEMETRY_MASKS))
+        long_rows = rng.sample(range(len(rows)), 2)
+        for r_idx, row in enumerate(rows):
+            length = LENGTHS_S[1 + long_rows.index(r_idx)] if r_idx in long_rows else SHORT_S
+            mask = TELEMETRY_MASKS[(r_idx + offset) % len(TELEMETRY_MASKS)]
+            shape = Shape(**row, telemetry=mask, length_s=length)
+            cells.append(Cell(name, 1000 * (rep + 1) + 50 * s_idx + r_idx, shape, rep))
+    return cells
+
+
+def simulate_cell(cell: Cell) -> pl.DataFrame:
+    """The cell's trace, presented as variant_of says (naming, clock, row order, columns)."""
+    v = variant_of(cell.seed % 60)  # clocks stay within a few years of 2025
+    frame = simulate(cell.scenario, cell.seed, shape=cell.shape, naming=v["naming"], time_origin=v["time_origin"])
+    if v["drop_optional"]:
+        frame = frame.drop([c for c in OPTIONAL_COLUMNS if c in frame.columns])
+    if v["shuffle"]:
+        frame = frame[np.random.default_rng(cell.seed).permutation(frame.height)]
+    return frame
+
+
+def run_cell(cell: Cell, workdir: str, keep_dir: str | None = None) -> Run:
+    frame = simulate_cell(cell)
+    path = Path(keep_dir or workdir) / f"{cell.scenario}.{cell.label}.s{cell.seed}.parquet"
+    write_trace(frame, path)
+    t = time.perf_counter()
+    report = analyze(path).report
+    fired = frozenset(f.rule for f in report.findings if SEVERITIES.index(f.severity) >= AT_LEAST)
+    seconds = time.perf_counter() - t
+    if keep_dir is None:
+        path.unlink()
+    return Run(cell.scenario, cell.seed, cell.label, fired, seconds, cell.levels)
+
+
+def run_matrix(
+    reps: int = 3, workers: int = 2, scenarios: list[str] | None = None, keep_dir: Path | None = None, progress: bool = True
+) -> list[Run]:
+    """Every cell of `reps` replications, in `workers` spawned processes. With keep_dir, the
+    traces of the first replication are kept there with a labels.json."""
+    cells = [c for r in range(reps) for c in matrix_cells(r, scenarios)]
+    keep = {id(c) for c in cells if c.rep == 0} if keep_dir is not None else set()
+    if keep_dir is not None:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+    runs: list[Run] = []
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")  # inherited by the spawned workers
+    with tempfile.TemporaryDirectory(prefix="coherence-matrix-") as tmp:
+        args = [(c, tmp, str(keep_dir) if id(c) in keep else None) for c in cells]
+        if workers <= 1:
+            results: Iterable[Run] = (run_cell(*a) for a in args)
+            for i, run in enumerate(results, 1):
+                runs.append(run)
+                _tick(progress, i, len(cells), run)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                for i, run in enumerate(pool.map(run_cell, *zip(*args), chunksize=1), 1):
+                    runs.append(run)
+                    _tick(progress, i, len(cells), run)
+    if keep_dir is not None:
+        write_labels(keep_dir, [c for c in cells if id(c) in keep])
+    return runs
+
+
+def _tick(progress: bool, i: int, n: int, run: Run) -> None:
+    if progress:
+        print(f"[{i}/{n}] {run.scenario} {run.variant} s{run.seed}: {', '.join(sorted(run.fired)) or '-'}", file=sys.stderr, flush=True)
+
+
+def write_labels(directory: Path, cells: list[Cell]) -> None:
+    """labels.json in the format of the shared validation set: one entry per kept trace."""
+    rules = sorted(s for s, sc in SCENARIOS.items() if sc.expected_rule)
+    traces = []
+    for c in cells:
+        sc = SCENARIOS[c.scenario]
+        traces.append(
+            {
+                "id": f"m{c.seed}",
+                "scenario": c.scenario,
+                "path": f"{c.scenario}.{c.label}.s{c.seed}.parquet",
+                "expected": [sc.expected_rule] if sc.expected_rule else [],
+                "allowed": [],
+                "control": sc.expected_rule is None,
+                "seed": c.seed,
+                "shape": dict(c.levels),
+            }
+        )
+    labels = {
+        "about": "Structural matrix of coherence-diag's own simulator (benchmarks/detection.py --matrix): every scenario "
+        "on a pairwise covering of fleet shape x clients x dispatch x batch placement, every telemetry mask and length.",
+        "scoring": "As in the shared validation set: a rule id is reported when a finding has that rule at severity >= "
+        "medium; expected must be reported, any other id is a false positive; controls must report nothing at >= medium.",
+        "rule_ids": rules,
+        "controls": list(CONTROLS),
+        "traces": traces,
+    }
+    (directory / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+
+
+def family_scores(runs: list[Run]) -> dict[tuple[str, str], dict[str, object]]:
+    """Per knob level: the runs, per-rule scores among them, macro-F1, own-rule recall and
+    control false alarms."""
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for knob in MATRIX_KNOBS:
+        for level in sorted({r.level(knob) for r in runs}):
+            sub = [r for r in runs if r.level(knob) == level]
+            table = scores(sub)
+            supported = [v for rule, v in table.items() if v["tp"] + v["fn"] > 0]
+            own = [r for r in sub if SCENARIOS[r.scenario].expected_rule]
+            out[(knob, level)] = {
+                "runs": len(sub),
+                "table": table,
+                "macro_f1": sum(v["f1"] for v in supported) / len(supported) if supported else float("nan"),
+                "recall": sum(SCENARIOS[r.scenario].expected_rule in r.fired for r in own) / len(own) if own else float("nan"),
+                "control_alarms": len(baseline_false_alarms(sub)),
+                "controls": sum(1 for r in sub if r.scenario in CONTROLS),
+            }
+    return out
+
+
+def misses(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if SCENARIOS[r.scenario].expected_rule and SCENARIOS[r.scenario].expected_rule not in r.fired]
+
+
+def matrix_markdown(runs: list[Run], reps: int, minutes: float) -> str:
+    table = scores(runs)
+    fam = family_scores(runs)
+    alarms = baseline_false_alarms(runs)
+    missed = misses(runs)
+    n_cells = len({(r.scenario, r.variant) for r in runs})
+    lines = [
+        "## Structural matrix",
+        "",
+        f"Generated by `make detection` (`python benchmarks/detection.py --matrix --reps {reps}`; {len(runs)} traces, "
+        f"{minutes:.1f} min on this machine). Each scenario runs on a pairwise covering of the structural knobs of",
+        "`coherence_diag.simulate.Shape` over the levels it applies in (fleet: colocated / pools / disaggregated;",
+        "clients: no-timeout / timeout / retry; dispatch: continuous / tick / affinity; batch placement: shared-queue /",
+        "external-holds), every telemetry mask (full; without predicted_ms, sm_active, kv_cache_util, the network or the",
+        "hypervisor layer; without all five) and every length (3, 10, 30 min) on some cell, with naming, clock, row",
+        f"order and optional columns varied as above; {reps} replications with other seeds ({n_cells} distinct cells).",
+        "Scenarios restrict knobs where their condition needs a level (see `Scenario.applies`).",
+        "",
+        f"**Macro-F1: {macro_f1(table):.3f}** over {len(table)} mode and pattern rules. "
+        f"Control traces (healthy, legitimate-queueing) with a finding >= medium: {len(alarms)} of "
+        f"{sum(1 for r in runs if r.scenario in CONTROLS)}.",
+        "",
+        "| rule | TP | FP | FN | precision | recall | F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rule, v in table.items():
+        lines.append(
+            f"| `{rule}` | {v['tp']} | {v['fp']} | {v['fn']} | {v['precision']:.2f} | {v['recall']:.2f} | {v['f1']:.2f} |"
+        )
+    lines += [
+        "",
+        "### Per knob level",
+        "",
+        "Scores among the traces of one level of one knob: macro-F1 over the rules with a scenario among them, the",
+        "share of non-control traces whose own rule fired, and control traces with a finding >= medium.",
+        "",
+        "| knob | level | traces | macro-F1 | own-rule recall | control false alarms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (knob, level), v in fam.items():
+        lines.append(
+            f"| {knob} | {level} | {v['runs']} | {v['macro_f1']:.2f} | {v['recall']:.2f} | {v['control_alarms']} of {v['controls']} |"
+        )
+    for knob in MATRIX_KNOBS:
+        levels = [lv for (k, lv) in fam if k == knob]
+        lines += ["", f"#### F1 per rule by {knob}", "", "| rule | " + " | ".join(levels) + " |", "|---|" + "---|" * len(levels)]
+        for rule in table:
+            cells = []
+            for lv in levels:
+                v = fam[(knob, lv)]["table"][rule]  # type: ignore[index]
+                cells.append("-" if v["tp"] + v["fn"] + v["fp"] == 0 else f"{v['f1']:.2f}")
+            lines.append(f"| `{rule}` | " + " | ".join(cells) + " |")
+    lines += ["", "### Control false alarms", ""]
+    lines += [f"- {r.scenario} s{r.seed} `{r.variant}`: {', '.join(sorted(r.fired))}" for r in alarms] or ["- none"]
+    lines += ["", f"### Misses ({len(missed)})", "", "| scenario | seed | cell | fired (>= medium) |", "|---|---|---|---|"]
+    lines += [f"| {r.scenario} | {r.seed} | `{r.variant}` | {', '.join(sorted(r.fired)) or '-'} |" for r in missed]
+    lines += ["", "### Every matrix run", "", "| scenario | seed | cell | fired (>= medium) | analyze s |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r.scenario} | {r.seed} | `{r.variant}` | {', '.join(sorted(r.fired)) or '-'} | {r.seconds:.1f} |" for r in runs
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def print_scores(runs: list[Run], title: str) -> None:
+    table = scores(runs)
+    print(title)
+    for rule, v in table.items():
+        print(f"  {rule:40s} P={v['precision']:.2f} R={v['recall']:.2f} F1={v['f1']:.2f}")
+    print(f"  macro-F1 {macro_f1(table):.3f}; control false alarms {len(baseline_false_alarms(runs))}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=None, help="every scenario x seeds 1..N, native shape (default 5 without --matrix)")
     parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument("--matrix", action="store_true", help="the structural matrix (see the module docstring)")
+    parser.add_argument("--reps", type=int, default=3, help="matrix replications (other seeds)")
+    parser.add_argument("--workers", type=int, default=2, help="matrix worker processes")
+    parser.add_argument("--scenario", action="append", help="matrix: only these scenarios (repeatable)")
+    parser.add_argument("--write-traces", type=Path, default=None, help="matrix: keep the first replication's traces and a labels.json here")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
-    seeds = list(range(1, args.seeds + 1))
-    runs = run_suite(seeds, args.duration)
-    table = scores(runs)
-    for rule, v in table.items():
-        print(f"{rule:40s} P={v['precision']:.2f} R={v['recall']:.2f} F1={v['f1']:.2f}")
-    print(f"macro-F1 {macro_f1(table):.3f}; baseline false alarms {len(baseline_false_alarms(runs))}")
+    n_seeds = args.seeds if args.seeds is not None else (0 if args.matrix else 5)
+    parts = []
+    if n_seeds:
+        seeds = list(range(1, n_seeds + 1))
+        runs = run_suite(seeds, args.duration)
+        print_scores(runs, f"native scenarios x seeds {seeds}")
+        parts.append(markdown(runs, seeds))
+    if args.matrix:
+        t0 = time.perf_counter()
+        mruns = run_matrix(args.reps, args.workers, args.scenario, args.write_traces)
+        minutes = (time.perf_counter() - t0) / 60
+        print_scores(mruns, f"structural matrix: {len(mruns)} traces in {minutes:.1f} min")
+        for (knob, level), v in family_scores(mruns).items():
+            print(f"  {knob:10s} {level:28s} n={v['runs']:3d} macro-F1={v['macro_f1']:.2f} recall={v['recall']:.2f} control alarms={v['control_alarms']}")
+        print(f"  misses: {len(misses(mruns))}")
+        if args.write_traces:
+            print(f"  traces of replication 0 and labels.json in {args.write_traces}")
+        parts.append(matrix_markdown(mruns, args.reps, minutes))
     if args.report:
-        args.report.write_text(markdown(runs, seeds))
+        args.report.write_text("\n".join(parts))
     return 0
 
 

@@ -102,6 +102,7 @@ def build_plan(
         xfer_retransmits=np.zeros(n, dtype=np.int64),
         jobs=jobs,
         job_pool=job_pool,
+        job_gang=params.batch_jobs.gang if params.batch_jobs is not None else 1,
         dev_mult=np.ones((n_dev, horizon)),
         dev_sigma=np.full((n_dev, horizon), params.exec_sigma),
         dev_xfer_sigma=np.zeros((n_dev, horizon)),

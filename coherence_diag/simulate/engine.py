@@ -203,7 +203,8 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
     est_free = [0.0] * n_dev  # nominal time a placement-mode prefill device runs out of placed work
     job_on = [False] * n_dev  # a batch job holds the whole (unified) device
     reserved = [0] * n_dev  # key of the batch job a unified device drains for (0: none)
-    job_resv: dict[int, int] = {}
+    job_resv: dict[int, list[int]] = {}  # batch job -> the devices drained for it
+    gang = max(1, plan.job_gang)  # devices a batch job takes at once on a unified pool
     held = [0] * n_dev  # external holds: 0 serving, 1 cordoned (draining), 2 held
     hold_len = [0.0] * n_dev
     dec_end: dict[int, float] = {}  # unified devices: when a running decode ends (prefills pause it)
@@ -556,29 +557,45 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
         if not paced:
             drain_unified(p, t)
 
-    def idle_for_job(p: int, k: int) -> int:
-        mine = job_resv.get(k, -1)
-        for d in ([mine] if mine >= 0 else []) + fleet.pools[p].devices:
+    def idle_for_job(p: int, k: int) -> list[int]:
+        """`gang` idle devices for batch job k (those drained for it first), or [] if too few."""
+        found: list[int] = []
+        for d in job_resv.get(k, []) + fleet.pools[p].devices:
             if (
-                dev_on[d] and not held[d] and not job_on[d] and reserved[d] in (0, k)
+                d not in found and dev_on[d] and not held[d] and not job_on[d] and reserved[d] in (0, k)
                 and not pre_busy[d] and not active[d] and not dqlen[d] and not placed[d]
             ):  # fmt: skip
-                return d
-        return -1
+                found.append(d)
+                if len(found) == gang:
+                    return found
+        return []
 
     def reserve_for_job(p: int, k: int) -> None:
-        """A batch job needs a whole device: stop placing work on the least loaded one until it drains."""
-        if k in job_resv:
-            return
-        best, best_used = -1, math.inf
-        for d in fleet.pools[p].devices:
-            if dev_on[d] and not held[d] and not job_on[d] and not reserved[d]:
-                used = active[d] + dqlen[d] + placed[d] + pre_busy[d]
-                if used < best_used:
-                    best, best_used = d, used
-        if best >= 0:
-            reserved[best] = k
-            job_resv[k] = best
+        """A batch job needs whole devices (a gang of them): stop placing work on the least
+        loaded ones until they drain."""
+        mine = job_resv.setdefault(k, [])
+        cands = sorted(
+            (active[d] + dqlen[d] + placed[d] + pre_busy[d], d)
+            for d in fleet.pools[p].devices
+            if dev_on[d] and not held[d] and not job_on[d] and not reserved[d]
+        )
+        for _, d in cands[: gang - len(mine)]:
+            reserved[d] = k
+            mine.append(d)
+
+    def run_gang(devs: list[int], p: int, k: int, t: float) -> None:
+        """Batch job k on its devices: one dispatch, an exec span on each device, all devices
+        released together when the slowest finishes (a synchronous gang)."""
+        for d in job_resv.pop(k, []):
+            reserved[d] = 0
+        sched(t, DISPATCH, k, p, devs[0], max(job_ref[-k - 1] * job_speed[d] for d in devs) * 1e3)
+        s = sec(t)
+        dur = max(job_ref[-k - 1] * job_speed[d] * dev_mult[d][s] for d in devs)
+        for n, d in enumerate(devs):
+            job_on[d] = True
+            pre_busy[d] = True
+            x_t0(t), x_dur(dur * 1e3), x_dev(d), x_key(k), x_phase(BATCH_JOB), x_batch(1), x_tok(-1)
+            heappush(heap, (t + dur, next(seq), _JOB_DONE, k, d, 1 if n == 0 else 0))
 
     def drain_unified(p: int, t: float, tick: bool = False) -> None:
         """Place queued work of unified pool p while devices have room. A batch job waits for an
@@ -602,8 +619,8 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
                 qloc[k] = -1
                 dispatch_unified(d, p, k, t, queued=True)
                 continue
-            d = idle_for_job(p, k)
-            if d < 0:
+            devs = idle_for_job(p, k)
+            if not devs:
                 reserve_for_job(p, k)
                 if fifo[p]:
                     break
@@ -611,12 +628,8 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
                 continue
             heappop(h)
             qlen[p] -= 1
-            r = job_resv.pop(k, -1)
-            if r >= 0:
-                reserved[r] = 0
-            job_on[d] = True
             qlog(t, p, -1)
-            dispatch_prefill(d, p, k, t)
+            run_gang(devs, p, k, t)
         for item in back:
             heappush(h, item)
 
@@ -835,14 +848,16 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
                 enqueue_prefill(p, k, t, 2)
 
         elif et == _JOB_DONE:
-            sched(t, COMPLETE, k, dev_pool[d], d, nan)
             if dev_uni[d]:
+                if v:  # the gang's first device reports the job's completion
+                    sched(t, COMPLETE, k, dev_pool[d], d, nan)
                 pre_busy[d] = False
                 job_on[d] = False
                 drain_unified(dev_pool[d], t)
                 if held[d]:
                     maybe_hold(d, t)
             else:
+                sched(t, COMPLETE, k, dev_pool[d], d, nan)
                 release_prefill(d, t)
 
         elif et == _HOLD_REQ:  # the external batch system cordons d and takes it once drained
@@ -853,7 +868,7 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
             r = reserved[d]
             if r:  # a batch job was waiting for this device: it reserves another
                 reserved[d] = 0
-                del job_resv[r]
+                job_resv[r].remove(d)
             if pool_role[dev_pool[d]] == "decode":
                 refresh_dec_active()
             maybe_hold(d, t)

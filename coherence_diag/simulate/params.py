@@ -76,6 +76,7 @@ class BatchJobs:
     per_wave: int = 1
     duration_median_s: float = 25.0  # on an A100-40GB; faster devices finish sooner
     duration_sigma: float = 0.4
+    gang: int = 1  # devices one job takes at once, all drained first (unified pools)
 
 
 @dataclass(frozen=True)

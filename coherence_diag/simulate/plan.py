@@ -50,6 +50,7 @@ class Plan:
     xfer_retransmits: np.ndarray
     jobs: JobBatch
     job_pool: int
+    job_gang: int  # devices one batch job takes at once (on a unified pool)
     # physics time series, one value per second
     dev_mult: np.ndarray  # (n_dev, H) service-time multiplier
     dev_sigma: np.ndarray  # (n_dev, H) lognormal service-time noise

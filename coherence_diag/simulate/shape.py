@@ -60,7 +60,10 @@ class Telemetry:
 
     @property
     def label(self) -> str:
-        return "full" if not self.absent else "no-" + "+".join(self.absent)
+        absent = self.absent
+        if not absent:
+            return "full"
+        return "minimal" if len(absent) == len(TELEMETRY_PARTS) else "no-" + "+".join(absent)
 
 
 @dataclass(frozen=True)

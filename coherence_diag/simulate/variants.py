@@ -10,7 +10,8 @@ would not have recorded):
   transfer disappear.
   `pools`: one independent unified pool per former decode pool (one per accelerator class),
   behind a least-outstanding-requests router. Batch jobs that shared a queue go into the
-  (first) unified pool's queue; a batch job needs a whole device, which is drained for it.
+  (first) unified pool's queue; a batch job needs whole devices (a gang of `SHARED_JOB_FRAC` of the
+  pool when it took a whole inference pool before), which are drained for it.
 - clients `no-timeout`: no deadline (no timeout rows, hence no retries); `timeout`: deadlines,
   no retry; `retry`: deadlines and up to `RETRIES` retries (or the scenario's own number).
 - dispatch `tick`: a periodic dispatcher that places queued work on devices only at its passes
@@ -44,13 +45,13 @@ RETRIES = 2  # retries of clients that retry, unless the scenario sets its own
 TICK = PacedDispatcher(tick_s=0.25, jitter_s=0.005, placement=True)
 AFFINITY = AffinityRouting(groups=4, skew=1.0)
 HOLDS = ExternalHolds()
-SHARED_JOB_FRAC = 0.25  # a batch wave that took a whole prefill pool takes this share of a unified pool
+SHARED_JOB_FRAC = 0.4  # a batch job that took a whole prefill pool takes this share of a unified pool
 # A unified device does a decode device's work plus its requests' prefills; the decode pools have
 # far more slots than the load needs (prefill is their bottleneck), so the unified pool keeps
 # this share of them: about 40% of its slots busy in the healthy baseline, where a burst or a
 # slow-down reaches the knee of the pool's capacity as it does the prefill pools' in
 # disaggregated serving.
-UNIFIED_FRAC = 0.3
+UNIFIED_FRAC = 0.33
 
 COLOCATED_POOL = "serve"
 MASKABLE_COLUMNS = ("predicted_ms", "sm_active", "kv_cache_util")
@@ -133,12 +134,12 @@ def _unified(params: SimParams, *, separate: bool) -> SimParams:
         unified.append(replace(p, name=name, role="unified", n_devices=n, fifo=fifo and (not separate or p is decode[0])))
     if jobs is not None:
         target = unified[0].name
-        per_wave = jobs.per_wave
+        gang = jobs.gang
         if job_source is not None and job_source.role != "batch":
-            # the waves took a whole inference pool; here they take a share of one
+            # each job took a whole inference pool; here it is gang-scheduled on a share of one
             n_target = sum(u.n_devices for u in unified if u.name == target)
-            per_wave = max(per_wave, round(SHARED_JOB_FRAC * n_target))
-        jobs = replace(jobs, pool=target, per_wave=per_wave)
+            gang = max(gang, round(SHARED_JOB_FRAC * n_target))
+        jobs = replace(jobs, pool=target, gang=gang)
     return replace(params, pools=tuple(unified), batch_jobs=jobs)
 
 
