@@ -46,7 +46,7 @@ docs: $(STAMP)
 ## detection: every scenario x 5 seeds with varied presentation, then the structural matrix
 ## (fleet shape x clients x dispatch x batch placement x telemetry x length); per-rule scores
 detection: $(STAMP)
-	$(BIN)/python benchmarks/detection.py --seeds 5 --matrix --reps 3 --report docs/detection.md
+	$(BIN)/python benchmarks/detection.py --seeds 5 --matrix --reps 5 --report docs/detection.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

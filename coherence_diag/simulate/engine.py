@@ -7,9 +7,9 @@ retries, KV-pressure preemption, batch jobs, paced dispatch and a lagged autosca
 that path. A unified pool (colocated serving) runs both phases on one device: the router places
 a request on a device with a free slot, the device runs its prefill (pausing its running decodes
 for that time) and then decodes it itself; no KV transfer. An external batch system may cordon
-serving devices, wait for them to drain and hold them for minutes. The loop only does arithmetic on Python lists; every random number was drawn in
-`plan.py`. Output is a set of append-only column logs (array.array) that `assemble.py` turns
-into the trace.
+serving devices, wait for them to drain and hold them for minutes. The loop only does arithmetic
+on Python lists; every random number was drawn while the plan was built (`build.py`). Output
+is a set of append-only column logs (array.array) that `assemble.py` turns into the trace.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
         for d in fleet.pools[p].devices:
             a = dev_acc[d]
             if a.name not in by_acc:
-                by_acc[a.name] = pre_nom[p] if a is fleet.pools[p].acc and pre_nom[p] is not None else prefill_ms(a, model, plan.req.prompt.astype(np.float64)).tolist()
+                same = a is fleet.pools[p].acc and pre_nom[p] is not None  # a prefill pool's own list
+                by_acc[a.name] = pre_nom[p] if same else prefill_ms(a, model, plan.req.prompt.astype(np.float64)).tolist()  # type: ignore[assignment]
             pre_nom_dev[d] = by_acc[a.name]
     acc_mean_s = {name: (sum(ms) / len(ms) / 1e3 if ms else 0.05) for name, ms in by_acc.items()}
     for p in uni_pools:
@@ -907,7 +908,8 @@ def run(plan: Plan) -> Logs:  # noqa: C901 - one hot loop on purpose: locals are
                 n_ticks += 1
                 off = tick_offsets[n_ticks % len(tick_offsets)]
                 if placement:  # a fixed grid: pass n at n * tick_s (+ a little jitter)
-                    heappush(heap, (max((n_ticks + 1) * plan.paced.tick_s + off, t + 1e-6), next(seq), _TICK, 0, 0, 0))  # type: ignore[union-attr]
+                    at = max((n_ticks + 1) * plan.paced.tick_s + off, t + 1e-6)  # type: ignore[union-attr]
+                    heappush(heap, (at, next(seq), _TICK, 0, 0, 0))
                 else:
                     nxt = plan.paced.tick_s + off  # type: ignore[union-attr]
                     heappush(heap, (t + nxt, next(seq), _TICK, 0, 0, 0))

@@ -13,7 +13,7 @@ import pytest
 from coherence_diag.simulate import SCENARIOS, Shape, simulate
 from coherence_diag.simulate.variants import refusal
 
-from .sim_metrics import arrival_window, device_info, gpu_samples, queue_depth, requests, run_lengths, sched, timeout_rate
+from .sim_metrics import arrival_window, decode_time_share, device_info, gpu_samples, queue_depth, requests, run_lengths, sched, timeout_rate
 
 UNIFIED = ("colocated", "pools")
 Signature = Callable[[pl.DataFrame], dict[str, object]]
@@ -103,9 +103,7 @@ def sig_burst_amplification(df: pl.DataFrame) -> dict[str, object]:
 
 def sig_slot_locking(df: pl.DataFrame) -> dict[str, object]:
     r = requests(df)
-    x = df.filter((pl.col("event") == "exec") & (pl.col("phase") == "decode")).drop("priority")
-    x = x.join(r.select("request_id", "priority"), on="request_id")
-    low_share = float(x.filter(pl.col("priority") == 2)["dur_ms"].sum() / x["dur_ms"].sum())
+    low_share = decode_time_share(df, r, priority=2)
     p0_wait = float(r.filter(pl.col("priority") == 0)["queue_wait_ms"].quantile(0.9))
     return {"present": low_share > 0.6 and p0_wait > 100, "low_priority_slot_share": low_share, "p0_wait_p90_ms": p0_wait}
 
@@ -145,19 +143,14 @@ def sig_sla_degradation_without_shortage(df: pl.DataFrame) -> dict[str, object]:
 
 
 SIGNATURES: dict[str, Signature] = {
-    "legitimate-queueing": sig_legitimate_queueing,
-    "latency-asymmetry-drift": sig_latency_asymmetry_drift,
-    "virtualization-control-distortion": sig_virtualization_control_distortion,
-    "migration-reconfiguration-risk": sig_migration_reconfiguration_risk,
-    "batch-scheduling-conflict": sig_batch_scheduling_conflict,
-    "burst-amplification": sig_burst_amplification,
-    "slot-locking": sig_slot_locking,
-    "idle-overload-oscillation": sig_idle_overload_oscillation,
-    "energy-latency-mismatch": sig_energy_latency_mismatch,
-    "retry-amplification": sig_retry_amplification,
-    "queue-wait-dominance": sig_queue_wait_dominance,
-    "sla-degradation-without-shortage": sig_sla_degradation_without_shortage,
-}
+    f.__name__.removeprefix("sig_").replace("_", "-"): f
+    for f in (
+        sig_legitimate_queueing, sig_latency_asymmetry_drift, sig_virtualization_control_distortion,
+        sig_migration_reconfiguration_risk, sig_batch_scheduling_conflict, sig_burst_amplification, sig_slot_locking,
+        sig_idle_overload_oscillation, sig_energy_latency_mismatch, sig_retry_amplification, sig_queue_wait_dominance,
+        sig_sla_degradation_without_shortage,
+    )
+}  # fmt: skip
 
 
 def test_every_scenario_that_applies_on_a_unified_fleet_has_a_signature() -> None:

@@ -309,7 +309,8 @@ def test_same_seed_and_shape_same_frame(knobs: dict[str, str]) -> None:
 def test_every_applicable_level_gives_a_valid_trace(name: str) -> None:
     """Each level of each knob the scenario applies in, one at a time and in a combined cell."""
     applies = SCENARIOS[name].applies
-    shapes = [Shape(**{knob: level}) for knob, levels in (("fleet", FLEETS), ("clients", CLIENTS), ("dispatch", DISPATCHES), ("batch", BATCH_PLACEMENTS)) for level in levels if level in applies.levels(knob)]
+    knobs = (("fleet", FLEETS), ("clients", CLIENTS), ("dispatch", DISPATCHES), ("batch", BATCH_PLACEMENTS))
+    shapes = [Shape(**{knob: level}) for knob, levels in knobs for level in levels if level in applies.levels(knob)]
     shapes.append(Shape(fleet=applies.fleet[0], clients=applies.clients[-1], dispatch=applies.dispatch[-1], batch=applies.batch[-1]))
     for i, shape in enumerate(shapes):
         df = simulate(name, 20 + i, duration_s=45, shape=shape)
