@@ -248,7 +248,7 @@ def run_cell(cell: Cell, workdir: str, keep_dir: str | None = None) -> Run:
 
 
 def run_matrix(
-    reps: int = 3, workers: int = 2, scenarios: list[str] | None = None, keep_dir: Path | None = None, progress: bool = True
+    reps: int = 5, workers: int = 2, scenarios: list[str] | None = None, keep_dir: Path | None = None, progress: bool = True
 ) -> list[Run]:
     """Every cell of `reps` replications, in `workers` spawned processes. With keep_dir, the
     traces of the first replication are kept there with a labels.json."""

@@ -65,11 +65,12 @@ def native_levels(sc: Scenario) -> dict[str, str]:
         clients = "retry"
     else:
         clients = "no-timeout" if math.isinf(p.workload.timeout_factor) else "timeout"
+    unified = {s.name for s in p.pools if s.role == "unified"}
     return {
-        "fleet": "colocated" if any(s.role == "unified" for s in p.pools) else "disaggregated",
+        "fleet": "disaggregated" if not unified else ("colocated" if len(unified) == 1 else "pools"),
         "clients": clients,
         "dispatch": "tick" if any(isinstance(i, PacedDispatcher) for i in p.injections) else "continuous",
-        "batch": "shared-queue" if p.batch_jobs is not None else "external-holds",
+        "batch": "external-holds" if any(isinstance(i, ExternalHolds) for i in p.injections) else "shared-queue",
     }
 
 
