@@ -44,9 +44,10 @@ samples: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m coherence_diag.docgen docs
 
-## detection: every scenario x 5 seeds with varied presentation; per-rule scores
+## detection: every scenario x 5 seeds with varied presentation, then the structural matrix
+## (fleet shape x clients x dispatch x batch placement x telemetry x length); per-rule scores
 detection: $(STAMP)
-	$(BIN)/python benchmarks/detection.py --seeds 5 --report docs/detection.md
+	$(BIN)/python benchmarks/detection.py --seeds 5 --matrix --reps 5 --report docs/detection.md
 
 ## accuracy: score the rules on the labelled validation suite (when present) into docs/accuracy-validation.md
 accuracy: $(STAMP)

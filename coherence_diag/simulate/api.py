@@ -12,8 +12,11 @@ from coherence_diag.errors import InputError
 from coherence_diag.simulate import engine, telemetry
 from coherence_diag.simulate.assemble import assemble
 from coherence_diag.simulate.naming import NAMINGS, plain_names, random_names
-from coherence_diag.simulate.plan import build_plan, rng_for
+from coherence_diag.simulate.build import build_plan
+from coherence_diag.simulate.plan import rng_for
 from coherence_diag.simulate.scenarios import SCENARIOS
+from coherence_diag.simulate.shape import Shape
+from coherence_diag.simulate.variants import mask_telemetry, shaped_params
 
 DEFAULT_TIME_ORIGIN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 MAX_SCALE = 10_000.0
@@ -28,6 +31,7 @@ def simulate(
     arrivals: Path | None = None,
     time_origin: datetime | None = None,
     naming: str = "plain",
+    shape: Shape | None = None,
 ) -> pl.DataFrame:
     """Simulate `scenario` and return all layers as one table (see trace-format v1).
 
@@ -35,8 +39,10 @@ def simulate(
     shortens the arrival window instead (single-device pools cannot shrink). With
     `arrivals`, the replay is sped up by `scale` and the fleet sized to the replayed demand.
     duration_s is the length of the arrival window (the trace runs on until every request
-    has finished); with `arrivals` it truncates the replay. The result depends only on the
-    arguments.
+    has finished); with `arrivals` it truncates the replay. `shape` runs the scenario on a
+    structural variant (`shape.Shape`: fleet shape, clients, dispatch, batch placement,
+    telemetry present, length; see `variants.py`); its `length_s` is the duration and cannot be
+    given together with duration_s. The result depends only on the arguments.
     """
     spec = SCENARIOS.get(scenario)
     if spec is None:
@@ -55,8 +61,17 @@ def simulate(
     if origin.tzinfo is None:  # naive = UTC, as in the trace format
         origin = origin.replace(tzinfo=timezone.utc)
     origin_ns = _epoch_ns(origin)
+    params = spec.params
+    if shape is not None:
+        if not isinstance(shape, Shape):
+            raise InputError(f"invalid shape {shape!r}; expected a coherence_diag.simulate.Shape")
+        if shape.length_s is not None:
+            if duration_s is not None:
+                raise InputError("duration_s and shape.length_s both set; expected at most one trace length")
+            duration_s = shape.length_s
+        params = shaped_params(scenario, shape)
 
-    plan = build_plan(spec.params, seed, float(scale), duration_s, Path(arrivals) if arrivals is not None else None)
+    plan = build_plan(params, seed, float(scale), duration_s, Path(arrivals) if arrivals is not None else None)
     logs = engine.run(plan)
     n_bins = max(1, int(math.ceil(logs.end_s)) + 1)
     rng = rng_for(seed, "telemetry")
@@ -69,7 +84,8 @@ def simulate(
     names = plain_names([p.name for p in fleet.pools], fleet.host_name, fleet.dev_name, fleet.link_name, plan.env_names)
     if naming == "random":
         names = random_names(names, rng_for(seed, "naming"))
-    return assemble(plan, logs, names, origin_ns, gpu, queue, link, hyper)
+    df = assemble(plan, logs, names, origin_ns, gpu, queue, link, hyper)
+    return df if shape is None or not shape.telemetry.absent else mask_telemetry(df, shape.telemetry)
 
 
 def _epoch_ns(dt: datetime) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from coherence_diag.simulate.engine import EVENT_NAMES, PHASE_NAMES, Logs
+from coherence_diag.simulate.engine import EVENT_NAMES, HOLD_KEY, PHASE_NAMES, Logs
 from coherence_diag.simulate.naming import Names
 from coherence_diag.simulate.plan import MAX_ATTEMPTS, Plan
 from coherence_diag.simulate.schema import COLUMNS, TS_DTYPE
@@ -38,7 +38,10 @@ class _Ctx:
 
     def ids_for_keys(self, key: np.ndarray) -> pl.Series:
         idx = np.where(key >= 0, key >> _SHIFT, self.plan.n_requests + (-key - 1))
-        return self.all_ids.gather(pl.Series(idx)).rename("request_id")
+        hold = key == HOLD_KEY  # an external batch system's hold: no request id
+        if not hold.any():
+            return self.all_ids.gather(pl.Series(idx)).rename("request_id")
+        return lookup("request_id", self.all_ids.to_list(), np.where(hold, -1, idx))
 
     def env_of_host(self, host: np.ndarray, t_s: np.ndarray) -> pl.Series:
         return lookup("env", self.names.env, self.plan.host_env_at(host, t_s))
@@ -180,7 +183,7 @@ def device_info_block(ctx: _Ctx) -> pl.DataFrame:
             lookup("host", ctx.names.host, ctx.dev_host),
             lookup("pool", ctx.names.pool, ctx.dev_pool),
             ctx.env_of_host(ctx.dev_host, online),
-            lookup("accelerator", [p.acc.name for p in fleet.pools], ctx.dev_pool),
+            pl.Series("accelerator", [a.name for a in fleet.dev_accel], dtype=pl.String),
             pl.Series("mig_profile", [mig[p] for p in ctx.dev_pool], dtype=pl.String),
             pl.Series("virtualized", [fleet.host_virtualized[h] for h in ctx.dev_host], dtype=pl.Boolean),
         ],

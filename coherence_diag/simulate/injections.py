@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coherence_diag.simulate.fleet import DeviceGroup, Fleet
+from coherence_diag.simulate.params import Autoscaling, Pacing
 from coherence_diag.simulate.plan import Plan, cotenant_series
 from coherence_diag.simulate.workload import RateProfile, RequestBatch
 
@@ -107,7 +108,7 @@ class LongTaskClumps(Injection):
     first_s: float = 8.0
 
     def extra_requests(self, fleet: Fleet, duration_s: float, rng: np.random.Generator) -> RequestBatch | None:
-        slots = sum(len(p.devices) * p.max_batch for p in fleet.pools if p.role == "decode")
+        slots = sum(len(p.devices) * p.max_batch for p in fleet.pools if p.serves("decode"))
         per_clump = max(1, int(round(self.slot_frac * slots)))
         starts = np.arange(self.first_s, duration_s * 0.85, self.every_s)
         if len(starts) == 0:
@@ -157,7 +158,7 @@ class ClassDrift(Injection):
         ramp = np.clip(_seconds(plan) / plan.duration_s, 0.0, 1.0) ** self.shape
         for dev in range(plan.fleet.n_devices):
             pool = plan.fleet.pools[plan.fleet.dev_pool[dev]]
-            if pool.acc.name == self.accelerator and pool.role == self.role:
+            if plan.fleet.dev_acc(dev).name == self.accelerator and pool.serves(self.role):
                 plan.dev_mult[dev] *= 1.0 + (self.final_factor - 1.0) * ramp
                 plan.dev_xfer_sigma[dev] += self.xfer_sigma * ramp
 
@@ -175,11 +176,14 @@ class CoTenantInterference(Injection):
     def apply(self, plan: Plan, rng: np.random.Generator) -> None:
         fleet = plan.fleet
         for pool in fleet.pools:
-            if pool.role != self.role:
+            if not pool.serves(self.role):
                 continue
             hosts = sorted({fleet.dev_host[d] for d in pool.devices if fleet.dev_online_s[d] == 0.0})
             n_virt = min(len(hosts) - 1, max(1, math.ceil(self.host_frac * len(hosts))))
-            for h in hosts[len(hosts) - n_virt :]:
+            chosen = hosts[len(hosts) - n_virt :]
+            if pool.role == "unified":  # a pool of several classes: VMs spread over all of them
+                chosen = [hosts[int(j * len(hosts) / n_virt)] for j in range(n_virt)]
+            for h in chosen:
                 fleet.host_virtualized[h] = True
                 plan.host_virt_from_s[h] = 0.0
                 plan.cotenant[h], plan.steal[h] = cotenant_series(
@@ -298,12 +302,13 @@ class PacedDispatcher(Injection):
 
     tick_s: float = 2.5
     jitter_s: float = 0.3
+    placement: bool = False  # see params.Pacing
 
     def apply(self, plan: Plan, rng: np.random.Generator) -> None:
-        plan.paced = self
+        plan.paced = Pacing(self.tick_s, self.jitter_s, self.placement)
         plan.notes["tick_offsets"] = rng.uniform(-self.jitter_s, self.jitter_s, 1024).tolist()
         for pool in plan.fleet.pools:
-            if pool.role in ("prefill", "decode"):
+            if pool.role in ("prefill", "decode", "unified"):
                 pool.paced = True
 
 
@@ -318,9 +323,9 @@ class LaggedAutoscaler(Injection):
     min_frac: float = 0.1
 
     def apply(self, plan: Plan, rng: np.random.Generator) -> None:
-        plan.autoscaler = self
+        plan.autoscaler = Autoscaling(self.control_s, self.lag_s, self.window_s, self.target_util, self.min_frac)
         for pool in plan.fleet.pools:
-            if pool.role in ("prefill", "decode"):
+            if pool.role in ("prefill", "decode", "unified"):
                 pool.autoscaled = True
 
 
@@ -332,3 +337,69 @@ class SpinPowerFloor(Injection):
 
     def apply(self, plan: Plan, rng: np.random.Generator) -> None:
         plan.power_floor_frac = self.frac
+
+
+@dataclass(frozen=True)
+class AffinityRouting(Injection):
+    """Routing prefers a per-request home subset of the serving devices (prefix-cache or session
+    affinity) and spills over to the rest only when every device of that subset is full. Home
+    subsets are not equally popular (a few hot prefixes): popularity ~ 1 / rank**skew."""
+
+    groups: int = 4
+    skew: float = 1.0
+
+    def apply(self, plan: Plan, rng: np.random.Generator) -> None:
+        w = 1.0 / np.arange(1, self.groups + 1, dtype=float) ** self.skew
+        plan.affinity_home = rng.choice(self.groups, size=plan.n_requests, p=w / w.sum()).astype(np.int64)
+        plan.affinity_groups = self.groups
+
+
+# --- an external batch system ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExternalHolds(Injection):
+    """An external batch system (training or evaluation jobs scheduled by another system on the
+    same cluster) takes serving devices for minutes: it cordons a few devices (one host's worth),
+    waits until the serving engine has drained them, then holds them. The serving scheduler never
+    sees these jobs; the GPU layer shows each hold as one exec span without a request id.
+
+    On average `share` of the serving (decode or unified) devices are held; each hold lasts at
+    least `min_hold_s` and ends by `end_slack_s` after the arrival window.
+    """
+
+    share: float = 0.1
+    per_wave: int = 2
+    hold_median_s: float = 150.0
+    hold_sigma: float = 0.35
+    min_hold_s: float = 60.0
+    first_frac: float = 0.05
+    end_slack_s: float = 15.0
+
+    def apply(self, plan: Plan, rng: np.random.Generator) -> None:
+        fleet = plan.fleet
+        devs = [d for p in fleet.pools if p.role in ("decode", "unified") for d in p.devices if fleet.dev_online_s[d] == 0.0]
+        if not devs:
+            return
+        concurrent = max(1.0, self.share * len(devs))
+        per_wave = max(1, min(self.per_wave, int(concurrent)))
+        interval = self.hold_median_s * per_wave / concurrent
+        free_at = dict.fromkeys(devs, -math.inf)
+        nxt = int(rng.integers(len(devs)))
+        t = self.first_frac * plan.duration_s + rng.uniform(0.0, 0.5) * interval
+        last = plan.duration_s + self.end_slack_s - self.min_hold_s
+        while t < min(plan.duration_s, last):
+            for _ in range(per_wave):
+                for step in range(len(devs)):  # next device in rotation that is not held
+                    d = devs[(nxt + step) % len(devs)]
+                    if free_at[d] <= t:
+                        nxt = (nxt + step + 1) % len(devs)
+                        break
+                else:
+                    break
+                length = self.hold_median_s * math.exp(self.hold_sigma * rng.standard_normal())
+                length = max(self.min_hold_s, min(length, plan.duration_s + self.end_slack_s - t))
+                plan.holds.append((float(t), d, float(length)))
+                free_at[d] = t + length + 30.0  # drain time before the hold starts
+            t += interval * rng.uniform(0.6, 1.4)
+        plan.holds.sort()

@@ -1,20 +1,29 @@
-"""Scenario parameters as plain frozen dataclasses.
+"""The parts of a simulation's parameters, as plain frozen dataclasses (data only).
 
-A scenario is the baseline `SimParams` with a few fields replaced plus a tuple of named
-injection mechanisms (see `injections.py`). Nothing here runs anything.
+`spec.SimParams` puts them together with the injection mechanisms; nothing here runs anything
+or imports another part of the simulator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-from coherence_diag.simulate.hardware import Model
+# prefill / decode: the two halves of disaggregated serving (KV travels between them);
+# unified: a device that runs both phases of a request itself (colocated serving);
+# batch: a pool that only runs batch jobs.
+Role = Literal["prefill", "decode", "unified", "batch"]
+ROLE_SERVES: dict[str, tuple[str, ...]] = {
+    "prefill": ("prefill",),
+    "decode": ("decode",),
+    "unified": ("prefill", "decode", "unified"),
+    "batch": ("batch",),
+}
 
-if TYPE_CHECKING:
-    from coherence_diag.simulate.injections import Injection
 
-Role = Literal["prefill", "decode", "batch"]
+def serves(role: str, phase_role: str) -> bool:
+    """Does a pool of `role` do the work of a `phase_role` pool (a unified pool does both phases)?"""
+    return phase_role in ROLE_SERVES[role]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class BatchJobs:
     per_wave: int = 1
     duration_median_s: float = 25.0  # on an A100-40GB; faster devices finish sooner
     duration_sigma: float = 0.4
+    gang: int = 1  # devices one job takes at once, all drained first (unified pools)
 
 
 @dataclass(frozen=True)
@@ -86,13 +96,24 @@ class Network:
 
 
 @dataclass(frozen=True)
-class SimParams:
-    pools: tuple[PoolSpec, ...]
-    model: Model = field(default_factory=Model)
-    workload: Workload = field(default_factory=Workload)
-    scheduler: Scheduler = field(default_factory=Scheduler)
-    network: Network = field(default_factory=Network)
-    batch_jobs: BatchJobs | None = None
-    exec_sigma: float = 0.06  # run-to-run service-time noise on bare metal
-    env: str = "onprem"
-    injections: tuple[Injection, ...] = ()
+class Pacing:
+    """A periodic dispatcher. By default (placement=False) it admits queued work only on passes
+    every tick_s (plus jitter, drifting), and admitted work starts whenever a device is free.
+    With placement=True the passes sit on a fixed grid (k * tick_s + jitter) and the dispatcher
+    places queued work onto devices only at a pass; devices run what was placed on them from a
+    local queue."""
+
+    tick_s: float
+    jitter_s: float
+    placement: bool = False
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """Sizes each inference pool's active devices from the arrival rate seen `lag_s` ago."""
+
+    control_s: float
+    lag_s: float
+    window_s: float
+    target_util: float
+    min_frac: float

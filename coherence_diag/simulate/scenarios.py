@@ -20,7 +20,9 @@ from coherence_diag.simulate.injections import (
     SpinPowerFloor,
     SyncStallWindows,
 )
-from coherence_diag.simulate.params import BatchJobs, PoolSpec, Scheduler, SimParams, TokenMix, Workload
+from coherence_diag.simulate.params import BatchJobs, PoolSpec, Scheduler, TokenMix, Workload
+from coherence_diag.simulate.shape import Applies
+from coherence_diag.simulate.spec import SimParams
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Scenario:
     expected_rule: str | None
     description: str
     params: SimParams
+    # the structural variants (shape.Shape) the injected condition is physically meaningful in
+    applies: Applies = Applies()
 
 
 BASE_POOLS = (
@@ -58,10 +62,10 @@ def _wl(**kw: object) -> Workload:
     return replace(BASELINE.workload, **kw)  # type: ignore[arg-type]
 
 
-def _scenario(name: str, kind: str, description: str, **overrides: object) -> Scenario:
+def _scenario(name: str, kind: str, description: str, applies: Applies = Applies(), **overrides: object) -> Scenario:
     params = replace(BASELINE, **overrides)  # type: ignore[arg-type]
     rule = None if kind == "baseline" else name
-    return Scenario(name, kind, rule, description, params)  # type: ignore[arg-type]
+    return Scenario(name, kind, rule, description, params, applies)  # type: ignore[arg-type]
 
 
 _ALL = [
@@ -93,6 +97,7 @@ _ALL = [
         "Long-context traffic (RAG, ~8k-token prompts) on memory-poor decode devices configured for large "
         "batches: KV cache fills, admission is KV-bound, priority preemptions, per-token time inflates "
         "from KV reads while SMs sit mostly idle.",
+        Applies(fleet=("disaggregated",), why="the KV cache fills in a decode pool that receives prefilled requests"),
         pools=(
             PoolSpec("prefill-h100", "prefill", "H100-SXM", 3, devices_per_host=1),
             PoolSpec("prefill-mi300x", "prefill", "MI300X", 1, devices_per_host=1),
@@ -108,6 +113,7 @@ _ALL = [
         "At mid-trace demand rises and three H100 prefill devices come online in rack-b, whose only path "
         "to decode is a 1.5 GB/s uplink: the uplink saturates, KV transfers dominate latency, the new "
         "devices hold finished KV instead of computing, and throughput does not scale.",
+        Applies(fleet=("disaggregated",), why="the condition is KV transfer from prefill to decode over a saturated link"),
         injections=(
             DemandStep(at_frac=0.5, factor=2.0),
             AddDevices("prefill-h100", n_devices=3, at_frac=0.5, rack="rack-b", uplink_gbs=1.5),
@@ -133,6 +139,7 @@ _ALL = [
         "pattern",
         "Batch jobs share the H100 prefill pool, whose scheduler is FIFO and priority-blind: inference "
         "requests queue behind long batch jobs.",
+        Applies(batch=("shared-queue",), why="the condition is batch jobs in the inference queue"),
         pools=_pools(prefill_h100={"fifo": True}, batch_a100=None),
         batch_jobs=BatchJobs(pool="prefill-h100", mean_interval_s=60.0, per_wave=1, duration_median_s=40.0, duration_sigma=0.3),
     ),
@@ -171,6 +178,7 @@ _ALL = [
         "pattern",
         "Tight client deadlines with up to 3 retries and no server-side cancellation at higher load: one "
         "short spike causes timeouts, retries add load, more timeouts follow (self-reinforcing).",
+        Applies(clients=("retry",), why="the condition is clients that time out and retry"),
         injections=(ArrivalBursts(n_bursts=1, burst_s=6.0, factor=2.5, start_frac=0.2, end_frac=0.3),),
         scheduler=Scheduler(cancel_on_timeout=False, max_retries=3, retry_backoff_s=0.5),
         workload=_wl(rate_rps=26.0, timeout_factor=1.5, min_timeout_ms=1500.0),
@@ -180,6 +188,7 @@ _ALL = [
         "pattern",
         "A serialized dispatcher admits work only on passes every ~3 s: requests wait for the next pass "
         "while devices idle, so queue wait is most of end-to-end latency.",
+        Applies(dispatch=("tick",), why="the condition is the periodic dispatcher"),
         injections=(PacedDispatcher(tick_s=2.0),),
     ),
     _scenario(

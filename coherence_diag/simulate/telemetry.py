@@ -77,7 +77,7 @@ def _alive_grid(online_s: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarr
 
 
 def gpu_samples(plan: Plan, logs: Logs, n_bins: int, rng: np.random.Generator) -> tuple[Samples, np.ndarray]:
-    fleet, model = plan.fleet, plan.params.model
+    fleet, model = plan.fleet, plan.model
     n_dev = fleet.n_devices
     dev = np.frombuffer(logs.x_dev, dtype=np.int64)
     t0 = np.frombuffer(logs.x_t0, dtype=np.float64)

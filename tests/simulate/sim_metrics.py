@@ -111,6 +111,13 @@ def decode_exec(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def decode_time_share(df: pl.DataFrame, req: pl.DataFrame, priority: int) -> float:
+    """Share of all decode exec time spent on requests of `priority` (req: `requests(df)`)."""
+    x = df.filter((pl.col("event") == "exec") & (pl.col("phase") == "decode")).drop("priority")
+    x = x.join(req.select("request_id", "priority"), on="request_id")
+    return float(x.filter(pl.col("priority") == priority)["dur_ms"].sum() / x["dur_ms"].sum())
+
+
 def longest_run(flags: list[bool]) -> int:
     best = cur = 0
     for f in flags:

@@ -15,6 +15,7 @@ import pytest
 from .sim_metrics import (
     arrival_window,
     decode_exec,
+    decode_time_share,
     device_info,
     fleet_gpu_util,
     gpu_samples,
@@ -172,9 +173,7 @@ def sig_burst_amplification(df: pl.DataFrame) -> dict[str, object]:
 
 def sig_slot_locking(df: pl.DataFrame) -> dict[str, object]:
     r = requests(df)
-    x = df.filter((pl.col("event") == "exec") & (pl.col("phase") == "decode")).drop("priority")
-    x = x.join(r.select("request_id", "priority"), on="request_id")
-    low_share = float(x.filter(pl.col("priority") == 2)["dur_ms"].sum() / x["dur_ms"].sum())
+    low_share = decode_time_share(df, r, priority=2)
     p0_wait = float(r.filter(pl.col("priority") == 0)["decode_wait_ms"].quantile(0.9))
     ok = low_share > 0.6 and p0_wait > 1000
     return {"present": ok, "low_priority_slot_share": low_share, "p0_decode_wait_p90_ms": p0_wait}
