@@ -57,6 +57,11 @@ class Run:
     def level(self, knob: str) -> str:
         return dict(self.cell)[knob]
 
+    @property
+    def unexpected(self) -> frozenset[str]:
+        """Rules that fired beyond the scenario's own and the cell's background conditions."""
+        return self.fired - {SCENARIOS[self.scenario].expected_rule} - background_rules(dict(self.cell))
+
 
 def variant_of(seed: int) -> dict[str, object]:
     return {
@@ -99,7 +104,7 @@ def scores(runs: list[Run]) -> dict[str, dict[str, float]]:
     for rule in rules:
         tp = sum(1 for r in runs if r.scenario == rule and rule in r.fired)
         fn = sum(1 for r in runs if r.scenario == rule and rule not in r.fired)
-        fp = sum(1 for r in runs if r.scenario != rule and rule in r.fired)
+        fp = sum(1 for r in runs if r.scenario != rule and rule in r.unexpected)
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -112,7 +117,7 @@ def macro_f1(table: dict[str, dict[str, float]]) -> float:
 
 
 def baseline_false_alarms(runs: list[Run]) -> list[Run]:
-    return [r for r in runs if SCENARIOS[r.scenario].expected_rule is None and r.fired]
+    return [r for r in runs if SCENARIOS[r.scenario].expected_rule is None and r.unexpected]
 
 
 def rule_table(table: dict[str, dict[str, float]]) -> list[str]:
@@ -161,6 +166,22 @@ SHORT_S = 180.0  # most cells: the shortest length of the range
 LENGTHS_S = (SHORT_S, 600.0, 1800.0)
 MATRIX_KNOBS = (*KNOB_LEVELS, "telemetry", "length")
 CONTROLS = tuple(name for name, sc in SCENARIOS.items() if sc.expected_rule is None)
+
+
+def background_rules(levels: dict[str, str]) -> frozenset[str]:
+    """Conditions a matrix cell's structural levels inject whatever its scenario: reporting them
+    is right, so they are `allowed` (neither expected nor a false positive). Gang-scheduled batch
+    jobs in the inference queue of a unified pool are a batch-scheduling conflict; an external
+    batch system holding serving devices for minutes is slot locking; clients that retry turn
+    any overload of the scenario into retry storms."""
+    out = set()
+    if levels.get("batch") == "shared-queue" and levels.get("fleet") in ("colocated", "pools"):
+        out.add("batch-scheduling-conflict")
+    if levels.get("batch") == "external-holds":
+        out.add("slot-locking")
+    if levels.get("clients") == "retry":
+        out.add("retry-amplification")
+    return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -293,7 +314,7 @@ def write_labels(directory: Path, cells: list[Cell]) -> None:
                 "scenario": c.scenario,
                 "path": f"{c.scenario}.{c.label}.s{c.seed}.parquet",
                 "expected": [sc.expected_rule] if sc.expected_rule else [],
-                "allowed": [],
+                "allowed": sorted(background_rules(dict(c.levels)) - {sc.expected_rule}),
                 "control": sc.expected_rule is None,
                 "seed": c.seed,
                 "shape": dict(c.levels),

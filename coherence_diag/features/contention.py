@@ -388,3 +388,25 @@ def _waits_behind_lowprio(held: pl.DataFrame, hi: int, lo: int) -> tuple[float, 
     frac = pl.when(pl.col("running") > 0).then(pl.col("running_low") / pl.col("running")).otherwise(0.0)
     row = at.select((frac.fill_null(0.0) * pl.col("_wait_ms")).sum(), pl.col("_wait_ms").sum()).row(0)
     return float(row[0]), float(row[1])
+
+
+# --------------------------------------------------------------------------------------------
+# batch work dispatched through the inference queue
+
+
+@feature_group(
+    "batch_queue",
+    [
+        FeatureSpec(
+            "batch_queued_jobs", "count",
+            "Batch-class requests (workload_class batch) that the scheduler dispatched into a pool that also serves "
+            "inference: batch work that shares the inference queue. 0 when batch work reaches the devices by "
+            "another route (a separate pool, or an external system whose holds show only as exec spans).",
+            ("workload_class",),
+        ),
+    ],
+)
+def batch_queue(ctx: FeatureContext) -> GroupResult:
+    inference_pools = ctx.inference.select(pl.col("pool").drop_nulls().unique())
+    jobs = ctx.requests.filter(~is_inference() & pl.col("dispatch_ns").is_not_null()).join(inference_pools, on="pool", how="semi")
+    return GroupResult({"batch_queued_jobs": float(jobs.height)})

@@ -141,6 +141,13 @@ DISPATCH_INSTANT_NS = 1_000_000
             "releases work in groups.",
             BASE,
         ),
+        FeatureSpec(
+            "dispatch_tick_wait_ratio", "ratio",
+            "Median queue wait of dispatched inference requests / dispatch_tick_ms. Waiting for the next pass of "
+            "a timer costs half a period on average and at most one: at or below 1 the tick explains the wait; "
+            "well above 1 requests wait for a backlog, not for the timer.",
+            BASE,
+        ),
     ],
 )
 def dispatch_pacing(ctx: FeatureContext) -> GroupResult:
@@ -154,14 +161,17 @@ def dispatch_pacing(ctx: FeatureContext) -> GroupResult:
     )
     if instants.height < 10:
         reason = "fewer than 10 distinct dispatch instants"
-        return GroupResult({}, reasons={"dispatch_group_excess_ratio": reason, "dispatch_tick_ms": reason})
+        return GroupResult({}, reasons={n: reason for n in ("dispatch_group_excess_ratio", "dispatch_tick_ms", "dispatch_tick_wait_ratio")})
     span_ms = float(instants["instant"].max() - instants["instant"].min() + 1)  # type: ignore[operator]
     lam = float(instants["n"].sum()) / span_ms
     expected = lam / -math.expm1(-lam)
     gaps = instants["instant"].diff().drop_nulls()
+    tick_ms = float(gaps.median())  # type: ignore[arg-type]
+    wait_ms = ctx.inference.filter(pl.col("dispatch_ns").is_not_null())["queue_wait_ms"].median()
     return GroupResult(
         {
             "dispatch_group_excess_ratio": float(instants["n"].mean()) / expected,  # type: ignore[arg-type]
-            "dispatch_tick_ms": float(gaps.median()),  # type: ignore[arg-type]
+            "dispatch_tick_ms": tick_ms,
+            "dispatch_tick_wait_ratio": float(wait_ms) / tick_ms if wait_ms is not None and tick_ms > 0 else None,  # type: ignore[arg-type]
         }
     )

@@ -65,14 +65,20 @@ def oscillation_features(ctx: FeatureContext) -> GroupResult:
     frame = pool_windows(ctx) if {"depth", "dur_ms"} <= ctx.columns else None
     w_s = window_ns(ctx) / 1e9
     min_run = max(2, math.ceil(MIN_PHASE_S / w_s - 1e-9))
+    # Two readings of the same physics; the one that sees the oscillation counts. Per pool, idle
+    # means devices mostly not executing; with continuous batching a device that runs a single
+    # sequence looks busy, so the demand side (the fleet's arrivals and waits) is read too.
     per_pool = [] if frame is None else _pool_oscillations(frame, min_run)
-    estimate = "pool queues and device busy time"
+    fleet = _fleet_oscillation(ctx, min_run)
+    if fleet is not None:
+        per_pool.append(fleet)
     if not per_pool:
-        fleet = _fleet_oscillation(ctx, min_run)
-        if fleet is None:
-            return GroupResult({n: None for n in names}, reasons={n: "too few arrival windows to see phases" for n in names})
-        per_pool, estimate = [fleet], "fleet arrivals and queue waits (no per-pool queue samples with exec spans)"
+        return GroupResult({n: None for n in names}, reasons={n: "too few arrival windows to see phases" for n in names})
     cycles, idle_frac, over_frac, n, pool = max(per_pool, key=lambda e: (e[0], min(e[1], e[2]), e[3], e[4]))
+    estimate = (
+        "fleet arrivals and queue waits (demand near idle vs most arrivals queueing)" if pool == FLEET
+        else "pool queues and device busy time"
+    )
     values = {
         "oscillation_cycles": float(cycles),
         "oscillation_cycles_per_min": float(cycles / (n * w_s / 60.0)),
@@ -98,6 +104,9 @@ def _cycles(state: np.ndarray, min_run: int) -> int:
     return sum(1 for a, b in zip(seq, seq[1:]) if (a, b) == (-1, 1))
 
 
+FLEET = "(fleet)"
+
+
 def _fleet_oscillation(ctx: FeatureContext, min_run: int) -> tuple[int, float, float, int, str] | None:
     """The fleet as one pool, read from its requests: demand near idle vs arrivals that must queue."""
     fw = fleet_windows(ctx)
@@ -119,7 +128,7 @@ def _fleet_oscillation(ctx: FeatureContext, min_run: int) -> tuple[int, float, f
     idle = (a <= IDLE_DEMAND * peak) & (per_w == 0)
     over = (a > 0) & (per_w >= OVERLOAD_WAITED * np.maximum(a, 1.0))
     cycles = _cycles(np.where(over, 1, np.where(idle, -1, 0)), min_run)
-    return cycles, float(idle.mean()), float(over.mean()), fw.n, "(fleet)"
+    return cycles, float(idle.mean()), float(over.mean()), fw.n, FLEET
 
 
 def _pool_oscillations(frame: pl.DataFrame, min_run: int) -> list[tuple[int, float, float, int, str]]:
