@@ -439,8 +439,9 @@ def side_by_side(native: list[Run] | None, matrix: list[Run] | None) -> str:
             f"`../shared/validation`: {result.counts['traces']} traces, {len(result.control_false_alarms)} control false "
             f"alarm(s), index-direction checks {d['pass']} pass / {d['fail']} fail. Caveat: the rules were rewritten this "
             "session while looking at these traces (thresholds from physical reasoning, checked against them), so this "
-            "column is not an unbiased estimate; the matrix column and sparser copies of these traces are the checks "
-            "that were not looked at while writing the rules."
+            "column is not an unbiased estimate. The matrix was looked at too, but only its first replication (of "
+            "five, other seeds): the other replications and the sparser copies of these traces (docs/accuracy.md) are "
+            "the checks that were not."
         )
     rules = sorted({r for _, col, _ in columns for r in col})
     lines = [
