@@ -1,13 +1,15 @@
 """Evaluate rules over computed features: findings, ranked, and what could not be evaluated.
 
-A rule's *signature* (its condition and score, outside null-aware functions) must be defined for
-the rule to be evaluated at all. Its *corroborating* signals are optional: measured and holding,
-they raise the score; unmeasurable, the finding is still made and lists them as absent evidence,
-with a confidence below 1.
+A rule's *signature* is its condition, decided in three-valued logic (`expr.decide`): the
+features it needs defined to hold must be computable from the trace's columns, and a condition
+that depends on an undefined value is not evaluable (with the columns or the reason). Its
+*corroborating* signals are optional: measured and holding, they raise the score; unmeasurable,
+the finding is still made and lists them as absent evidence, with a confidence below 1.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from coherence_diag.features import FEATURES, FeatureValues
@@ -40,15 +42,15 @@ def evaluate(
     return findings, evaluability
 
 
+@dataclass(frozen=True)
 class RuleOutcome:
-    """What one rule made of one trace: evaluability, the clauses, and the finding if any."""
+    """What one rule made of one trace: whether it could be evaluated, whether its condition held
+    (None: not decided), its score before corroboration, and the finding if any."""
 
-    def __init__(self, evaluability: Evaluability, finding: Finding | None = None, condition_held: bool | None = None,
-                 signature_score: float | None = None) -> None:
-        self.evaluability = evaluability
-        self.finding = finding
-        self.condition_held = condition_held
-        self.signature_score = signature_score
+    evaluability: Evaluability
+    finding: Finding | None = None
+    condition_held: bool | None = None
+    signature_score: float | None = None
 
 
 def absent(name: str, features: FeatureValues) -> AbsentEvidence:
