@@ -134,6 +134,8 @@ def rule_text(r: Rule, *, markdown: bool = False) -> str:
         f"- score: {code(r.score.source.strip())}",
         *[f"- corroboration (+{c.weight:g} when measured and holding): {code(c.when.source.strip())} -- {c.says}"
           for c in r.corroboration],
+        *([f"- defers to (a symptom they explain; kept at low when one of them is found >= medium): "
+           f"{', '.join(code(d) for d in r.defers_to)}"] if r.defers_to else []),
         f"- severity: {severity}",
         f"- evidence: {', '.join(code(e) for e in r.evidence)}",
         f"- needs columns: {', '.join(code(c) for c in needs) or '-'}",

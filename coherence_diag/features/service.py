@@ -1,9 +1,9 @@
 """Service-quality features: is an SLO shortfall explained by a visible capacity shortage?
 
 For every completed inference request that missed its SLO, the trace is asked whether its own
-path shows a capacity shortage: it waited (retry delay, queue wait, decode-side queueing), its
-prefill device was saturated in the window it was dispatched, or its KV transfer crossed a
-saturated link. Fleet headroom and backlog are measured on the windowed series.
+path shows a capacity shortage: it waited (retry delay, queue wait, decode-side queueing), or
+its KV transfer crossed a saturated link. A device's busy time is no shortage by itself: a
+batching device is busy whenever one sequence runs. Fleet headroom and backlog are measured on the windowed series.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ SERVICE_FEATURES = [
     FeatureSpec(
         "slo_miss_explained_frac", "frac",
         "Share of completed inference requests that missed their SLO whose own path shows a visible capacity "
-        f"shortage: waiting >= {WAIT_SHARE:.0%} of their latency, or a prefill device busy >= {SATURATED:.0%} of "
-        f"the dispatch window, or a KV transfer over a link at >= {SATURATED:.0%} utilization in that window "
+        f"shortage: waiting >= {WAIT_SHARE:.0%} of their latency (a device at capacity makes requests queue), or "
+        f"a KV transfer over a link at >= {SATURATED:.0%} utilization in that window "
         f"taking >= {WAIT_SHARE:.0%} of their latency. Null without SLO misses.",
         SLO + ("dur_ms",),
     ),
@@ -73,26 +73,18 @@ def _missed(ctx: FeatureContext) -> pl.DataFrame:
 
 
 def _explained(ctx: FeatureContext, miss: pl.DataFrame, w: int) -> pl.Series:
+    """A miss shows a shortage when the request waited a material share of its latency (no free
+    slot: a device at capacity makes requests queue, whether it runs one sequence or a batch) or
+    spent it in a KV transfer over a saturated link. A device's busy time is not used: a device
+    that batches is busy whenever one sequence runs, so busy time says nothing of its capacity."""
     frame = miss.select(
         "request_key",
-        pl.col("prefill_device").alias("device"),
-        window_start(pl.col("dispatch_ns"), w).alias("window_start_ns"),
         (WAIT / pl.col("latency_ms") >= WAIT_SHARE).alias("waited"),
         (pl.col("kv_transfer_ms").fill_null(0.0) / pl.col("latency_ms") >= WAIT_SHARE).alias("long_kv"),
     )
-    devices = ctx.series.devices
-    busy = (
-        devices.lazy()
-        .filter(pl.col("device").is_in(frame["device"].drop_nulls().unique().implode()))
-        .select("device", "window_start_ns", "busy_frac")
-        .collect()
-    )
-    frame = frame.join(busy, on=["device", "window_start_ns"], how="left").with_columns(
-        (pl.col("busy_frac").fill_null(0.0) >= SATURATED).alias("saturated")
-    )
     hot = _hot_link_requests(ctx, frame.filter(pl.col("long_kv"))["request_key"], w)
     frame = frame.with_columns(pl.col("request_key").is_in(hot.implode()).alias("hot_link"))
-    return frame.select(pl.col("waited") | pl.col("saturated") | (pl.col("long_kv") & pl.col("hot_link"))).to_series()
+    return frame.select(pl.col("waited") | (pl.col("long_kv") & pl.col("hot_link"))).to_series()
 
 
 def _hot_link_requests(ctx: FeatureContext, ids: pl.Series, w: int) -> pl.Series:

@@ -9,7 +9,7 @@ the finding is still made and lists them as absent evidence, with a confidence b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from coherence_diag.features import FEATURES, FeatureValues
@@ -38,8 +38,22 @@ def evaluate(
         evaluability[rule.id] = outcome.evaluability
         if outcome.finding is not None:
             findings.append(outcome.finding)
+    findings = defer_to_causes(findings, {r.id: r.defers_to for r in rules if r.defers_to})
     findings.sort(key=lambda f: (-_RANK[f.severity], -f.score, f.rule))
     return findings, evaluability
+
+
+def defer_to_causes(findings: list[Finding], defers: Mapping[str, tuple[str, ...]]) -> list[Finding]:
+    """A symptom finding whose more specific cause was also found (>= medium) is kept at low
+    severity, its evidence naming the cause: the cause, not the symptom, is the diagnosis."""
+    strong = {f.rule for f in findings if _RANK[f.severity] >= _RANK["medium"]}
+    out = []
+    for f in findings:
+        causes = sorted(c for c in defers.get(f.rule, ()) if c in strong)
+        if causes and _RANK[f.severity] > _RANK["low"]:
+            f = replace(f, severity="low", evidence={**f.evidence, "explained_by": causes})
+        out.append(f)
+    return out
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ _FIELDS = {
     "condition": True,
     "score": True,
     "corroboration": False,
+    "defers_to": False,
     "severity": True,
     "summary": True,
     "evidence": True,
@@ -73,6 +74,9 @@ class Rule:
     source: str  # file it came from
     corroboration: tuple[Corroboration, ...] = ()
     physics: str = ""  # the condition's physical reasoning, in prose (shipped rules all have one)
+    # A symptom rule names the more specific causes that explain it: when one of them is found at
+    # medium severity or more on the same trace, this rule's finding is kept at low, explained by it.
+    defers_to: tuple[str, ...] = ()
 
     @property
     def features(self) -> frozenset[str]:
@@ -116,6 +120,10 @@ def load_rules(extra_dirs: list[Path] | None = None) -> list[Rule]:
                     continue
                 seen[rule.id] = str(path)
                 rules.append(rule)
+    for rule in rules:
+        for other in rule.defers_to:
+            if other not in seen or other == rule.id:
+                problems.append(f"{rule.source}: rule {rule.id!r}: defers_to names {other!r}, which is not another loaded rule")
     if problems:
         if len(problems) == 1:
             raise RuleError(f"invalid rule file: {problems[0]}")
@@ -261,6 +269,7 @@ def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -
         source=source,
         corroboration=corroboration,
         physics=text("physics") if "physics" in item else "",
+        defers_to=text_list("defers_to"),
     )
 
 

@@ -143,3 +143,22 @@ def test_explanation_lays_out_clauses_terms_and_signals(rule):
     undecided = explain_rule(rule, _values(tail_ratio=None), COLUMNS, {})
     assert undecided.verdict == "not-evaluable" and undecided.condition_held is None
     assert [(u.name, u.role) for u in undecided.undefined] == [("tail_ratio", "signature")]
+
+
+def test_a_symptom_defers_to_a_cause_found_on_the_same_trace():
+    """sla-degradation-without-shortage is the symptom; a mode that explains the same misses is
+    the diagnosis: the symptom stays in the report at low severity, naming its cause."""
+    from coherence_diag.model import Finding
+    from coherence_diag.rules.engine import defer_to_causes
+
+    symptom = Finding("sla-degradation-without-shortage", "pattern", None, "AI.27", (), "high", 0.7, "s", {"x": 1})
+    cause = Finding("memory-path-incoherence", "mode", "memory-path-incoherence", "AI.07", (), "medium", 0.4, "c", {})
+    weak_cause = Finding("memory-path-incoherence", "mode", "memory-path-incoherence", "AI.07", (), "low", 0.1, "c", {})
+    defers = {"sla-degradation-without-shortage": ("memory-path-incoherence", "latency-asymmetry-drift")}
+    out = defer_to_causes([symptom, cause], defers)
+    assert out[0].severity == "low" and out[0].evidence == {"x": 1, "explained_by": ["memory-path-incoherence"]}
+    assert out[1] == cause
+    assert defer_to_causes([symptom, weak_cause], defers)[0] == symptom  # a low cause explains nothing
+    assert defer_to_causes([symptom], defers)[0] == symptom
+    shipped = {r.id: r for r in load_rules()}
+    assert "memory-path-incoherence" in shipped["sla-degradation-without-shortage"].defers_to

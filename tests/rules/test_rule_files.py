@@ -168,3 +168,13 @@ def test_valid_corroboration_is_loaded(tmp_path):
     assert rule.physics == "Long tails come from somewhere."
     assert [(c.when.source, c.weight, c.says) for c in rule.corroboration] == [("timeout_rate >= 0.05", 0.2, "clients time out")]
     assert rule.signature_names == {"tail_ratio"}  # corroborating inputs are optional
+
+
+def test_defers_to_must_name_another_loaded_rule(tmp_path, run_cli):
+    unknown = CORROBORATED.replace("physics:", "defers_to: [no-such-rule]\nphysics:", 1)
+    result = run_cli("rules", "check", _write(tmp_path, unknown))
+    assert result.exit_code == 2
+    assert "defers_to names 'no-such-rule', which is not another loaded rule" in result.stderr
+    known = CORROBORATED.replace("physics:", "defers_to: [burst-amplification]\nphysics:", 1)
+    (rule,) = [r for r in load_rules([_write(tmp_path, known)]) if r.id == "my-rule"]
+    assert rule.defers_to == ("burst-amplification",)
