@@ -248,6 +248,14 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
             ("priority", "dur_ms"),
         ),
         FeatureSpec(
+            "above_lowprio_wait_behind_share", "frac",
+            "As hp_wait_behind_lowprio_share, over the completed requests of every class above the lowest (all "
+            "work more important than the holders): the share of their summed latency spent waiting for a slot "
+            "while lowest-priority work held the slots of their device (wait x the lowest class's share of the "
+            "running slots when the wait began).",
+            ("priority", "dur_ms"),
+        ),
+        FeatureSpec(
             "hp_wait_protection_ratio", "ratio",
             "Mean slot wait of the highest priority class / mean slot wait of the intermediate classes (of all "
             "other classes when there are only two). Well below 1 when priority protects; near or above 1 when "
@@ -282,6 +290,7 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
     reasons = {
         "hp_slot_wait_share": "no completed request of the highest priority class",
         "hp_wait_behind_lowprio_share": "no completed request of the highest priority class",
+        "above_lowprio_wait_behind_share": "no completed request above the lowest priority class",
         "hp_wait_protection_ratio": "no slot waits to compare: the highest priority class has none, or the "
         "intermediate classes never waited",
         "priority_wait_rho": f"fewer than {MIN_SIDE} inference requests with a slot wait",
@@ -304,9 +313,12 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
         values["lowprio_slot_hold_ratio"] = (
             row["low_mean"] / row["other_mean"] if row["low_mean"] is not None and row["other_mean"] else None
         )
-        behind, waited = _waits_behind_lowprio(held, hi, lo)
+        behind, waited = _waits_behind_lowprio(held, pl.col("priority") == hi, lo)
         values["hp_wait_lowprio_occupancy_frac"] = behind / waited if waited > 0 else None
         values["hp_wait_behind_lowprio_share"] = behind / lat if lat else None
+        above_lat = slot.filter((pl.col("priority") != lo) & (pl.col("outcome") == "completed"))["latency_ms"].sum()
+        above_behind, _ = _waits_behind_lowprio(held, pl.col("priority") != lo, lo)
+        values["above_lowprio_wait_behind_share"] = above_behind / above_lat if above_lat else None
         reasons["hp_wait_lowprio_occupancy_frac"] = (
             f"no completed highest-priority request waited {MIN_WAIT_MS:g} ms or more for a slot"
         )
@@ -315,11 +327,11 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
     else:
         values.update(
             lowprio_slot_share=None, lowprio_slot_hold_ratio=None, hp_wait_lowprio_occupancy_frac=None,
-            hp_wait_behind_lowprio_share=None,
+            hp_wait_behind_lowprio_share=None, above_lowprio_wait_behind_share=None,
         )
         no_slots = "no slot time (execution) recorded for prioritized requests"
         for name in ("lowprio_slot_share", "lowprio_slot_hold_ratio", "hp_wait_lowprio_occupancy_frac",
-                     "hp_wait_behind_lowprio_share"):
+                     "hp_wait_behind_lowprio_share", "above_lowprio_wait_behind_share"):
             reasons[name] = no_slots
 
     waits = slot.filter(pl.col("_wait_ms").is_not_null())
@@ -346,12 +358,12 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
     return GroupResult(values, details, reasons=reasons)
 
 
-def _waits_behind_lowprio(held: pl.DataFrame, hi: int, lo: int) -> tuple[float, float]:
-    """(sum over completed highest-priority requests that waited >= MIN_WAIT_MS of wait x the
+def _waits_behind_lowprio(held: pl.DataFrame, waiters: pl.Expr, lo: int) -> tuple[float, float]:
+    """(sum over completed requests selected by `waiters` that waited >= MIN_WAIT_MS of wait x the
     lowest class's share of the slots running on their device when the wait began, sum of those
     waits). Only the devices where such waits happened are replayed."""
     waiting = held.filter(
-        (pl.col("priority") == hi)
+        waiters
         & (pl.col("outcome") == "completed")
         & pl.col("_device").is_not_null()
         & (pl.col("_wait_ms") >= MIN_WAIT_MS)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import polars as pl
 
+from coherence_diag.features.fleet import MIN_DISPATCH_INSTANTS, dispatch_pacing
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 
 BASE = ("request_id",)
@@ -118,12 +117,6 @@ def latency_decomposition(ctx: FeatureContext) -> GroupResult:
     return GroupResult(row).explain("no completed request has a queue wait (no dispatch recorded)", ["queue_share_median"])
 
 
-# A dispatcher that releases work on a timer (a tick) dispatches every waiting request at the same
-# instant; a work-conserving dispatcher dispatches each request when a slot frees, so two share a
-# millisecond only by chance (Poisson at the trace's dispatch rate).
-DISPATCH_INSTANT_NS = 1_000_000
-
-
 @feature_group(
     "dispatch_pacing",
     [
@@ -150,28 +143,16 @@ DISPATCH_INSTANT_NS = 1_000_000
         ),
     ],
 )
-def dispatch_pacing(ctx: FeatureContext) -> GroupResult:
-    instants = (
-        ctx.inference.lazy()
-        .filter(pl.col("dispatch_ns").is_not_null())
-        .group_by((pl.col("dispatch_ns") // DISPATCH_INSTANT_NS).alias("instant"))
-        .agg(pl.len().alias("n"))
-        .sort("instant")
-        .collect()
-    )
-    if instants.height < 10:
-        reason = "fewer than 10 distinct dispatch instants"
+def dispatch_pacing_features(ctx: FeatureContext) -> GroupResult:
+    pacing = dispatch_pacing(ctx)
+    if pacing is None:
+        reason = f"fewer than {MIN_DISPATCH_INSTANTS} distinct dispatch instants"
         return GroupResult({}, reasons={n: reason for n in ("dispatch_group_excess_ratio", "dispatch_tick_ms", "dispatch_tick_wait_ratio")})
-    span_ms = float(instants["instant"].max() - instants["instant"].min() + 1)  # type: ignore[operator]
-    lam = float(instants["n"].sum()) / span_ms
-    expected = lam / -math.expm1(-lam)
-    gaps = instants["instant"].diff().drop_nulls()
-    tick_ms = float(gaps.median())  # type: ignore[arg-type]
-    wait_ms = ctx.inference.filter(pl.col("dispatch_ns").is_not_null())["queue_wait_ms"].median()
+    wait_ms = pacing.median_wait_ms
     return GroupResult(
         {
-            "dispatch_group_excess_ratio": float(instants["n"].mean()) / expected,  # type: ignore[arg-type]
-            "dispatch_tick_ms": tick_ms,
-            "dispatch_tick_wait_ratio": float(wait_ms) / tick_ms if wait_ms is not None and tick_ms > 0 else None,  # type: ignore[arg-type]
+            "dispatch_group_excess_ratio": pacing.group_excess_ratio,
+            "dispatch_tick_ms": pacing.tick_ms,
+            "dispatch_tick_wait_ratio": wait_ms / pacing.tick_ms if wait_ms is not None and pacing.tick_ms > 0 else None,
         }
     )

@@ -40,6 +40,57 @@ FEW_FLEET_WINDOWS = f"fewer than {MIN_FLEET_WINDOWS} windows of inference arriva
 NO_DEPTH = "no queue depth: neither queue samples nor dispatch times to reconstruct it"
 
 
+# A dispatcher that releases work on a timer (a tick) dispatches every waiting request at the same
+# instant; a work-conserving dispatcher dispatches each request when a slot frees, so two share a
+# millisecond only by chance (Poisson at the trace's dispatch rate).
+DISPATCH_INSTANT_NS = 1_000_000
+MIN_DISPATCH_INSTANTS = 10
+PACED_GROUP_EXCESS = 2.0  # requests dispatched together twice as often as chance: a timer releases the work
+
+
+@dataclass(frozen=True)
+class DispatchPacing:
+    group_excess_ratio: float  # mean dispatches per instant / that expected by chance
+    tick_ms: float  # median gap between distinct dispatch instants
+    median_wait_ms: float | None  # median queue wait of dispatched inference requests
+
+    @property
+    def paced(self) -> bool:
+        return self.group_excess_ratio >= PACED_GROUP_EXCESS
+
+
+def dispatch_pacing(ctx: FeatureContext) -> DispatchPacing | None:
+    """How the dispatcher releases work (None: fewer than MIN_DISPATCH_INSTANTS dispatch instants)."""
+    instants = (
+        ctx.inference.lazy()
+        .filter(pl.col("dispatch_ns").is_not_null())
+        .group_by((pl.col("dispatch_ns") // DISPATCH_INSTANT_NS).alias("instant"))
+        .agg(pl.len().alias("n"))
+        .sort("instant")
+        .collect()
+    )
+    if instants.height < MIN_DISPATCH_INSTANTS:
+        return None
+    span_ms = float(instants["instant"].max() - instants["instant"].min() + 1)  # type: ignore[operator]
+    lam = float(instants["n"].sum()) / span_ms
+    expected = lam / -math.expm1(-lam)
+    tick_ms = float(instants["instant"].diff().drop_nulls().median())  # type: ignore[arg-type]
+    wait = ctx.inference.filter(pl.col("dispatch_ns").is_not_null())["queue_wait_ms"].median()
+    return DispatchPacing(
+        float(instants["n"].mean()) / expected,  # type: ignore[arg-type]
+        tick_ms,
+        float(wait) if wait is not None else None,  # type: ignore[arg-type]
+    )
+
+
+def pacing_allowance_ms(ctx: FeatureContext, floor_ms: float) -> float:
+    """The queue wait that is only the wait for the dispatcher's next pass: one tick under a
+    timer-paced dispatcher (a request arriving just after a pass waits a whole period), else
+    `floor_ms`. A wait longer than this is a wait for capacity."""
+    pacing = dispatch_pacing(ctx)
+    return max(floor_ms, pacing.tick_ms) if pacing is not None and pacing.paced else floor_ms
+
+
 def window_ns(ctx: FeatureContext) -> int:
     return max(1, int(round(ctx.window_s * 1e9)))
 

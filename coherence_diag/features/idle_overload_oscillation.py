@@ -11,7 +11,15 @@ import math
 import numpy as np
 import polars as pl
 
-from coherence_diag.features.fleet import BASE, MIN_FLEET_WINDOWS, fleet_windows, phases, pool_windows, window_ns
+from coherence_diag.features.fleet import (
+    BASE,
+    MIN_FLEET_WINDOWS,
+    fleet_windows,
+    pacing_allowance_ms,
+    phases,
+    pool_windows,
+    window_ns,
+)
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.timeseries import window_start
 
@@ -20,7 +28,9 @@ OVERLOAD_BUSY = 0.85  # and overloaded when they are busy at least this with req
 MIN_PHASE_S = 5.0  # seconds a state must hold without interruption to count as a phase
 OSC_REQUIRES = BASE  # pool queues and exec spans when present; else fleet arrivals and waits
 IDLE_DEMAND = 0.3  # fleet fallback: a window is near-idle at <= this share of the p90 window's arrivals
-MIN_WAIT_MS = 1.0  # fleet fallback: shorter queue waits count as none (timestamp resolution)
+# fleet fallback: shorter queue waits count as none (timestamp resolution); under a timer-paced
+# dispatcher, waits up to one tick are the wait for its next pass, not for capacity.
+MIN_WAIT_MS = 1.0
 OVERLOAD_WAITED = 0.5  # fleet fallback: overloaded when at least this share of its arrivals had to queue
 
 OSC_FEATURES = [
@@ -32,7 +42,7 @@ OSC_FEATURES = [
         f">= {MIN_PHASE_S:g} s (at least 2 consecutive windows) in one state; neutral stretches between phases "
         "are skipped. Without per-pool queue samples and exec spans the fleet is read from its requests alone: "
         f"a window is near-idle when its fresh arrivals are <= {IDLE_DEMAND:.0%} of the p90 window and none of "
-        f"them waited, overloaded when >= {OVERLOAD_WAITED:.0%} of its arrivals had to queue (the detail "
+        f"them waited (more than {MIN_WAIT_MS:g} ms, or under a timer-paced dispatcher more than one dispatch tick), overloaded when >= {OVERLOAD_WAITED:.0%} of its arrivals had to queue (the detail "
         "`estimate` says which reading was used).",
         OSC_REQUIRES,
     ),
@@ -114,7 +124,7 @@ def _fleet_oscillation(ctx: FeatureContext, min_run: int) -> tuple[int, float, f
         return None
     waited = (
         ctx.inference.lazy()
-        .filter(pl.col("arrive_ns").is_not_null() & (pl.col("queue_wait_ms") > MIN_WAIT_MS))
+        .filter(pl.col("arrive_ns").is_not_null() & (pl.col("queue_wait_ms") > pacing_allowance_ms(ctx, MIN_WAIT_MS)))
         .group_by(window_start(pl.col("arrive_ns"), fw.w_ns).alias("w"))
         .agg(pl.len().cast(pl.Float64).alias("waited"))
     )

@@ -337,3 +337,74 @@ def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:
         .collect()
     )
     return dict(zip(spans["behind"].to_list(), spans["_new"].to_list()))
+
+
+# --- handoff: the same physics read from request paths alone (no network layer needed) ----------
+# A disaggregated request's handoff (prefill end -> decode dispatch) is its KV transfer plus its
+# wait for a decode slot. The slot wait depends on the decode pool at that moment, not on which
+# prefill host the KV comes from; the transfer depends on that host's path. So a prefill host
+# whose requests hand off far slower than the other hosts' requests of the same decode pool in the
+# same seconds is behind a path that cannot carry its work.
+HANDOFF_BIN_NS = 10_000_000_000  # handoffs are compared within 10-s bins of the same decode pool
+HANDOFF_NEEDS = ("dur_ms", "device")
+
+
+@feature_group(
+    "interconnect_handoff",
+    [
+        FeatureSpec(
+            "interconnect_handoff_share_frac", "frac",
+            "Median, over completed disaggregated inference requests whose prefill ran on the source under study, "
+            "of handoff / latency, where handoff = decode dispatch - prefill end (= kv_transfer_ms + decode_queue_ms: "
+            "the KV transfer plus the wait for a decode slot). The source under study is the prefill host (device "
+            f"without host information) with the largest handoff excess among those with >= {MIN_REQUESTS} such requests.",
+            HANDOFF_NEEDS,
+        ),
+        FeatureSpec(
+            "interconnect_handoff_excess_ratio", "ratio",
+            "Median, over the requests of the source under study, of (handoff + 1 ms) / (median handoff of all "
+            "requests of the same decode pool dispatched in the same 10-s bin + 1 ms): how much slower work from that "
+            "prefill host reaches decode than work from its peers at the same moment (1 = no slower).",
+            HANDOFF_NEEDS,
+        ),
+    ],
+)
+def interconnect_handoff(ctx: FeatureContext) -> GroupResult:
+    handoff = pl.col("decode_queue_ms") + pl.col("kv_transfer_ms").fill_null(0.0)
+    done = ctx.completed.lazy().filter(
+        pl.col("decode_dispatch_ns").is_not_null() & pl.col("decode_queue_ms").is_not_null()
+        & pl.col("prefill_device").is_not_null() & (pl.col("latency_ms") > 0)
+    )
+    hosts = device_table(ctx.layer("gpu")).select(pl.col("device").alias("prefill_device"), pl.col("host").alias("_host"))
+    requests = (
+        done.join(hosts, on="prefill_device", how="left")
+        .select(
+            pl.coalesce(pl.col("_host").cast(pl.String), pl.col("prefill_device").cast(pl.String)).alias("_source"),
+            handoff.alias("_handoff"),
+            pl.col("latency_ms"),
+            pl.col("decode_pool"),
+            (pl.col("decode_dispatch_ns") // HANDOFF_BIN_NS).alias("_bin"),
+        )
+        .with_columns(pl.col("_handoff").median().over("decode_pool", "_bin").alias("_peer_handoff"))
+        .group_by("_source")
+        .agg(
+            pl.len().alias("n"),
+            (pl.col("_handoff") / pl.col("latency_ms")).median().alias("share"),
+            ((pl.col("_handoff") + 1.0) / (pl.col("_peer_handoff") + 1.0)).median().alias("excess"),
+        )
+        .filter(pl.col("n") >= MIN_REQUESTS)
+        .sort(["excess", "_source"], descending=[True, False])
+        .collect()
+    )
+    if requests.height < 2:
+        return GroupResult({}, reason=(
+            f"fewer than two prefill hosts with {MIN_REQUESTS} completed disaggregated requests "
+            "(a handoff is compared with other hosts' handoffs)"
+        ))
+    top = requests.row(0, named=True)
+    return GroupResult(
+        {"interconnect_handoff_share_frac": top["share"], "interconnect_handoff_excess_ratio": top["excess"]},
+        details={"interconnect_handoff_excess_ratio": {
+            "source": top["_source"], "requests": int(top["n"]), "sources_compared": requests.height,
+        }},
+    )

@@ -12,7 +12,9 @@ Virtualization status is therefore per span, not per device: hosts that become V
 (a migration) count as bare metal before and virtualized after.
 
 Virtualized and bare-metal spans are compared only within the same stratum (environment, pool,
-phase): the same kind of work, in the same environment, scheduled by the same control model. A
+phase, accelerator class): the same kind of work on the same kind of device, in the same
+environment, scheduled by the same control model (a pool of mixed classes would otherwise
+count a slower class as a virtualization effect). A
 span's environment is the target env of the latest hypervisor `migrate` of its device or host
 before it started, else the env on its gpu row, else the env of its dispatch.
 """
@@ -31,8 +33,15 @@ MIN_STRATUM = 30  # spans per side of a stratum comparison
 MIN_COUPLING = 50  # virtualized spans with a hypervisor sample
 SPAN_CAP = 50_000  # spans per side read exactly; above, a deterministic subsample
 SPAN_COLUMNS = ("dur_ms", "predicted_ms")
-STRATA = ("_env", "_pool", "_phase")
+STRATA = ("_env", "_pool", "_phase", "_acc")
 COUPLINGS = (("steal_frac", "virt_steal_coupling_rho"), ("cotenant_util", "virt_cotenant_coupling_rho"))
+# Contended vs calm host, from the hypervisor's own readings: 10% CPU steal means the guest waits
+# for a physical CPU a tenth of the time (well past the ~1-3% of a quiet host); a co-tenant
+# using half of the shared device does the same to the GPU. Calm is below half of each.
+CONTENDED_STEAL_FRAC, CALM_STEAL_FRAC = 0.10, 0.05
+CONTENDED_COTENANT_FRAC, CALM_COTENANT_FRAC = 0.5, 0.25
+MIN_CONTRAST = 20  # virtualized spans on each side (contended, calm)
+TIME_BIN_NS = 2_000_000_000  # the fleet-wide load effect is removed per 2-s bin
 
 
 def _spread(col: str) -> pl.Expr:
@@ -52,7 +61,7 @@ def _spread(col: str) -> pl.Expr:
         FeatureSpec(
             "virt_dispersion_ratio", "ratio",
             "Spread (p90 - p10) of log(realized dur_ms / predicted_ms) over spans on virtualized devices divided "
-            "by the same spread on bare-metal devices, per stratum (env, pool, phase) with >= 30 spans on each "
+            "by the same spread on bare-metal devices, per stratum (env, pool, phase, accelerator class) with >= 30 spans on each "
             "side, averaged weighted by the virtualized spans. 1 = the same work is as predictable under the "
             "hypervisor as on bare metal.",
             SPAN_COLUMNS,
@@ -84,6 +93,16 @@ def _spread(col: str) -> pl.Expr:
         FeatureSpec(
             "virt_coupling_p", "p",
             "One-sided p-value (t approximation) that virt_coupling_rho is not positive.",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_contention_stretch_ratio", "ratio",
+            "exp of the difference of median service distortion, on virtualized devices, between spans that "
+            "started while their host was contended (steal_frac >= 0.10, or without steal cotenant_util >= 0.5) "
+            "and spans that started while it was calm (steal_frac < 0.05, or cotenant_util < 0.25); each span's "
+            "distortion is first taken relative to the median of its stratum (pool, phase) in its 2-s time bin, "
+            "so fleet-wide load drops out. The same work on the same kind of device, only the neighbours differ: "
+            "1 = contention does not reach the guest's execution. Needs >= 20 spans on each side.",
             SPAN_COLUMNS,
         ),
         FeatureSpec(
@@ -125,7 +144,7 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
         values["virt_dispersion_ratio"] = row[0]
         values["virt_slowdown_ratio"] = math.exp(row[1])
         worst = both.with_columns((pl.col("spread") / pl.col("spread_bare")).alias("ratio")).sort(
-            "ratio", *STRATA, descending=[True, False, False, False], nulls_last=True
+            "ratio", *STRATA, descending=[True] + [False] * len(STRATA), nulls_last=True
         ).row(0, named=True)
         details["virt_dispersion_ratio"] = {
             "virtualized_spans_compared": int(row[2]),
@@ -134,6 +153,7 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
             "most_distorted_pool": worst["_pool"],
             "most_distorted_phase": worst["_phase"],
             "most_distorted_env": worst["_env"],
+            "most_distorted_accelerator": worst["_acc"],
             "most_distorted_dispersion_ratio": worst["ratio"],
         }
     else:
@@ -161,12 +181,20 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
     else:
         values["virt_coupling_rho"] = None
         values["virt_coupling_p"] = None
+    values["virt_contention_stretch_ratio"], contrast = _contention_stretch(spans)
+    if contrast:
+        details["virt_contention_stretch_ratio"] = contrast
     steal = coupled["steal_frac"].drop_nulls() if "steal_frac" in coupled.columns else None
     values["virt_steal_spread"] = (
         float(steal.quantile(0.9, "linear") - steal.quantile(0.1, "linear")) if steal is not None and steal.len() else None
     )
-    no_stratum = f"no stratum (env, pool, phase) with {MIN_STRATUM} spans both virtualized and on bare metal"
+    no_stratum = f"no stratum (env, pool, phase, accelerator class) with {MIN_STRATUM} spans both virtualized and on bare metal"
+    if values["virt_coupling_rho"] is None and "virt_coupling_rho" in missing:
+        missing["virt_contention_stretch_ratio"] = ("steal_frac",)
     result = GroupResult(values, details, missing, reasons={
+        "virt_contention_stretch_ratio": (
+            f"fewer than {MIN_CONTRAST} virtualized spans started on a contended host, or as few on a calm one"
+        ),
         "virt_dispersion_ratio": no_stratum,
         "virt_slowdown_ratio": no_stratum,
         "virt_steal_spread": "no steal_frac sample for the virtualized spans",
@@ -177,6 +205,31 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
         f"fewer than {MIN_COUPLING} virtualized spans with a varying steal_frac or cotenant_util sample",
         ["virt_coupling_rho", "virt_coupling_p"],
     )
+
+
+def _contention_stretch(spans: pl.DataFrame) -> tuple[float | None, dict[str, object]]:
+    """Median service distortion on virtualized devices while their host is contended over the
+    same while it is calm (virt_contention_stretch_ratio), with the span counts behind it."""
+    steal, cot = pl.col("steal_frac"), pl.col("cotenant_util")
+    contended = pl.when(steal.is_not_null()).then(steal >= CONTENDED_STEAL_FRAC).otherwise(cot >= CONTENDED_COTENANT_FRAC)
+    calm = pl.when(steal.is_not_null()).then(steal < CALM_STEAL_FRAC).otherwise(cot < CALM_COTENANT_FRAC)
+    sides = (
+        spans.with_columns(
+            (pl.col("_r") - pl.col("_r").median().over("_pool", "_phase", pl.col("ts") // TIME_BIN_NS)).alias("_rel")
+        )
+        .filter(pl.col("_virt"))
+        .select(
+            pl.col("_rel").filter(contended).median().alias("contended"),
+            pl.col("_rel").filter(calm).median().alias("calm"),
+            contended.sum().alias("n_contended"),
+            calm.sum().alias("n_calm"),
+        )
+        .row(0, named=True)
+    )
+    n_hot, n_calm = int(sides["n_contended"] or 0), int(sides["n_calm"] or 0)
+    if n_hot < MIN_CONTRAST or n_calm < MIN_CONTRAST:
+        return None, {}
+    return math.exp(sides["contended"] - sides["calm"]), {"contended_spans": n_hot, "calm_spans": n_calm}
 
 
 def _one_sided_p(rho: float, n: int) -> float | None:
@@ -280,6 +333,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
                 pl.col("host"),
                 pl.col("pool").cast(pl.String).alias("_info_pool"),
                 pl.col("virtualized").fill_null(False).alias("_flagged"),
+                pl.col("accelerator").cast(pl.String).alias("_acc"),
             ),
             on="device",
             how="left",

@@ -341,9 +341,21 @@ def template_names(template: str, where: str = "", problems: list[str] | None = 
     return names
 
 
-def render_template(template: str, values: dict[str, object]) -> str:
-    """Fill `{name:spec}` placeholders with formatted values (no str.format on rule text)."""
+_SENTENCE_END = re.compile(r"(?<=\.)\s+")
 
+
+def render_template(template: str, values: dict[str, object]) -> str:
+    """Fill `{name:spec}` placeholders with formatted values (no str.format on rule text).
+
+    A sentence whose placeholders are not all defined is left out (a finding made on partial
+    evidence lists the absent signals apart); only when no sentence is complete does the text
+    keep its sentences with "n/a" in place of the undefined values."""
+    sentences = _SENTENCE_END.split(template.strip())
+    complete = [t for t in sentences if all(values.get(n) is not None for n in template_names(t))]
+    return " ".join(_fill(t, values) for t in (complete or sentences))
+
+
+def _fill(template: str, values: dict[str, object]) -> str:
     def fill(match: re.Match[str]) -> str:
         name, _, spec = match.group(1).partition(":")
         value = values.get(name)

@@ -96,3 +96,18 @@ def test_no_high_priority_wait_means_nothing_held_it(tmp_path):
     assert v["hp_wait_behind_lowprio_share"] == 0.0
     assert v["hp_wait_lowprio_occupancy_frac"] is None
     assert v["lowprio_slot_hold_ratio"] == pytest.approx(1.0)
+
+
+def test_the_middle_class_waiting_behind_the_holders_counts_when_the_top_class_passes(tmp_path):
+    rows = [device_info("p0", "h0", "pre"), device_info("d0", "h1", "dec"), device_info("d1", "h2", "dec")]
+    for k in range(4):  # four long low-priority generations fill d0 from 0.1 s to 60 s
+        rows += _request(f"long{k}", 2, 0.0, "d0", 100.0, 59_900.0)
+    for k in range(6):  # priority 0 on d1, never waits
+        rows += _request(f"hp{k}", 0, 5_000.0 * k, "d1", 5_000.0 * k + 100.0, 1_000.0)
+    for k, t in enumerate((10_000.0, 20_000.0, 30_000.0)):  # priority 1 waits for d0 until 60 s
+        rows += _request(f"mid{k}", 1, t, "d0", 60_000.0, 1_000.0)
+    v = compute(context(tmp_path, rows), "hp_wait_behind_lowprio_share", "above_lowprio_wait_behind_share")
+    assert v["hp_wait_behind_lowprio_share"] == 0.0
+    waits = [60_000.0 - t - 100.0 for t in (10_000.0, 20_000.0, 30_000.0)]
+    latencies = [61_000.0 - t for t in (10_000.0, 20_000.0, 30_000.0)] + [1_100.0] * 6
+    assert v["above_lowprio_wait_behind_share"] == pytest.approx(sum(waits) / sum(latencies))

@@ -107,3 +107,49 @@ def test_busy_time_is_the_union_of_spans_clipped_to_the_period():
     busy = _busy_ns(spans, 0, 50 * MS)
     assert busy[True] == 25 * MS  # [0, 15) and [20, 30)
     assert busy[False] == 50 * MS  # [0, 100) clipped at the end of the period
+
+
+HANDOFF = ["interconnect_handoff_share_frac", "interconnect_handoff_excess_ratio"]
+
+
+@pytest.mark.parametrize("network_layer", [True, False], ids=["with-network-layer", "request-paths-only"])
+def test_handoff_reads_the_cut_off_path_with_or_without_the_network_layer(tmp_path, network_layer):
+    rows = _trace(uplink_util=0.95)
+    if not network_layer:
+        rows = [r for r in rows if r["layer"] != "network"]
+    result = features.compute(context(tmp_path, rows), set(HANDOFF))
+    v = result.values
+    # p2's requests hand off in 900 ms (prefill end -> decode dispatch) of 1100-1110 ms; the others' in 5 ms,
+    # the median of every 10-s bin of the decode pool.
+    assert 900 / 1110 <= v["interconnect_handoff_share_frac"] <= 900 / 1100
+    assert v["interconnect_handoff_excess_ratio"] == pytest.approx(901 / 6, rel=1e-3)
+    assert result.details["interconnect_handoff_excess_ratio"]["source"] == "p2"  # no host: the device
+
+
+def test_handoffs_as_fast_as_the_peers_show_no_excess(tmp_path):
+    rows = [r for r in _trace(uplink_util=0.5) if r["layer"] != "network"]
+    rows = [  # every path as fast as the NICs: p2's decode starts 5 ms after its prefill too
+        {**r, "ts": r["ts"] - 895 * MS}
+        if r.get("device") == "d0" and r["event"] in ("dispatch", "exec") and _prefill_on(rows, r["request_id"]) == "p2"
+        else r
+        for r in rows
+    ]
+    v = features.compute(context(tmp_path, rows), set(HANDOFF)).values
+    assert v["interconnect_handoff_excess_ratio"] == pytest.approx(1.0)
+    assert v["interconnect_handoff_share_frac"] < 0.05
+
+
+def _prefill_on(rows, rid):
+    return next(r["device"] for r in rows if r.get("request_id") == rid and r.get("phase") == "prefill")
+
+
+def test_handoff_needs_two_prefill_sources(tmp_path):
+    rows = [r for r in _trace(uplink_util=0.95) if r["layer"] != "network" and r.get("device") not in ("p1", "p2")]
+    rows = [r for r in rows if r.get("request_id") is None or _prefill_on_or_none(rows, r["request_id"]) == "p0"]
+    result = features.compute(context(tmp_path, rows), set(HANDOFF))
+    assert result.values["interconnect_handoff_excess_ratio"] is None
+    assert "two prefill hosts" in result.reasons["interconnect_handoff_excess_ratio"]
+
+
+def _prefill_on_or_none(rows, rid):
+    return next((r["device"] for r in rows if r.get("request_id") == rid and r.get("phase") == "prefill"), None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from coherence_diag import features
+
 from tests.features._build import T0, MS, compute, context, device_info, exec_span, sched
 
 DEVICES = [("g0", "h0"), ("g1", "h1"), ("g2", "h2"), ("g3", "hv")]  # g3 runs behind a hypervisor
@@ -81,3 +83,25 @@ def test_work_on_a_migrated_host_is_not_compared_with_the_old_environment(tmp_pa
     assert v["virt_span_share"] == pytest.approx(0.125, abs=0.01)
     assert v["virt_dispersion_ratio"] is None
     assert v["virt_coupling_rho"] > 0.8  # the coupling itself is still measured
+
+
+def test_the_same_device_is_slower_while_its_host_is_contended(tmp_path):
+    # Steal alternates between ~0.05 (calm) and ~0.45 (contended); the VM's service is x(1 + 3 steal):
+    # about 1.15 calm and 2.35 contended, so the within-device stretch is about 2.35 / 1.15.
+    v = compute(context(tmp_path, _rows(coupled=True)), "virt_contention_stretch_ratio")
+    assert v["virt_contention_stretch_ratio"] == pytest.approx(2.35 / 1.15, rel=0.1)
+
+
+def test_contention_that_does_not_reach_execution_shows_no_stretch(tmp_path):
+    v = compute(context(tmp_path, _rows(coupled=False)), "virt_contention_stretch_ratio")
+    assert 0.8 < v["virt_contention_stretch_ratio"] < 1.25
+
+
+def test_the_contention_stretch_needs_hypervisor_readings(tmp_path):
+    rows = [r for r in _rows(coupled=True) if r["layer"] != "hypervisor"]
+    rows = [{**r, "virtualized": True} if r.get("event") == "device_info" and r["device"] == "g3" else r for r in rows]
+    ctx = context(tmp_path, rows)
+    result = features.compute(ctx, {"virt_contention_stretch_ratio", "virt_slowdown_ratio"})
+    assert result.values["virt_slowdown_ratio"] is not None  # the flagged device is compared with bare metal
+    assert result.values["virt_contention_stretch_ratio"] is None
+    assert result.missing["virt_contention_stretch_ratio"] == ("steal_frac",)

@@ -11,7 +11,7 @@ from coherence_diag.features import FeatureValues
 from coherence_diag.model import AbsentEvidence
 from coherence_diag.rules.engine import evaluate, evaluate_rule
 from coherence_diag.rules.explain import explain_rule
-from coherence_diag.rules.loader import load_rules
+from coherence_diag.rules.loader import load_rules, render_template
 
 RULE = """
 id: tail-test
@@ -162,3 +162,16 @@ def test_a_symptom_defers_to_a_cause_found_on_the_same_trace():
     assert defer_to_causes([symptom], defers)[0] == symptom
     shipped = {r.id: r for r in load_rules()}
     assert "memory-path-incoherence" in shipped["sla-degradation-without-shortage"].defers_to
+
+
+def test_summary_leaves_out_sentences_whose_values_are_undefined():
+    template = "Links are saturated {sat:.0%} of the time. Transfers take {share:.0%} of latency. Done at {x:.1f}x."
+    assert render_template(template, {"sat": 0.5, "share": None, "x": 2.0}) == (
+        "Links are saturated 50% of the time. Done at 2.0x."
+    )
+    # With no complete sentence, the text keeps every sentence and says which values are missing.
+    assert render_template(template, {}) == (
+        "Links are saturated n/a of the time. Transfers take n/a of latency. Done at n/ax."
+    )
+    # A decimal point inside a sentence or a format spec does not end it.
+    assert render_template("Ratio {r:.2f} vs 1.5 limit. Missing {m}.", {"r": 2.0}) == "Ratio 2.00 vs 1.5 limit."
