@@ -16,13 +16,18 @@ from rich.panel import Panel
 from rich.table import Table
 
 from coherence_diag import units
-from coherence_diag.model import Comparison, Shift
+from coherence_diag.model import Comparison, MeasureChange, Shift
 from coherence_diag.render import json_report
 from coherence_diag.render.markdown import escape as md_escape
 from coherence_diag.render.markdown import table as md_table
 from coherence_diag.render.style import SEVERITY_STYLE
 
 _CHANGE_STYLE = {"better": "green", "worse": "red", "unchanged": "dim", "changed": "yellow", "within noise": "dim", "n/a": "dim"}
+
+
+def _measure_cells(m: MeasureChange) -> list[str]:
+    """Base, candidate, delta and relative change of a measure, in its unit."""
+    return [units.display(m.base, m.unit), units.display(m.candidate, m.unit), units.delta(m.delta, m.unit), units.relative(m.relative_change)]
 
 
 def shift_verdict(s: Shift) -> str:
@@ -112,9 +117,7 @@ def render_terminal(c: Comparison, console: Console) -> None:
             table.add_section()
         group = current
         style = _CHANGE_STYLE[m.change]
-        table.add_row(
-            m.label, units.display(m.base, m.unit), units.display(m.candidate, m.unit), units.delta(m.delta, m.unit), units.relative(m.relative_change), f"[{style}]{m.change}[/{style}]"
-        )
+        table.add_row(m.label, *_measure_cells(m), f"[{style}]{m.change}[/{style}]")
     console.print(table)
 
     if c.components:
@@ -146,12 +149,13 @@ def render_terminal(c: Comparison, console: Console) -> None:
     else:
         console.print("[green]no findings on either side[/green]")
 
-    for f in c.pair_findings:
-        style = SEVERITY_STYLE[f.severity]
-        evidence = "\n".join(f"  {rich_escape(e.name)}: {rich_escape(units.evidence(e.value, e.unit))}" for e in f.evidence.entries)
+    for pair in c.pair_findings:
+        style = SEVERITY_STYLE[pair.severity]
+        evidence = "\n".join(f"  {rich_escape(e.name)}: {rich_escape(units.evidence(e.value, e.unit))}" for e in pair.evidence.entries)
         console.print(
             Panel(
-                f"[{style}]{f.severity}[/{style}] {f.rule} ({f.domain}) score {f.score:.2f}\n{rich_escape(f.summary)}\n[dim]evidence[/dim]\n{evidence}",
+                f"[{style}]{pair.severity}[/{style}] {pair.rule} ({pair.domain}) score {pair.score:.2f}\n"
+                f"{rich_escape(pair.summary)}\n[dim]evidence[/dim]\n{evidence}",
                 title="across the two sides",
                 expand=False,
             )
@@ -195,7 +199,7 @@ def render_markdown(c: Comparison) -> str:
         "### Before / after\n",
         md_table(
             ["Metric", "Base", "Candidate", "Delta", "Change", ""],
-            ([m.label, units.display(m.base, m.unit), units.display(m.candidate, m.unit), units.delta(m.delta, m.unit), units.relative(m.relative_change), m.change] for m in c.measures),
+            ([m.label, *_measure_cells(m), m.change] for m in c.measures),
             "lrrrrl",
         ),
         "### Synchronization map and pools\n",

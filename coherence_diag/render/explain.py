@@ -14,9 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from coherence_diag import units
-from coherence_diag.rules.explain import Clause, ClauseGroup, RuleExplanation
 from coherence_diag.render.json_report import dumps
 from coherence_diag.render.style import SEVERITY_STYLE
+from coherence_diag.rules.explain import Clause, ClauseGroup, RuleExplanation
 
 _HELD = {True: "[green]held[/green]", False: "[red]not held[/red]", None: "[yellow]undecided[/yellow]"}
 _VERDICT_STYLE = {"condition-not-held": "green", "below-thresholds": "green", "not-evaluable": "yellow"}

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coherence_diag import __version__, units
-from coherence_diag.model import GATE_SCHEMA_VERSION, CheckResult, GateResult
+from coherence_diag.model import GATE_SCHEMA_VERSION, CheckResult, GateResult, RegressionItem
 from coherence_diag.render.json_report import dumps, load_schema
 from coherence_diag.render.markdown import escape, table
 from coherence_diag.render.style import SEVERITY_STYLE, STATUS_MARK, STATUS_STYLE
@@ -93,7 +93,7 @@ def render_markdown(result: GateResult) -> str:
             "",
             table(
                 ["check", "measure", "baseline", "candidate", "change"],
-                [(check, i.measure, units.exact(i.base, i.unit), units.exact(i.candidate, i.unit), units.regression_change(i.change, i.absolute)) for check, i in over],
+                [(check, i.measure, *_regression_cells(i)) for check, i in over],
                 align=["l", "l", "r", "r", "r"],
             ),
         ]
@@ -135,12 +135,17 @@ def _details(check: CheckResult) -> str:
     lines = [check.message, _measured_and_threshold(check, "\n")]
     lines += [f"finding {f.rule} ({f.severity}, {f.domain}, score {f.score:.2f}): {f.summary}" for f in check.findings]
     lines += [
-        f"{i.measure}: {units.exact(i.base, i.unit)} -> {units.exact(i.candidate, i.unit)} ({units.regression_change(i.change, i.absolute)})"
+        "{}: {} -> {} ({})".format(i.measure, *_regression_cells(i))
         for i in check.regressions
         if i.over_limit
     ]
     lines += [f"not evaluable: {n}" for n in check.not_evaluable]
     return "\n".join(lines)
+
+
+def _regression_cells(item: RegressionItem) -> tuple[str, str, str]:
+    """Baseline, candidate and change of one measure of a regression check."""
+    return units.exact(item.base, item.unit), units.exact(item.candidate, item.unit), units.regression_change(item.change, item.absolute)
 
 
 def _xml(text: str) -> str:

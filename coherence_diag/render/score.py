@@ -8,7 +8,8 @@ the index-direction checks. Nothing is computed here beyond ordering and number 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table

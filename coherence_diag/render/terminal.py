@@ -14,7 +14,6 @@ from coherence_diag.model import Evaluability, FeatureReading, Quantiles, Report
 from coherence_diag.render.style import SEVERITY_STYLE
 
 
-
 def render(report: Report, console: Console) -> None:
     console.print(_trace_panel(report))
     console.print(_metrics_table(report))
