@@ -20,9 +20,11 @@ Nothing here prints or writes; render/compare.py renders a `Comparison`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 
@@ -32,7 +34,6 @@ from coherence_diag.features import GROUPS, FeatureValues
 from coherence_diag.features.environments import SHIFT_GROUP, shift_features
 from coherence_diag.features.shift import distribution_shift
 from coherence_diag.model import (
-    COMPARISON_SCHEMA_VERSION,
     SEVERITIES,
     Change,
     Comparison,
@@ -165,10 +166,9 @@ def restrict_to_env(trace: ValidatedTrace, env: str) -> ValidatedTrace:
     layers = {
         name: frame.filter(in_env | is_info) if "env" in frame.columns else frame for name, frame in trace.layers.items()
     }
-    starts = [
-        f.filter(~is_info)["ts"].min() for f in layers.values() if f.height and "ts" in f.columns
-    ]
-    starts = [s for s in starts if s is not None]
+    # `ts` is Int64 ns (validated): the minimum of a non-empty column is an int.
+    minima = [f.filter(~is_info)["ts"].min() for f in layers.values() if f.height and "ts" in f.columns]
+    starts = [cast(int, s) for s in minima if s is not None]
     if starts and "gpu" in layers:
         first = min(starts)
         layers["gpu"] = layers["gpu"].with_columns(
@@ -222,7 +222,7 @@ def _compare(base: _SideAnalysis, cand: _SideAnalysis, rules_dirs: list[Path] | 
     )
 
 
-def measure_changes(base: Report, candidate: Report, steady_signals: set[str] = frozenset()) -> tuple[MeasureChange, ...]:
+def measure_changes(base: Report, candidate: Report, steady_signals: AbstractSet[str] = frozenset()) -> tuple[MeasureChange, ...]:
     """Every measure of the two reports: values, delta, relative change, better or worse.
 
     `steady_signals` are per-request signals (e.g. "latency_ms") whose distributions the shift
@@ -276,15 +276,16 @@ def _change(m: measures.Measure, b: float | None, c: float | None) -> Change:
     return "worse" if worse_by > 0 else "better"
 
 
-def _shift(signal: str, description: str, raw: dict[str, object]) -> Shift:
-    values = {f.name: raw.get(f.name) for f in fields(Shift) if f.name in raw}
+def _shift(signal: str, description: str, raw: Mapping[str, Any]) -> Shift:
+    """`raw`: features/shift.py's distribution_shift() of one signal (numbers, None, token columns)."""
+    values: dict[str, Any] = {f.name: raw.get(f.name) for f in fields(Shift) if f.name in raw}
     values["token_columns"] = tuple(raw.get("token_columns") or ())
     values["cells"] = int(raw.get("cells") or 0)
     values["matched"] = bool(raw.get("matched"))
     ks_stat, ks_p = raw.get("ks_stat"), raw.get("ks_p")
-    if ks_stat is None or ks_p is None:
-        significant, direction = None, None
-    else:
+    significant: bool | None = None
+    direction: Literal["slower", "faster", "none"] | None = None
+    if ks_stat is not None and ks_p is not None:
         significant = bool(ks_p < ALPHA and ks_stat >= MIN_KS)
         effect = raw.get("mw_effect")
         if not significant or effect is None:
@@ -303,7 +304,7 @@ def finding_changes(base: tuple[Finding, ...], candidate: tuple[Finding, ...]) -
     for rule in sorted(set(b) | set(c)):
         fb, fc = b.get(rule), c.get(rule)
         status = "persisting" if fb and fc else ("new" if fc else "resolved")
-        shown = fc or fb
+        shown = fc if fc is not None else b[rule]
         out.append(
             FindingChange(
                 rule=rule,
@@ -332,8 +333,9 @@ def _pair_findings(latency_shift: dict[str, object], base: Side, cand: Side, rul
     rules = pair_rules(load_rules(list(rules_dirs or [])))
     values, evidence = shift_features(latency_shift)
     evidence = {"base": base.label, "candidate": cand.label, **evidence}
-    # The same feature the environment_shift group hangs its evidence on.
-    features = FeatureValues(values=values, details={"env_shift_p99_ratio": evidence}, missing={})
+    # The same feature the environment_shift group hangs its evidence on. Its values are
+    # numbers or None (features/environments.py), typed there as objects.
+    features = FeatureValues(values=cast(dict[str, float | None], values), details={"env_shift_p99_ratio": evidence}, missing={})
     # The two sides *are* the two environments, so the `env` column these rules require is implied.
     columns = {c for r in rules for c in r.requires}
     findings, _evaluability = engine.evaluate(rules, features, columns)

@@ -7,8 +7,8 @@
 """
 
 from coherence_diag.gate.evaluate import evaluate
-from coherence_diag.model import CheckResult, FindingRef, GateResult, RegressionItem
 from coherence_diag.gate.policy import FindingsCheck, MeasureCheck, Policy, RegressionCheck, load_policy, parse_policy
+from coherence_diag.model import CheckResult, FindingRef, GateResult, RegressionItem
 
 __all__ = [
     "CheckResult",

@@ -176,7 +176,8 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
     over = [i for i in items if i.over_limit]
     if over:
         listed = "; ".join(
-            f"{i.measure} {units.exact(i.base, i.unit)} -> {units.exact(i.candidate, i.unit)} ({change_text(i)}, limit {units.limit_percent(check.max_relative)})"
+            f"{i.measure} {units.exact(i.base, i.unit)} -> {units.exact(i.candidate, i.unit)} "
+            f"({change_text(i)}, limit {units.limit_percent(check.max_relative)})"
             for i in over
         )
         return replace(base, message=f"worse than baseline: {listed}")

@@ -9,8 +9,8 @@ the finding is still made and lists them as absent evidence, with a confidence b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 from coherence_diag.features import FEATURES, FeatureValues
 from coherence_diag.model import SEVERITIES, AbsentEvidence, Evaluability, Evidence, EvidenceItem, Finding
