@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 SAMPLE ?= sample_traces/burst-amplification.parquet
 VALIDATION ?= ../shared/validation
 
-.PHONY: all venv demo test lint-imports pytest bench samples docs detection accuracy clean
+.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench samples docs detection accuracy clean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -23,11 +23,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/coherence-diag analyze $(SAMPLE)
 
-## test: the whole suite (import-layer contracts + pytest)
-test: $(STAMP) lint-imports pytest
+## test: the whole suite (import-layer contracts, ruff, mypy, pytest)
+test: $(STAMP) lint pytest
+
+## lint: the static checks alone: import-layer contracts, ruff, mypy (configured in pyproject.toml)
+lint: lint-imports ruff mypy
 
 lint-imports: $(STAMP)
 	$(BIN)/lint-imports --no-cache
+
+ruff: $(STAMP)
+	$(BIN)/ruff check coherence_diag tests benchmarks setup.py
+
+mypy: $(STAMP)
+	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q

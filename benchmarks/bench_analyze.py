@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def main() -> int:
     ]
     print("\n".join(lines))
     if args.report:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         row = (
             f"| {stamp} | {args.scenario} | {full['rows']:,} | {size_mib:,.0f} | {scan['seconds']:.2f} | "
             f"{scan['peak_rss_mib']:,.0f} | {full['seconds']:.2f} | {full['peak_rss_mib']:,.0f} | {ratio:.2f}x | "

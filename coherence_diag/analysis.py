@@ -10,10 +10,10 @@ No printing, no exiting: errors are raised as `coherence_diag.errors` exceptions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 

@@ -6,12 +6,14 @@ It parses options, calls the library, renders the typed result and maps errors t
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 import typer
 from rich.console import Console
@@ -19,6 +21,7 @@ from rich.console import Console
 from coherence_diag import __version__
 from coherence_diag.errors import InputError
 from coherence_diag.outputs import write_atomic
+from coherence_diag.render import registry
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -33,18 +36,23 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class OutputFormat(str, Enum):
-    terminal = "terminal"
-    json = "json"
+# The --format choices of each command: the listed formats of its subject in render/registry.py,
+# the first the default.
+if TYPE_CHECKING:
+    ReportFormat: TypeAlias = str
+    ComparisonFormat: TypeAlias = str
+    GateFormat: TypeAlias = str
+    ScoreFormat: TypeAlias = str
+    ExplanationFormat: TypeAlias = str
+else:
+    ReportFormat = Literal[registry.formats("report")]
+    ComparisonFormat = Literal[registry.formats("comparison")]
+    GateFormat = Literal[registry.formats("gate")]
+    ScoreFormat = Literal[registry.formats("score")]
+    ExplanationFormat = Literal[registry.formats("explanation")]
 
 
-class CompareFormat(str, Enum):
-    terminal = "terminal"
-    json = "json"
-    markdown = "markdown"
-
-
-class TraceFormat(str, Enum):
+class TraceFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
     layers = "layers"
@@ -59,9 +67,9 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Diagnose cross-layer incoherence in heterogeneous inference fleets from telemetry traces."""
 
@@ -101,124 +109,142 @@ def _progress(enabled: bool) -> Iterator:
         yield lambda msg: bar.update(task, description=escape(msg))  # env names come from the trace
 
 
-# Options shared by the commands that analyze a trace (a fresh declaration per use).
-def _window_option() -> Any:
-    return typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001)
+# Options shared by the commands, declared once. The defaults are the library's
+# (timeseries.DEFAULT_WINDOW_S, validate.DEFAULT_MAX_BAD_FRACTION; tests/test_cli.py checks), not
+# imported from there so that `--help` does not load Polars.
+DEFAULT_WINDOW_S = 1.0
+DEFAULT_MAX_BAD_FRACTION = 0.01
+FORMAT_HELP = "Output format."
+
+WindowOption = Annotated[float, typer.Option("--window", help="Time-series window in seconds.", min=0.001)]
+MaxBadFractionOption = Annotated[
+    float,
+    typer.Option(
+        "--max-bad-fraction", help="Largest fraction of invalid rows set aside before a trace is rejected (exit 2).", min=0.0, max=1.0
+    ),
+]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr when it is a terminal.")]
+RulesOption = Annotated[list[Path] | None, typer.Option("--rules", help="Also load the rule files (*.yaml) of this directory; repeatable.")]
+OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")]
 
 
-def _max_bad_fraction_option() -> Any:
-    return typer.Option(
-        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before the trace is rejected (exit 2).", min=0.0, max=1.0
-    )
+def emit(subject: registry.Subject, format: str, value: object, output: Path | None, *extra: object) -> None:
+    """Render `value` with the registered renderer: text to `output` (atomically) or stdout; a
+    terminal view onto stdout, or as plain text into `output`."""
+    renderer = registry.get(subject, format)
+    if renderer.console:
+        if output is None:
+            registry.draw(subject, format, value, Console(highlight=False), *extra)
+            return
+        console = Console(record=True, width=120, file=io.StringIO(), force_terminal=False)
+        registry.draw(subject, format, value, console, *extra)
+        text = console.export_text()
+    else:
+        text = registry.render_text(subject, format, value, *extra)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(output, text)
 
 
-def _progress_option() -> Any:
-    return typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal.")
-
-
-def _rules_option() -> Any:
-    return typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable.")
+def _check_outputs(outputs: tuple[Path | None, ...], inputs: tuple[str | None, ...]) -> None:
+    """Before any work: no output over or inside an input, no two outputs on one file, and every
+    output's directory exists (so that a long run does not fail at its end, or write one output
+    without the other)."""
+    given = [o for o in outputs if o is not None]
+    for target in given:
+        for source in inputs:
+            if source is not None:
+                _refuse_overwriting_input(target, source)
+        if not target.resolve().parent.is_dir():
+            raise InputError(f"{target}: cannot write output, directory {target.parent} does not exist")
+    for i, target in enumerate(given):
+        for other in given[i + 1 :]:
+            if target.resolve() == other.resolve():
+                raise InputError(f"{target}: two outputs name the same file")
 
 
 @app.command()
 def analyze(
-    trace: str = typer.Argument(..., help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob."),
-    format: OutputFormat = typer.Option(OutputFormat.terminal, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
-    window: float = _window_option(),
-    max_bad_fraction: float = _max_bad_fraction_option(),
-    progress: bool = _progress_option(),
-    rules: Optional[list[Path]] = _rules_option(),
-    features: bool = typer.Option(False, "--features", help="Also report every computed feature (its value, or why it is undefined)."),
+    trace: Annotated[str, typer.Argument(help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob.")],
+    format: Annotated[ReportFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
+    output: OutputOption = None,
+    window: WindowOption = DEFAULT_WINDOW_S,
+    max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
+    progress: ProgressOption = True,
+    rules: RulesOption = None,
+    features: Annotated[
+        bool, typer.Option("--features", help="Also report every computed feature (its value, or why it is undefined).")
+    ] = False,
 ) -> None:
     """Analyze a trace: metrics, coherence indices and findings."""
     from coherence_diag.analysis import analyze as run_analysis
-    from coherence_diag.render import json_report, terminal
 
     with _errors_to_exit_codes():
-        _refuse_overwriting_input(output, trace)
+        _check_outputs((output,), (trace,))
         with _progress(progress) as step:
             result = run_analysis(
                 trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, with_features=features
             )
-        if format is OutputFormat.json:
-            text = json_report.render(result.report)
-            if output:
-                write_atomic(output, text)
-            else:
-                sys.stdout.write(text)
-            return
-        _emit_terminal(lambda console: terminal.render(result.report, console), output)
+        emit("report", format, result.report, output)
 
 
 @app.command()
 def compare(
-    base: str = typer.Argument(..., help="The base trace (before the change, or the migration source)."),
-    candidate: Optional[str] = typer.Argument(None, help="The candidate trace (after). Omit it to compare two envs of BASE."),
-    env: Optional[list[str]] = typer.Option(
-        None, "--env", help="With one trace: the base env, then the candidate env (give --env twice). Default: its two envs, earliest first."
-    ),
-    format: CompareFormat = typer.Option(CompareFormat.terminal, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of stdout."),
-    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
-    max_bad_fraction: float = typer.Option(
-        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before a trace is rejected (exit 2).", min=0.0, max=1.0
-    ),
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+    base: Annotated[str, typer.Argument(help="The base trace (before the change, or the migration source).")],
+    candidate: Annotated[str | None, typer.Argument(help="The candidate trace (after). Omit it to compare two envs of BASE.")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env", help="With one trace: the base env, then the candidate env (give --env twice). Default: its two envs, earliest first."
+        ),
+    ] = None,
+    format: Annotated[ComparisonFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
+    output: OutputOption = None,
+    window: WindowOption = DEFAULT_WINDOW_S,
+    max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
+    rules: RulesOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Compare two traces (before/after), or two environments of one trace (migration)."""
     from coherence_diag import compare as comparing
-    from coherence_diag.render import compare as render
 
     with _errors_to_exit_codes():
-        for trace in (base, candidate):
-            if trace is not None:
-                _refuse_overwriting_input(output, trace)
-        options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules)
+        _check_outputs((output,), (base, candidate))
         if candidate is not None and env:
             raise InputError("--env selects two environments of ONE trace; with two traces, give no --env")
         if candidate is None and env and len(env) != 2:
             raise InputError(f"--env must be given exactly twice (base env, candidate env), got {len(env)}")
         with _progress(progress) as step:
             if candidate is not None:
-                result = comparing.compare_traces(base, candidate, progress=step, **options)
+                result = comparing.compare_traces(
+                    base, candidate, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step
+                )
             else:
-                result = comparing.compare_envs(base, *(env or [None, None]), progress=step, **options)
-        if format is CompareFormat.terminal:
-            _emit_terminal(lambda console: render.render_terminal(result, console), output)
-            return
-        text = render.render_json(result) if format is CompareFormat.json else render.render_markdown(result)
-        if output:
-            write_atomic(output, text)
-        else:
-            sys.stdout.write(text)
-
-
-def _emit_terminal(draw: Callable[[Console], None], output: Optional[Path]) -> None:
-    """Draw a Rich view on stdout, or as plain text into `output` (atomically)."""
-    if output:
-        console = Console(record=True, width=120, file=open(os.devnull, "w"), force_terminal=False)
-        draw(console)
-        write_atomic(output, console.export_text())
-    else:
-        draw(Console(highlight=False))
+                base_env, candidate_env = env if env else (None, None)
+                result = comparing.compare_envs(
+                    base, base_env, candidate_env, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step
+                )
+        emit("comparison", format, result, output)
 
 
 @app.command()
 def simulate(
-    scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="Scenario name (see --list)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same trace."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the trace (.parquet, .csv, or a directory)."),
-    scale: float = typer.Option(1.0, "--scale", help="Multiply traffic and fleet size (large benchmark traces).", min=0.0001),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Simulated seconds of traffic (default: the scenario's)."),
-    arrivals: Optional[Path] = typer.Option(None, "--arrivals", help="Replay a real arrival process (Azure LLM CSV or Mooncake JSONL)."),
-    fmt: Optional[TraceFormat] = typer.Option(None, "--format", help="Container; default from the output suffix."),
-    naming: str = typer.Option("plain", "--naming", help="Entity names: plain, or random (seeded)."),
-    list_: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+    scenario: Annotated[str | None, typer.Option("--scenario", "-s", help="Scenario name (see --list).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same trace.")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the trace (.parquet, .csv, or a directory).")] = None,
+    scale: Annotated[float, typer.Option("--scale", help="Multiply traffic and fleet size (large benchmark traces).", min=0.0001)] = 1.0,
+    duration: Annotated[float | None, typer.Option("--duration", help="Simulated seconds of traffic (default: the scenario's).")] = None,
+    arrivals: Annotated[
+        Path | None, typer.Option("--arrivals", help="Replay a real arrival process (Azure LLM CSV or Mooncake JSONL).")
+    ] = None,
+    fmt: Annotated[TraceFormat | None, typer.Option("--format", help="Container; default from the output suffix.")] = None,
+    naming: Annotated[str, typer.Option("--naming", help="Entity names: plain, or random (seeded).")] = "plain",
+    list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
 ) -> None:
     """Simulate a heterogeneous serving fleet and write a trace (trace-format v1)."""
-    from coherence_diag.simulate import SCENARIOS, simulate as run_simulation, write_trace
+    from coherence_diag.simulate import SCENARIOS, write_trace
+    from coherence_diag.simulate import simulate as run_simulation
 
     with _errors_to_exit_codes():
         if list_:
@@ -241,9 +267,7 @@ app.add_typer(rules_app, name="rules")
 
 
 @rules_app.command("list")
-def rules_list(
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Also load the rule files of this directory; repeatable."),
-) -> None:
+def rules_list(rules: RulesOption = None) -> None:
     """List every rule: id, kind, domain, title."""
     from rich.table import Table
 
@@ -260,7 +284,7 @@ def rules_list(
 
 
 @rules_app.command("check")
-def rules_check(directory: Path = typer.Argument(..., help="Directory of rule files to validate.")) -> None:
+def rules_check(directory: Annotated[Path, typer.Argument(help="Directory of rule files to validate.")]) -> None:
     """Validate rule files (exit 2 naming file, rule and problem)."""
     from coherence_diag.rules.loader import load_rules
 
@@ -271,51 +295,49 @@ def rules_check(directory: Path = typer.Argument(..., help="Directory of rule fi
 
 @rules_app.command("score")
 def rules_score(
-    suite: Path = typer.Argument(..., help="A labelled suite: a directory holding labels.json, or the labels.json file."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes analyzing traces (default: the number of CPUs).", min=1),
-    format: CompareFormat = typer.Option(CompareFormat.terminal, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result to this file (atomically) instead of stdout."),
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
-    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
-    min_macro_f1: Optional[float] = typer.Option(
-        None, "--min-macro-f1", help="Exit 1 when macro-F1 is below this or a control reports anything at >= medium.", min=0.0, max=1.0
-    ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+    suite: Annotated[Path, typer.Argument(help="A labelled suite: a directory holding labels.json, or the labels.json file.")],
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Worker processes analyzing traces (default: the number of CPUs).", min=1)
+    ] = None,
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
+    output: OutputOption = None,
+    rules: RulesOption = None,
+    window: WindowOption = DEFAULT_WINDOW_S,
+    min_macro_f1: Annotated[
+        float | None,
+        typer.Option(
+            "--min-macro-f1", help="Exit 1 when macro-F1 is below this or a control reports anything at >= medium.", min=0.0, max=1.0
+        ),
+    ] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Score the rules on a labelled suite: per-rule precision/recall/F1, macro-F1, index directions."""
     from coherence_diag import scoring
-    from coherence_diag.render import score as render_score
 
     with _errors_to_exit_codes():
-        _refuse_overwriting_input(output, str(scoring.labels_path(suite).parent))
-        if output is not None and not output.resolve().parent.is_dir():  # before the (long) analysis
-            raise InputError(f"{output}: cannot write output, directory {output.parent} does not exist")
+        _check_outputs((output,), (str(scoring.labels_path(suite).parent),))
         with _progress(progress) as step:
             result = scoring.score_suite(suite, window_s=window, rules_dirs=rules, jobs=jobs, progress=step)
         gate = scoring.accuracy_gate(result, min_macro_f1) if min_macro_f1 is not None else None
-        if format is CompareFormat.terminal:
-            _emit_terminal(lambda console: render_score.render_terminal(result, console, gate), output)
-        else:
-            text = render_score.render_json(result, gate) if format is CompareFormat.json else render_score.render_markdown(result, gate)
-            if output:
-                write_atomic(output, text)
-            else:
-                sys.stdout.write(text)
+        emit("score", format, result, output, gate)
     if gate is not None and not gate.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command()
 def explain(
-    name: str = typer.Argument(..., help="A rule id, an index (CI, DI, WPI, HCL), a feature name, or 'features' / 'indices'."),
-    trace: Optional[str] = typer.Option(
-        None, "--trace", "-t", help="Explain the rule NAME on this trace: each clause, score term and signal with its values, and the verdict."
-    ),
-    format: OutputFormat = typer.Option(OutputFormat.terminal, "--format", "-f", help="Output format (json only with --trace)."),
-    window: float = _window_option(),
-    max_bad_fraction: float = _max_bad_fraction_option(),
-    rules: Optional[list[Path]] = _rules_option(),
-    progress: bool = _progress_option(),
+    name: Annotated[str, typer.Argument(help="A rule id, an index (CI, DI, WPI, HCL), a feature name, or 'features' / 'indices'.")],
+    trace: Annotated[
+        str | None,
+        typer.Option(
+            "--trace", "-t", help="Explain the rule NAME on this trace: each clause, score term and signal with its values, and the verdict."
+        ),
+    ] = None,
+    format: Annotated[ExplanationFormat, typer.Option("--format", "-f", help="Output format (json only with --trace).")] = "terminal",
+    window: WindowOption = DEFAULT_WINDOW_S,
+    max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
+    rules: RulesOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Explain a rule, an index or a feature: definition, inputs, what to check next; with --trace,
     why a rule did or did not fire on that trace."""
@@ -323,82 +345,51 @@ def explain(
 
     with _errors_to_exit_codes():
         if trace is None:
-            if format is OutputFormat.json:
-                raise InputError("--format json explains a rule on a trace: give --trace TRACE")
+            if format != "terminal":
+                raise InputError(f"--format {format} explains a rule on a trace: give --trace TRACE")
             typer.echo(docgen.explain(name, list(rules or [])))
             return
         from coherence_diag.analysis import analyze as run_analysis
-        from coherence_diag.render import explain as render_explain
         from coherence_diag.rules.loader import find_rule, load_rules
 
         find_rule(name, load_rules(list(rules or [])))  # an unknown rule fails before the (slow) analysis
         with _progress(progress) as step:
             result = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step)
-        explanation = result.explain(name)
-        if format is OutputFormat.json:
-            sys.stdout.write(render_explain.render_json(explanation, result.report.trace.path))
-        else:
-            render_explain.render_terminal(explanation, Console(highlight=False), result.report.trace.path)
-
-
-class GateFormat(str, Enum):
-    terminal = "terminal"
-    json = "json"
-    markdown = "markdown"
+        emit("explanation", format, result.explain(name), None, result.report.trace.path)
 
 
 @app.command()
 def gate(
-    trace: str = typer.Argument(..., help="Trace to judge (same forms as `analyze`)."),
-    policy: Path = typer.Option(..., "--policy", "-p", help="Policy file (YAML; docs/gate.md)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline trace for the policy's regression checks."),
-    format: GateFormat = typer.Option(GateFormat.terminal, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result to this file (atomically) instead of stdout."),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file: one test case per check."),
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Directory of extra rule files (*.yaml); repeatable."),
-    window: float = typer.Option(1.0, "--window", help="Time-series window in seconds.", min=0.001),
-    max_bad_fraction: float = typer.Option(
-        0.01, "--max-bad-fraction", help="Largest fraction of invalid rows set aside before a trace is rejected (exit 2).", min=0.0, max=1.0
-    ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr when it is a terminal."),
+    trace: Annotated[str, typer.Argument(help="Trace to judge (same forms as `analyze`).")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy file (YAML; docs/gate.md).")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline trace for the policy's regression checks.")] = None,
+    format: Annotated[GateFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
+    output: OutputOption = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML file: one test case per check.")] = None,
+    rules: RulesOption = None,
+    window: WindowOption = DEFAULT_WINDOW_S,
+    max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
+    progress: ProgressOption = True,
 ) -> None:
     """Check a trace against a policy: exit 0 if it passes, 1 if it fails, 2 on bad input or policy."""
     from coherence_diag.analysis import analyze as run_analysis
     from coherence_diag.gate import evaluate, load_policy
-    from coherence_diag.render import gate as render_gate
 
     with _errors_to_exit_codes():
-        for target in (output, junit):
-            for source in (trace, baseline, str(policy)):
-                if source is not None:
-                    _refuse_overwriting_input(target, source)
-        if output is not None and junit is not None and output.resolve() == junit.resolve():
-            raise InputError(f"{output}: --output and --junit name the same file")
-        for target in (output, junit):  # before any work, so that one output is not written without the other
-            if target is not None and not target.resolve().parent.is_dir():
-                raise InputError(f"{target}: cannot write output, directory {target.parent} does not exist")
+        _check_outputs((output, junit), (trace, baseline, str(policy)))
         # The policy is validated before any trace is read: a bad policy fails fast.
         checked = load_policy(policy, list(rules or []))
-        options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules)
         with _progress(progress) as step:
-            report = run_analysis(trace, progress=step, **options).report
-            base = run_analysis(baseline, progress=step, **options).report if baseline is not None else None
+            report = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
+            base = (
+                run_analysis(baseline, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
+                if baseline is not None
+                else None
+            )
         result = evaluate(checked, report, base)
         if junit is not None:
-            write_atomic(junit, render_gate.render_junit(result))
-        if format is GateFormat.terminal:
-            if output:
-                console = Console(record=True, width=120, file=open(os.devnull, "w"), force_terminal=False)
-                render_gate.render_terminal(result, console)
-                write_atomic(output, console.export_text())
-            else:
-                render_gate.render_terminal(result, Console(highlight=False))
-        else:
-            text = render_gate.render_json(result) if format is GateFormat.json else render_gate.render_markdown(result)
-            if output:
-                write_atomic(output, text)
-            else:
-                sys.stdout.write(text)
+            emit("gate", "junit", result, junit)
+        emit("gate", format, result, output)
     if not result.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
@@ -409,8 +400,8 @@ app.add_typer(policy_app, name="policy")
 
 @policy_app.command("check")
 def policy_check(
-    file: Path = typer.Argument(..., help="Policy file to validate."),
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Also accept the rule ids of this directory; repeatable."),
+    file: Annotated[Path, typer.Argument(help="Policy file to validate.")],
+    rules: RulesOption = None,
 ) -> None:
     """Validate a policy file without a trace (exit 2 naming file, check and problem)."""
     from coherence_diag.gate import load_policy
@@ -420,9 +411,7 @@ def policy_check(
         typer.echo(f"{file}: ok (policy {checked.name!r}, {len(checked.checks)} checks)")
 
 
-def _refuse_overwriting_input(output: Optional[Path], trace: str) -> None:
-    if output is None:
-        return
+def _refuse_overwriting_input(output: Path, trace: str) -> None:
     target = output.resolve()
     source = Path(trace).resolve()
     if target == source or (source.is_dir() and source in target.parents):

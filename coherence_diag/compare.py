@@ -20,9 +20,11 @@ Nothing here prints or writes; render/compare.py renders a `Comparison`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 
@@ -31,13 +33,22 @@ from coherence_diag.errors import InputError
 from coherence_diag.features import GROUPS, FeatureValues
 from coherence_diag.features.environments import SHIFT_GROUP, shift_features
 from coherence_diag.features.shift import distribution_shift
-from coherence_diag.model import SEVERITIES, Finding, Report
+from coherence_diag.model import (
+    SEVERITIES,
+    Change,
+    Comparison,
+    ComponentChange,
+    Finding,
+    FindingChange,
+    MeasureChange,
+    Report,
+    Shift,
+    Side,
+)
 from coherence_diag.rules import engine
 from coherence_diag.rules.loader import Rule, load_rules
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 from coherence_diag.validate import DEFAULT_MAX_BAD_FRACTION, ValidatedTrace
-
-COMPARISON_SCHEMA_VERSION = "1"
 
 # A shift is called significant when the KS test rejects at ALPHA *and* the KS distance reaches
 # MIN_KS: with tens of thousands of requests any difference is "significant", so the effect size
@@ -55,125 +66,6 @@ SIGNALS: dict[str, tuple[str | None, str]] = {
     "ttft_ms": ("ttft_slo_ms", "time to first token"),
     "queue_wait_ms": (None, "queue wait"),
 }
-
-# "changed": a measure with no better direction moved; "within noise": a latency / TTFT / queue-wait
-# quantile moved but the distribution test on that signal finds no significant shift.
-Change = Literal["better", "worse", "unchanged", "changed", "within noise", "n/a"]
-
-
-@dataclass(frozen=True)
-class Side:
-    label: str  # what tables call it: the path, or "path [env=onprem]"
-    path: str
-    env: str | None
-    rows: int
-    requests: int
-    start: str | None
-    end: str | None
-
-
-@dataclass(frozen=True)
-class MeasureChange:
-    name: str
-    label: str
-    unit: str
-    better: str  # "lower" | "higher"
-    base: float | None
-    candidate: float | None
-    delta: float | None  # candidate - base
-    relative_change: float | None  # (candidate - base) / |base|
-    change: Change
-
-
-@dataclass(frozen=True)
-class ComponentChange:
-    """One component of the index breakdown on both sides: a CI layer or link, or a pool's DI/HCL."""
-
-    kind: Literal["layer", "link", "pool"]
-    name: str  # "compute", "scheduler_compute", or "<pool>.DI" / "<pool>.HCL"
-    better: str  # "higher" for CI components, "lower" for DI and HCL
-    base: float | None
-    candidate: float | None
-    delta: float | None
-
-
-@dataclass(frozen=True)
-class Shift:
-    """Two-sample comparison of one per-request signal, workload-matched (features/shift.py)."""
-
-    signal: str
-    description: str
-    significant: bool | None  # None: too few requests on a side to test
-    direction: Literal["slower", "faster", "none"] | None
-    n_base: float | None
-    n_candidate: float | None
-    n_matched: float | None
-    matched: bool
-    token_columns: tuple[str, ...]
-    cells: int
-    mix_distance: float | None
-    ks_stat: float | None
-    ks_p: float | None
-    ad_stat: float | None
-    ad_p: float | None
-    mw_p: float | None
-    mw_effect: float | None
-    wasserstein_ms: float | None
-    wasserstein_rel: float | None
-    p50_base: float | None
-    p50_candidate: float | None
-    p99_base: float | None
-    p99_candidate: float | None
-    p50_ratio: float | None
-    p99_ratio: float | None
-    raw_p99_ratio: float | None
-    tail_ratio_base: float | None
-    tail_ratio_candidate: float | None
-    tail_ratio_change: float | None
-    slo_violation_base: float | None
-    slo_violation_candidate: float | None
-    slo_violation_delta: float | None
-    slo_elasticity: float | None
-    failure_rate_base: float | None
-    failure_rate_candidate: float | None
-    failure_rate_delta: float | None
-
-
-@dataclass(frozen=True)
-class FindingChange:
-    rule: str
-    status: Literal["new", "resolved", "persisting"]
-    kind: str
-    domain: str
-    severity_base: str | None
-    severity_candidate: str | None
-    score_base: float | None
-    score_candidate: float | None
-    summary: str  # the candidate's finding, or the base's when resolved
-
-
-@dataclass(frozen=True)
-class Comparison:
-    base: Side
-    candidate: Side
-    measures: tuple[MeasureChange, ...]
-    components: tuple[ComponentChange, ...]
-    shifts: tuple[Shift, ...]
-    findings: tuple[FindingChange, ...]
-    pair_findings: tuple[Finding, ...]
-    alpha: float
-    min_ks: float
-    tool_version: str
-    schema_version: str = COMPARISON_SCHEMA_VERSION
-
-    @property
-    def worse(self) -> tuple[MeasureChange, ...]:
-        return tuple(m for m in self.measures if m.change == "worse")
-
-    @property
-    def significant_shifts(self) -> tuple[Shift, ...]:
-        return tuple(s for s in self.shifts if s.significant)
-
 
 @dataclass
 class _SideAnalysis:
@@ -274,10 +166,9 @@ def restrict_to_env(trace: ValidatedTrace, env: str) -> ValidatedTrace:
     layers = {
         name: frame.filter(in_env | is_info) if "env" in frame.columns else frame for name, frame in trace.layers.items()
     }
-    starts = [
-        f.filter(~is_info)["ts"].min() for f in layers.values() if f.height and "ts" in f.columns
-    ]
-    starts = [s for s in starts if s is not None]
+    # `ts` is Int64 ns (validated): the minimum of a non-empty column is an int.
+    minima = [f.filter(~is_info)["ts"].min() for f in layers.values() if f.height and "ts" in f.columns]
+    starts = [cast(int, s) for s in minima if s is not None]
     if starts and "gpu" in layers:
         first = min(starts)
         layers["gpu"] = layers["gpu"].with_columns(
@@ -331,7 +222,7 @@ def _compare(base: _SideAnalysis, cand: _SideAnalysis, rules_dirs: list[Path] | 
     )
 
 
-def measure_changes(base: Report, candidate: Report, steady_signals: set[str] = frozenset()) -> tuple[MeasureChange, ...]:
+def measure_changes(base: Report, candidate: Report, steady_signals: AbstractSet[str] = frozenset()) -> tuple[MeasureChange, ...]:
     """Every measure of the two reports: values, delta, relative change, better or worse.
 
     `steady_signals` are per-request signals (e.g. "latency_ms") whose distributions the shift
@@ -385,15 +276,16 @@ def _change(m: measures.Measure, b: float | None, c: float | None) -> Change:
     return "worse" if worse_by > 0 else "better"
 
 
-def _shift(signal: str, description: str, raw: dict[str, object]) -> Shift:
-    values = {f.name: raw.get(f.name) for f in fields(Shift) if f.name in raw}
+def _shift(signal: str, description: str, raw: Mapping[str, Any]) -> Shift:
+    """`raw`: features/shift.py's distribution_shift() of one signal (numbers, None, token columns)."""
+    values: dict[str, Any] = {f.name: raw.get(f.name) for f in fields(Shift) if f.name in raw}
     values["token_columns"] = tuple(raw.get("token_columns") or ())
     values["cells"] = int(raw.get("cells") or 0)
     values["matched"] = bool(raw.get("matched"))
     ks_stat, ks_p = raw.get("ks_stat"), raw.get("ks_p")
-    if ks_stat is None or ks_p is None:
-        significant, direction = None, None
-    else:
+    significant: bool | None = None
+    direction: Literal["slower", "faster", "none"] | None = None
+    if ks_stat is not None and ks_p is not None:
         significant = bool(ks_p < ALPHA and ks_stat >= MIN_KS)
         effect = raw.get("mw_effect")
         if not significant or effect is None:
@@ -412,7 +304,7 @@ def finding_changes(base: tuple[Finding, ...], candidate: tuple[Finding, ...]) -
     for rule in sorted(set(b) | set(c)):
         fb, fc = b.get(rule), c.get(rule)
         status = "persisting" if fb and fc else ("new" if fc else "resolved")
-        shown = fc or fb
+        shown = fc if fc is not None else b[rule]
         out.append(
             FindingChange(
                 rule=rule,
@@ -441,8 +333,9 @@ def _pair_findings(latency_shift: dict[str, object], base: Side, cand: Side, rul
     rules = pair_rules(load_rules(list(rules_dirs or [])))
     values, evidence = shift_features(latency_shift)
     evidence = {"base": base.label, "candidate": cand.label, **evidence}
-    # The same feature the environment_shift group hangs its evidence on.
-    features = FeatureValues(values=values, details={"env_shift_p99_ratio": evidence}, missing={})
+    # The same feature the environment_shift group hangs its evidence on. Its values are
+    # numbers or None (features/environments.py), typed there as objects.
+    features = FeatureValues(values=cast(dict[str, float | None], values), details={"env_shift_p99_ratio": evidence}, missing={})
     # The two sides *are* the two environments, so the `env` column these rules require is implied.
     columns = {c for r in rules for c in r.requires}
     findings, _evaluability = engine.evaluate(rules, features, columns)

@@ -195,8 +195,8 @@ def _inspect(path: Path, problems: _Problems, *, single: bool) -> SourceFile | N
             problems.add(
                 path, f"column `{name}` has type {dtype}, expected {schema.describe_kind(kind)}"
             )
-    single = _single_text_columns(meta, columns) if meta is not None else {}
-    return SourceFile(path=path, fmt=fmt, layer_hint=hint, columns=columns, single_text=single)
+    single_text = _single_text_columns(meta, columns) if meta is not None else {}
+    return SourceFile(path=path, fmt=fmt, layer_hint=hint, columns=columns, single_text=single_text)
 
 
 def _parquet_metadata(path: Path, problems: _Problems) -> pq.FileMetaData | None:

@@ -8,8 +8,9 @@ direction everywhere. Names mirror the JSON report: `latency_ms.p99` is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal, cast
 
 from coherence_diag.model import Quantiles, Report
 
@@ -58,7 +59,11 @@ def _build() -> dict[str, Measure]:
                 Measure(f"{field}.{q}", f"{q.upper()} {label}", "ms", "lower", "metrics", _quantile(field, q), f"{q} of the {what}, ms")
             )
     for field, label, unit, better, what in (
-        ("nominal_utilization", "Nominal utilization", "frac", "neither", "device-reported busy fraction (gpu_util, or exec busy time); neither better nor worse by itself: compare it with effective utilization"),
+        (
+            "nominal_utilization", "Nominal utilization", "frac", "neither",
+            "device-reported busy fraction (gpu_util, or exec busy time); neither better nor worse by itself: "
+            "compare it with effective utilization",
+        ),
         ("effective_utilization", "Effective utilization", "frac", "higher", "fraction of device time spent on productive work"),
         ("timeout_rate", "Timeout rate", "frac", "lower", "timed-out / finished inference requests"),
         ("drop_rate", "Drop rate", "frac", "lower", "dropped / finished inference requests"),
@@ -66,14 +71,14 @@ def _build() -> dict[str, Measure]:
         ("goodput_rps", "Goodput", "rps", "higher", "requests completed within SLO per second"),
         ("throughput_rps", "Throughput", "rps", "higher", "completed requests per second"),
     ):
-        out.append(Measure(field, label, unit, better, "metrics", _metric(field), what))
+        out.append(Measure(field, label, unit, cast(Direction, better), "metrics", _metric(field), what))
     for name, label, better, what in (
         ("CI", "Coherence index (CI)", "higher", "cross-layer coherence, 1 = fully coherent"),
         ("DI", "Delay index (DI)", "lower", "share of request time lost to non-productive delay"),
         ("WPI", "Wave propagation index (WPI)", "lower", "how far excursions spread and amplify"),
         ("HCL", "Hidden capacity loss (HCL)", "lower", "nominal minus effective utilization"),
     ):
-        out.append(Measure(name, label, "index", better, "indices", _index(name), what))
+        out.append(Measure(name, label, "index", cast(Direction, better), "indices", _index(name), what))
     return {m.name: m for m in out}
 
 

@@ -89,9 +89,8 @@ def request_paths(layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
     requests = _scheduler_lifecycle(sched)
     requests = requests.join(_exec_per_request(layers.get("gpu")), on=KEY, how="left")
     requests = requests.join(_kv_per_request(layers.get("network")), on=KEY, how="left")
-    requests = _attach_devices(requests, device_table(layers.get("gpu"))).collect()
-    requests = _attach_steal(requests, layers.get("hypervisor"))
-    return requests.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
+    frame = _attach_steal(_attach_devices(requests, device_table(layers.get("gpu"))).collect(), layers.get("hypervisor"))
+    return frame.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
 
 
 def with_request_ids(requests: pl.DataFrame, layers: dict[str, pl.DataFrame]) -> pl.DataFrame:

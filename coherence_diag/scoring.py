@@ -30,10 +30,11 @@ import json
 import math
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 from coherence_diag import analysis
 from coherence_diag.errors import InputError, LabelsError, collected
@@ -158,9 +159,9 @@ def _build_trace(item: Any, where: str, rule_ids: set[str] | None, controls: set
             problems.append(f"{where}: {key!r} must be a non-empty string, got {item.get(key)!r}")
     expected = _string_list(item, "expected", where, "rule ids", problems, required=True)
     allowed = _string_list(item, "allowed", where, "rule ids", problems, required=False)
-    for rule in expected if rule_ids is not None else ():
-        if rule not in rule_ids:
-            problems.append(f"{where}: expected rule {rule!r} is not one of the file's rule_ids")
+    unknown = [rule for rule in expected if rule not in rule_ids] if rule_ids is not None else []
+    for rule in unknown:
+        problems.append(f"{where}: expected rule {rule!r} is not one of the file's rule_ids")
     both = sorted(set(expected) & set(allowed))
     if both:
         problems.append(f"{where}: {', '.join(both)} both expected and allowed; expected ids must be reported, allowed ones may be")
@@ -179,7 +180,7 @@ def _build_trace(item: Any, where: str, rule_ids: set[str] | None, controls: set
     seed = item.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         problems.append(f"{where}: 'seed' must be an integer or null, got {seed!r}")
-    if len(problems) > before:
+    if len(problems) > before or not isinstance(trace_id, str) or not isinstance(scenario, str):
         return None
     return LabelledTrace(
         id=trace_id.strip(),
@@ -210,7 +211,8 @@ def _string_list(data: dict, key: str, where: str, what: str, problems: list[str
 def _json_type(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- analysis of one trace (worker side)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
@@ -107,23 +108,24 @@ def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
         .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *signals)
         .collect()
     )
+    per_window = samples.lazy()
     if not _one_row_per_key(samples, window_ns):
         # A plain (device, window) group-by on a narrow projection: measured faster than one
         # packed integer key, which needs first() aggregations to recover device and window.
-        samples = samples.lazy().group_by("device", "window_start_ns").agg(pl.col(s).mean() for s in signals)
+        per_window = per_window.group_by("device", "window_start_ns").agg(pl.col(s).mean() for s in signals)
     # Otherwise (one sample per device and window, as DCGM-style telemetry at the window's
     # period gives) each mean is its single value: the group-by would only copy the rows
     # (0.25 s at 2.9M samples; the check costs 0.03 s).
     keys = ["device", "window_start_ns"]
     packed = _device_window_key(gpu, window_ns)
     if packed is None:
-        joined = busy.join(samples.lazy(), on=keys, how="full", coalesce=True)
+        joined = busy.join(per_window, on=keys, how="full", coalesce=True)
     else:
         # One Int64 key instead of two columns: a two-column join key is row-encoded first
         # (0.21 -> 0.12 s for 1.8M busy rows and 2.9M samples).
         joined = (
             busy.with_columns(packed)
-            .join(samples.lazy().with_columns(packed), on="_key", how="full", coalesce=True)
+            .join(per_window.with_columns(packed), on="_key", how="full", coalesce=True)
             .with_columns(pl.coalesce(k, f"{k}_right").alias(k) for k in keys)
         )
     return joined.select(
@@ -231,7 +233,7 @@ def _merged_spans_packed(spans: pl.DataFrame) -> pl.LazyFrame | None:
     lo, hi = spans.select(pl.col("start").min(), pl.col("end").max()).row(0)
     extent = hi - lo + 1
     rank = pl.col("device").to_physical().cast(pl.Int64)
-    if (int(spans["device"].to_physical().max()) + 1) * extent >= 1 << 62:
+    if (cast(int, spans["device"].to_physical().max()) + 1) * extent >= 1 << 62:
         rank = pl.col("device").to_physical().rank("dense").cast(pl.Int64)  # category codes can be sparse
         if (spans["device"].n_unique() + 1) * extent >= 1 << 62:
             return None

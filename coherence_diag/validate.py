@@ -11,8 +11,10 @@ against that budget.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 
 from coherence_diag import request_keys, schema
 from coherence_diag.errors import TraceError
@@ -248,7 +250,7 @@ def _mark_problems(frame: pl.DataFrame, layer: str, present: set[str]) -> pl.Dat
     flagged = frame.select(any_problem.alias("p")).to_series() | duplicate
     if not flagged.any():  # the common case: a clean layer costs one vectorised pass
         return frame.with_columns(pl.lit(None, pl.String).alias("_problem"))
-    chain = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
+    chain: Then | ChainedThen = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
     for cond, reason in checks[1:]:
         chain = chain.when(cond).then(pl.lit(reason))
     problem = chain.when(duplicate).then(pl.lit("duplicate_row:")).otherwise(pl.lit(None, pl.String))
@@ -333,7 +335,8 @@ def _distinct_time_entity(data: pl.DataFrame, layer: str) -> bool:
     ts, codes = data["ts"], data[entity].to_physical().cast(pl.Int64)
     if ts.null_count() or codes.null_count() or data.height < 2:
         return False
-    lo, hi, top = ts.min(), ts.max(), codes.max()
+    # Int64 columns without nulls (checked above): their extremes are ints.
+    lo, hi, top = cast(int, ts.min()), cast(int, ts.max()), cast(int, codes.max())
     if (hi - lo + 1) * (top + 1) >= 1 << 62:
         return False
     return ((ts - lo) * (top + 1) + codes).n_unique() == data.height
@@ -451,7 +454,7 @@ def _require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], prese
     problems = []
     pairs = {(layer, event) for layer, frame in layers.items() for event in frame["event"].unique().to_list()}
     for (layer, event), cols in schema.REQUIRED_VALUES.items():
-        if not any(l == layer and (event == "*" or e == event) for l, e in pairs):
+        if not any(lay == layer and (event == "*" or e == event) for lay, e in pairs):
             continue
         for c in cols:
             if c not in present:

@@ -185,7 +185,7 @@ def test_all_problems_reported_across_files(run_cli, tmp_path, trace_frame):
     d = tmp_path / "shards"
     d.mkdir()
     (d / "a.parquet").write_bytes(b"")
-    (d / "b.csv").write_bytes("ts,layer,event\n1,gpu,sample\n".encode() + "\xe9".encode("latin-1"))
+    (d / "b.csv").write_bytes(b"ts,layer,event\n1,gpu,sample\n" + "\xe9".encode("latin-1"))
     message = _expect_bad(run_cli, d, tmp_path, "2 problems", "a.parquet", "b.csv")
     assert "empty" in message and "UTF-8" in message
 

@@ -94,3 +94,13 @@ def test_window_option(run_cli, trace_file, window):
     result = run_cli("analyze", trace_file, "--format", "json", "--window", window)
     assert result.exit_code == 0
     assert json.loads(result.stdout)["window_s"] == float(window)
+
+
+def test_shared_option_defaults_are_the_library_defaults():
+    """The CLI declares --window and --max-bad-fraction once, without importing Polars for --help."""
+    from coherence_diag import cli
+    from coherence_diag.timeseries import DEFAULT_WINDOW_S
+    from coherence_diag.validate import DEFAULT_MAX_BAD_FRACTION
+
+    assert cli.DEFAULT_WINDOW_S == DEFAULT_WINDOW_S
+    assert cli.DEFAULT_MAX_BAD_FRACTION == DEFAULT_MAX_BAD_FRACTION

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import polars as pl
+import pytest
 
 from coherence_diag import analyze
 from coherence_diag.render.json_report import report_to_dict

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coherence_diag.indices import SETTLE_S
 from coherence_diag import analyze
+from coherence_diag.indices import SETTLE_S
 from coherence_diag.render.json_report import report_to_dict
 from coherence_diag.simulate import SCENARIOS
 from tests.rules.harness import analyzed

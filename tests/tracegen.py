@@ -5,12 +5,12 @@ know every number that went in and check the tool's output against an independen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_NS = int(T0.timestamp()) * 1_000_000_000
 MS = 1_000_000
 

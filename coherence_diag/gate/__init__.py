@@ -6,8 +6,9 @@
     result.passed, [c.message for c in result.failed]
 """
 
-from coherence_diag.gate.evaluate import CheckResult, FindingRef, GateResult, RegressionItem, evaluate
+from coherence_diag.gate.evaluate import evaluate
 from coherence_diag.gate.policy import FindingsCheck, MeasureCheck, Policy, RegressionCheck, load_policy, parse_policy
+from coherence_diag.model import CheckResult, FindingRef, GateResult, RegressionItem
 
 __all__ = [
     "CheckResult",

@@ -10,82 +10,25 @@ value outside a bound.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from dataclasses import replace
 
+from coherence_diag import units
 from coherence_diag.gate.policy import Check, FindingsCheck, MeasureCheck, Policy, RegressionCheck
 from coherence_diag.measures import MEASURES, Measure, regression
-from coherence_diag.model import SEVERITIES, Evaluability, Finding, Report
+from coherence_diag.model import (
+    SEVERITIES,
+    CheckResult,
+    Evaluability,
+    Finding,
+    FindingRef,
+    GateResult,
+    RegressionItem,
+    Report,
+    Status,
+)
 
-Status = Literal["pass", "fail", "skipped"]
 _RANK = {s: i for i, s in enumerate(("none", *SEVERITIES))}
-
-
-@dataclass(frozen=True)
-class FindingRef:
-    """A finding that made a findings check fail."""
-
-    rule: str
-    severity: str
-    kind: str
-    domain: str
-    score: float
-    summary: str
-
-
-@dataclass(frozen=True)
-class RegressionItem:
-    """One measure of a regression check: baseline, candidate and how much worse (positive = worse)."""
-
-    measure: str
-    unit: str
-    base: float | None
-    candidate: float | None
-    change: float | None  # relative; absolute for a fraction or index whose baseline is 0
-    absolute: bool  # True when `change` is an absolute difference (baseline 0)
-    over_limit: bool
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    id: str
-    kind: str  # "measure" | "findings" | "regression"
-    status: Status
-    measured: str  # the measured value(s), as text
-    threshold: str  # the threshold, as text
-    message: str  # why it passed, failed or was skipped
-    description: str = ""
-    measure: str | None = None  # measure checks: the measure, its value and bounds
-    unit: str | None = None
-    value: float | None = None
-    min: float | None = None
-    max: float | None = None
-    findings: tuple[FindingRef, ...] = ()  # findings checks: the offending findings
-    regressions: tuple[RegressionItem, ...] = ()  # regression checks: every measure compared
-    not_evaluable: tuple[str, ...] = ()  # what could not be evaluated, and why
-    evaluated: bool = True  # False: the status comes from if_missing / if_no_baseline, not from a comparison
-    missing_columns: tuple[str, ...] = ()  # trace columns that would make what was not evaluable evaluable
-
-
-@dataclass(frozen=True)
-class GateResult:
-    policy: str  # policy name
-    policy_source: str
-    trace: str
-    baseline: str | None
-    checks: tuple[CheckResult, ...]
-
-    @property
-    def passed(self) -> bool:
-        return not any(c.status == "fail" for c in self.checks)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "skipped")}
-
-    @property
-    def failed(self) -> tuple[CheckResult, ...]:
-        return tuple(c for c in self.checks if c.status == "fail")
 
 
 def evaluate(policy: Policy, report: Report, baseline: Report | None = None) -> GateResult:
@@ -106,27 +49,12 @@ def _evaluate_check(check: Check, report: Report, baseline: Report | None) -> Ch
     return _regression(check, report, baseline)
 
 
-def format_value(value: float | None, unit: str) -> str:
-    """A measure's value as text with its unit: '812.3 ms', '0.0213', '15.12 rps', 'n/a'."""
-    if value is None:
-        return "n/a"
-    if unit == "ms":
-        return f"{value:.1f} ms"
-    if unit == "rps":
-        return f"{value:.2f} rps"
-    return f"{value:.4g}"
-
-
-def _bound(value: float, unit: str) -> str:
-    return f"{value:g} {unit}" if unit in ("ms", "rps") else f"{value:g}"
-
-
 def _measure(check: MeasureCheck, report: Report) -> CheckResult:
     m = MEASURES[check.measure]
     raw = m.value(report)
     value = raw if raw is not None and math.isfinite(raw) else None  # NaN compares false: never let it pass
-    parts = ([f">= {_bound(check.min, m.unit)}"] if check.min is not None else []) + (
-        [f"<= {_bound(check.max, m.unit)}"] if check.max is not None else []
+    parts = ([f">= {units.bound(check.min, m.unit)}"] if check.min is not None else []) + (
+        [f"<= {units.bound(check.max, m.unit)}"] if check.max is not None else []
     )
     threshold = " and ".join(parts)
     base = CheckResult(
@@ -139,11 +67,11 @@ def _measure(check: MeasureCheck, report: Report) -> CheckResult:
             base, status=_if_missing(check.if_missing), message=not_evaluable_message((why,)),
             not_evaluable=(f"{m.name}: {why}",), evaluated=False, missing_columns=missing,
         )
-    shown = format_value(value, m.unit)
+    shown = units.exact(value, m.unit)
     if check.min is not None and value < check.min:
-        return replace(base, measured=shown, message=f"{m.name} = {shown} is below the minimum {_bound(check.min, m.unit)}")
+        return replace(base, measured=shown, message=f"{m.name} = {shown} is below the minimum {units.bound(check.min, m.unit)}")
     if check.max is not None and value > check.max:
-        return replace(base, measured=shown, message=f"{m.name} = {shown} is above the maximum {_bound(check.max, m.unit)}")
+        return replace(base, measured=shown, message=f"{m.name} = {shown} is above the maximum {units.bound(check.max, m.unit)}")
     return replace(base, status="pass", measured=shown, message=f"{m.name} = {shown}, within {threshold}")
 
 
@@ -224,17 +152,13 @@ def _scope(check: FindingsCheck) -> str:
 
 def change_text(item: RegressionItem) -> str:
     """How much worse, as text: '+12.3%', or '+0.05 absolute (baseline 0)'."""
-    if item.change is None:
-        return "n/a"
-    if item.absolute:
-        return f"{item.change:+.4g} absolute (baseline 0)"
-    return f"{item.change:+.1%}"
+    return units.regression_change(item.change, item.absolute)
 
 
 def _regression(check: RegressionCheck, report: Report, baseline: Report | None) -> CheckResult:
     base = CheckResult(
         id=check.id, kind="regression", status="fail", measured="n/a",
-        threshold=f"<= {_pct(check.max_relative)} worse than baseline", message="", description=check.description,
+        threshold=f"<= {units.limit_percent(check.max_relative)} worse than baseline", message="", description=check.description,
     )
     if baseline is None:
         return replace(
@@ -252,7 +176,8 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
     over = [i for i in items if i.over_limit]
     if over:
         listed = "; ".join(
-            f"{i.measure} {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)}, limit {_pct(check.max_relative)})"
+            f"{i.measure} {units.exact(i.base, i.unit)} -> {units.exact(i.candidate, i.unit)} "
+            f"({change_text(i)}, limit {units.limit_percent(check.max_relative)})"
             for i in over
         )
         return replace(base, message=f"worse than baseline: {listed}")
@@ -260,7 +185,7 @@ def _regression(check: RegressionCheck, report: Report, baseline: Report | None)
         return replace(base, message=not_evaluable_message(unevaluable), evaluated=False)
     if unevaluable and len(unevaluable) == len(items):
         return replace(base, status="skipped", message=not_evaluable_message(unevaluable), evaluated=False)
-    return replace(base, status="pass", message=f"no measure worse than baseline by more than {_pct(check.max_relative)}")
+    return replace(base, status="pass", message=f"no measure worse than baseline by more than {units.limit_percent(check.max_relative)}")
 
 
 def _compare(m: Measure, baseline: Report, report: Report, limit: float) -> RegressionItem:
@@ -286,7 +211,3 @@ def _regression_gap(item: RegressionItem, report: Report, baseline: Report) -> t
     if item.base == 0:
         return (), f"{item.measure}: baseline is 0, a relative change is undefined"
     return (), f"{item.measure}: the change is not a finite number"
-
-
-def _pct(fraction: float) -> str:
-    return f"{fraction * 100:g}%"

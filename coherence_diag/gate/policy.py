@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
@@ -87,7 +87,7 @@ class RegressionCheck:
     if_no_baseline: IfMissing = "skip"
 
 
-Check = Union[MeasureCheck, FindingsCheck, RegressionCheck]
+Check = MeasureCheck | FindingsCheck | RegressionCheck
 
 
 @dataclass(frozen=True)

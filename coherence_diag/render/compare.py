@@ -8,8 +8,6 @@ distribution-shift tests, findings new / resolved / persisting, and findings abo
 from __future__ import annotations
 
 import dataclasses
-import json
-from importlib import resources
 from typing import Any
 
 from rich.console import Console
@@ -17,61 +15,19 @@ from rich.markup import escape as rich_escape
 from rich.panel import Panel
 from rich.table import Table
 
-from coherence_diag.compare import Comparison, MeasureChange, Shift
+from coherence_diag import units
+from coherence_diag.model import Comparison, MeasureChange, Shift
 from coherence_diag.render import json_report
 from coherence_diag.render.markdown import escape as md_escape
 from coherence_diag.render.markdown import table as md_table
+from coherence_diag.render.style import SEVERITY_STYLE
 
 _CHANGE_STYLE = {"better": "green", "worse": "red", "unchanged": "dim", "changed": "yellow", "within noise": "dim", "n/a": "dim"}
-_SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
 
 
-# ---------------------------------------------------------------- numbers as text (no markup)
-
-
-def value_text(value: float | None, unit: str) -> str:
-    if value is None:
-        return "n/a"
-    if unit == "ms":
-        return f"{value:,.0f} ms" if abs(value) >= 100 else f"{value:,.1f} ms"
-    if unit == "frac":
-        return f"{value:.1%}"
-    if unit == "rps":
-        return f"{value:,.2f} rps"
-    return f"{value:.3f}"
-
-
-def delta_text(m: MeasureChange) -> str:
-    if m.delta is None:
-        return "n/a"
-    if m.unit == "frac":
-        return f"{m.delta * 100:+.1f} pp"
-    if m.unit == "ms":
-        return f"{m.delta:+,.0f} ms" if abs(m.delta) >= 100 else f"{m.delta:+,.1f} ms"
-    if m.unit == "rps":
-        return f"{m.delta:+,.2f} rps"
-    return f"{m.delta:+.3f}"
-
-
-def relative_text(m: MeasureChange) -> str:
-    return "n/a" if m.relative_change is None else f"{m.relative_change:+.1%}"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _ad_p(p: float | None) -> str:
-    """scipy clips the Anderson-Darling p-value to [0.001, 0.25]: say so at the clips."""
-    if p is None:
-        return "n/a"
-    return "<=0.001" if p <= 0.001 else (">=0.25" if p >= 0.25 else f"{p:.3f}")
-
-
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, fmt)
+def _measure_cells(m: MeasureChange) -> list[str]:
+    """Base, candidate, delta and relative change of a measure, in its unit."""
+    return [units.display(m.base, m.unit), units.display(m.candidate, m.unit), units.delta(m.delta, m.unit), units.relative(m.relative_change)]
 
 
 def shift_verdict(s: Shift) -> str:
@@ -108,36 +64,24 @@ def _matching_note(c: Comparison) -> str:
         return "unmatched (no token counts on both sides): a different request mix can look like a slower side"
     return (
         f"workload-matched on {', '.join(s.token_columns)} bands ({s.cells} cells; "
-        f"request-mix distance before matching {_num(s.mix_distance, '.3f')})"
+        f"request-mix distance before matching {units.number(s.mix_distance, '.3f')})"
     )
-
-
-def _ms(x: float | None) -> str:
-    return value_text(x, "ms")
-
-
-def _pp(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:+.1f} pp"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
 
 
 # One row per statistic, one column per signal: three signals fit any terminal width.
 _SHIFT_ROWS: tuple[tuple[str, object], ...] = (
-    ("matched requests per side", lambda s: _num(s.n_matched, ",.0f")),
-    ("KS distance (p)", lambda s: f"{_num(s.ks_stat)} ({_p(s.ks_p)})"),
-    ("Anderson-Darling (p)", lambda s: f"{_num(s.ad_stat, '.1f')} ({_ad_p(s.ad_p)})"),
-    ("Mann-Whitney p", lambda s: _p(s.mw_p)),
-    ("P(candidate slower)", lambda s: _num(s.mw_effect)),
-    ("Wasserstein distance", lambda s: _ms(s.wasserstein_ms)),
-    ("p50 base -> candidate", lambda s: f"{_ms(s.p50_base)} -> {_ms(s.p50_candidate)}"),
-    ("p99 base -> candidate", lambda s: f"{_ms(s.p99_base)} -> {_ms(s.p99_candidate)}"),
-    ("p99 ratio (unmatched)", lambda s: f"{_num(s.p99_ratio, '.2f')} ({_num(s.raw_p99_ratio, '.2f')})"),
-    ("tail ratio p99/p50 base -> candidate", lambda s: f"{_num(s.tail_ratio_base, '.1f')} -> {_num(s.tail_ratio_candidate, '.1f')}"),
-    ("SLO violations base -> candidate", lambda s: f"{_pct(s.slo_violation_base)} -> {_pct(s.slo_violation_candidate)}"),
-    ("SLO-violation elasticity", lambda s: _num(s.slo_elasticity, ".2f")),
+    ("matched requests per side", lambda s: units.number(s.n_matched, ",.0f")),
+    ("KS distance (p)", lambda s: f"{units.number(s.ks_stat)} ({units.p_value(s.ks_p)})"),
+    ("Anderson-Darling (p)", lambda s: f"{units.number(s.ad_stat, '.1f')} ({units.clipped_p_value(s.ad_p)})"),
+    ("Mann-Whitney p", lambda s: units.p_value(s.mw_p)),
+    ("P(candidate slower)", lambda s: units.number(s.mw_effect)),
+    ("Wasserstein distance", lambda s: units.display(s.wasserstein_ms, "ms")),
+    ("p50 base -> candidate", lambda s: f"{units.display(s.p50_base, 'ms')} -> {units.display(s.p50_candidate, 'ms')}"),
+    ("p99 base -> candidate", lambda s: f"{units.display(s.p99_base, 'ms')} -> {units.display(s.p99_candidate, 'ms')}"),
+    ("p99 ratio (unmatched)", lambda s: f"{units.number(s.p99_ratio, '.2f')} ({units.number(s.raw_p99_ratio, '.2f')})"),
+    ("tail ratio p99/p50 base -> candidate", lambda s: f"{units.number(s.tail_ratio_base, '.1f')} -> {units.number(s.tail_ratio_candidate, '.1f')}"),
+    ("SLO violations base -> candidate", lambda s: f"{units.percent(s.slo_violation_base)} -> {units.percent(s.slo_violation_candidate)}"),
+    ("SLO-violation elasticity", lambda s: units.number(s.slo_elasticity, ".2f")),
     ("verdict", shift_verdict),
 )
 
@@ -173,9 +117,7 @@ def render_terminal(c: Comparison, console: Console) -> None:
             table.add_section()
         group = current
         style = _CHANGE_STYLE[m.change]
-        table.add_row(
-            m.label, value_text(m.base, m.unit), value_text(m.candidate, m.unit), delta_text(m), relative_text(m), f"[{style}]{m.change}[/{style}]"
-        )
+        table.add_row(m.label, *_measure_cells(m), f"[{style}]{m.change}[/{style}]")
     console.print(table)
 
     if c.components:
@@ -207,12 +149,13 @@ def render_terminal(c: Comparison, console: Console) -> None:
     else:
         console.print("[green]no findings on either side[/green]")
 
-    for f in c.pair_findings:
-        style = _SEVERITY_STYLE[f.severity]
-        evidence = "\n".join(f"  {rich_escape(str(k))}: {rich_escape(_evidence_text(v))}" for k, v in f.evidence.items())
+    for pair in c.pair_findings:
+        style = SEVERITY_STYLE[pair.severity]
+        evidence = "\n".join(f"  {rich_escape(e.name)}: {rich_escape(units.evidence(e.value, e.unit))}" for e in pair.evidence.entries)
         console.print(
             Panel(
-                f"[{style}]{f.severity}[/{style}] {f.rule} ({f.domain}) score {f.score:.2f}\n{rich_escape(f.summary)}\n[dim]evidence[/dim]\n{evidence}",
+                f"[{style}]{pair.severity}[/{style}] {pair.rule} ({pair.domain}) score {pair.score:.2f}\n"
+                f"{rich_escape(pair.summary)}\n[dim]evidence[/dim]\n{evidence}",
                 title="across the two sides",
                 expand=False,
             )
@@ -229,7 +172,7 @@ def _component_rows(c: Comparison) -> list[list[str]]:
         if comp.delta is not None and abs(comp.delta) >= 0.05:
             worse = (comp.delta < 0) if comp.better == "higher" else (comp.delta > 0)
             moved += " worse" if worse else " better"
-        rows.append([where, comp.name, _num(comp.base), _num(comp.candidate), moved])
+        rows.append([where, comp.name, units.number(comp.base), units.number(comp.candidate), moved])
     return rows
 
 
@@ -244,14 +187,6 @@ def _components_table(c: Comparison) -> Table:
     return table
 
 
-def _evidence_text(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
 # ---------------------------------------------------------------- markdown
 
 
@@ -264,7 +199,7 @@ def render_markdown(c: Comparison) -> str:
         "### Before / after\n",
         md_table(
             ["Metric", "Base", "Candidate", "Delta", "Change", ""],
-            ([m.label, value_text(m.base, m.unit), value_text(m.candidate, m.unit), delta_text(m), relative_text(m), m.change] for m in c.measures),
+            ([m.label, *_measure_cells(m), m.change] for m in c.measures),
             "lrrrrl",
         ),
         "### Synchronization map and pools\n",
@@ -296,6 +231,7 @@ def render_markdown(c: Comparison) -> str:
 
 def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     raw = dataclasses.asdict(c)
+    raw["pair_findings"] = [json_report.finding_to_dict(f) for f in c.pair_findings]
     return {
         "schema_version": raw.pop("schema_version"),
         "kind": "comparison",
@@ -311,5 +247,4 @@ def render_json(c: Comparison) -> str:
 
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package for `compare --format json`."""
-    text = resources.files("coherence_diag.schemas").joinpath("comparison-v1.schema.json").read_text("utf-8")
-    return json.loads(text)
+    return json_report.load_schema("comparison-v1.schema.json")

@@ -13,9 +13,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from coherence_diag.rules.explain import Clause, ClauseGroup, RuleExplanation
+from coherence_diag import units
 from coherence_diag.render.json_report import dumps
-from coherence_diag.render.terminal import _SEVERITY_STYLE
+from coherence_diag.render.style import SEVERITY_STYLE
+from coherence_diag.rules.explain import Clause, ClauseGroup, RuleExplanation
 
 _HELD = {True: "[green]held[/green]", False: "[red]not held[/red]", None: "[yellow]undecided[/yellow]"}
 _VERDICT_STYLE = {"condition-not-held": "green", "below-thresholds": "green", "not-evaluable": "yellow"}
@@ -71,11 +72,7 @@ def render_json(e: RuleExplanation, trace: str) -> str:
 
 
 def _value(value: float | None) -> str:
-    if value is None:
-        return "[yellow]undefined[/yellow]"
-    if abs(value) >= 10_000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
+    return "[yellow]undefined[/yellow]" if value is None else units.magnitude(value)
 
 
 def _readings(features: dict[str, float | None]) -> str:
@@ -83,7 +80,7 @@ def _readings(features: dict[str, float | None]) -> str:
 
 
 def render_terminal(e: RuleExplanation, console: Console, trace: str) -> None:
-    style = _SEVERITY_STYLE.get(e.severity or "", _VERDICT_STYLE.get(e.verdict, ""))
+    style = SEVERITY_STYLE.get(e.severity or "", _VERDICT_STYLE.get(e.verdict, ""))
     head = [
         f"[bold]{escape(e.rule)}[/bold]: {escape(e.title)}",
         f"trace {escape(trace)}",

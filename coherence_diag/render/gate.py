@@ -7,26 +7,20 @@ rule summaries that name pools or environments) is escaped for each format.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import xml.etree.ElementTree as ET
-from importlib import resources
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from coherence_diag import __version__
-from coherence_diag.gate import CheckResult, GateResult
-from coherence_diag.gate.evaluate import change_text, format_value
-from coherence_diag.render.json_report import dumps
+from coherence_diag import __version__, units
+from coherence_diag.model import GATE_SCHEMA_VERSION, CheckResult, GateResult, RegressionItem
+from coherence_diag.render.json_report import dumps, load_schema
 from coherence_diag.render.markdown import escape, table
+from coherence_diag.render.style import SEVERITY_STYLE, STATUS_MARK, STATUS_STYLE
 
-GATE_SCHEMA_VERSION = "1"
-_SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
-_STATUS_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
-_STATUS_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skipped": "⏭️ skipped"}
 # XML 1.0 cannot hold most control characters, even escaped; a trace string may contain them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -59,8 +53,7 @@ def render_json(result: GateResult) -> str:
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("coherence_diag.schemas").joinpath("gate-v1.schema.json").read_text("utf-8")
-    return json.loads(text)
+    return load_schema("gate-v1.schema.json")
 
 
 # --- Markdown ---------------------------------------------------------------------------------
@@ -79,7 +72,7 @@ def render_markdown(result: GateResult) -> str:
         "",
         table(
             ["status", "check", "measured", "threshold", "message"],
-            [(_STATUS_MARK[k.status], k.id, k.measured, k.threshold, k.message) for k in result.checks],
+            [(STATUS_MARK[k.status], k.id, k.measured, k.threshold, k.message) for k in result.checks],
         ),
     ]
     findings = [(k.id, f) for k in result.checks for f in k.findings]
@@ -100,7 +93,7 @@ def render_markdown(result: GateResult) -> str:
             "",
             table(
                 ["check", "measure", "baseline", "candidate", "change"],
-                [(check, i.measure, format_value(i.base, i.unit), format_value(i.candidate, i.unit), change_text(i)) for check, i in over],
+                [(check, i.measure, *_regression_cells(i)) for check, i in over],
                 align=["l", "l", "r", "r", "r"],
             ),
         ]
@@ -142,12 +135,17 @@ def _details(check: CheckResult) -> str:
     lines = [check.message, _measured_and_threshold(check, "\n")]
     lines += [f"finding {f.rule} ({f.severity}, {f.domain}, score {f.score:.2f}): {f.summary}" for f in check.findings]
     lines += [
-        f"{i.measure}: {format_value(i.base, i.unit)} -> {format_value(i.candidate, i.unit)} ({change_text(i)})"
+        "{}: {} -> {} ({})".format(i.measure, *_regression_cells(i))
         for i in check.regressions
         if i.over_limit
     ]
     lines += [f"not evaluable: {n}" for n in check.not_evaluable]
     return "\n".join(lines)
+
+
+def _regression_cells(item: RegressionItem) -> tuple[str, str, str]:
+    """Baseline, candidate and change of one measure of a regression check."""
+    return units.exact(item.base, item.unit), units.exact(item.candidate, item.unit), units.regression_change(item.change, item.absolute)
 
 
 def _xml(text: str) -> str:
@@ -169,7 +167,7 @@ def render_terminal(result: GateResult, console: Console) -> None:
     t.add_column("message")
     for check in result.checks:
         t.add_row(
-            Text(check.status, style=_STATUS_STYLE[check.status]),
+            Text(check.status, style=STATUS_STYLE[check.status]),
             Text(check.id),
             Text(check.measured),
             Text(check.threshold),
@@ -178,7 +176,7 @@ def render_terminal(result: GateResult, console: Console) -> None:
     console.print(t)
     for check in result.checks:
         for f in check.findings:  # the summaries, which the table only names
-            console.print(Text.assemble((f"{f.rule} ({f.severity}, {f.domain})", _SEVERITY_STYLE[f.severity]), f": {f.summary}"))
+            console.print(Text.assemble((f"{f.rule} ({f.severity}, {f.domain})", SEVERITY_STYLE[f.severity]), f": {f.summary}"))
     console.print(Text(verdict(result), style="bold green" if result.passed else "bold red"))
 
 

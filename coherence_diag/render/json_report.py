@@ -8,7 +8,7 @@ import math
 from importlib import resources
 from typing import Any
 
-from coherence_diag.model import FeatureReading, Report
+from coherence_diag.model import FeatureReading, Finding, Report
 
 # Floats are rounded so that the last bits of a parallel floating-point sum cannot make two
 # runs on the same trace differ: the same trace gives byte-identical JSON.
@@ -25,7 +25,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "metrics": raw["metrics"],
         "indices": raw["indices"],
         "index_breakdown": raw["index_breakdown"],
-        "findings": raw["findings"],
+        "findings": [finding_to_dict(f) for f in report.findings],
         "evaluability": raw["evaluability"],
     }
     if raw["unexplained_indices"]:  # an addition to the contract, present only when it says something
@@ -33,6 +33,17 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     if report.features is not None:  # `analyze --features`
         out["features"] = {name: reading_to_dict(r) for name, r in report.features.items()}
     return _clean(out)
+
+
+def finding_to_dict(finding: Finding) -> dict[str, Any]:
+    """A finding as report-contract.md states it: `evidence` the object {name: value}; then, an
+    addition to the contract, `evidence_units` {name: unit} for the evidence that is a feature's
+    value (features.UNITS; details such as pools, devices and windows have none)."""
+    out: dict[str, Any] = {f.name: getattr(finding, f.name) for f in dataclasses.fields(finding)}
+    out["evidence"] = dict(finding.evidence)
+    out["absent_evidence"] = [dataclasses.asdict(a) for a in finding.absent_evidence]
+    out["evidence_units"] = finding.evidence.units()
+    return out
 
 
 def reading_to_dict(reading: FeatureReading) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 # Characters with a meaning inside GitHub-flavoured Markdown text (tables, emphasis, links, code);
 # `-` and `.` only matter at the start of a line, which trace text never is here.

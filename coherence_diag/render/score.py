@@ -8,23 +8,23 @@ the index-direction checks. Nothing is computed here beyond ordering and number 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from coherence_diag import __version__
+from coherence_diag import __version__, units
 from coherence_diag.render.json_report import dumps, load_schema
 from coherence_diag.render.markdown import escape, table
+from coherence_diag.render.style import STATUS_MARK, STATUS_STYLE
 from coherence_diag.scoring import MIN_SEVERITY, AccuracyGate, DirectionCheck, ReportedRule, RuleScore, ScoreResult, TraceScore
 
 SCORE_SCHEMA_VERSION = "1"
 _INDICES = ("CI", "DI", "WPI", "HCL")
 _STATUS_WORD = {"ok": "OK", "miss": "MISS", "false-positive": "FP", "error": "ERROR"}
 _STATUS_STYLE = {"ok": "green", "miss": "bold red", "false-positive": "yellow", "error": "bold magenta"}
-_CHECK_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
-_CHECK_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skipped": "⏭️ skipped"}
 
 
 # ---------------------------------------------------------------- shared text
@@ -58,10 +58,6 @@ def _seed(seed: int | None) -> str:
     return "-" if seed is None else str(seed)
 
 
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
-
 def _reported_text(reported: tuple[ReportedRule, ...]) -> str:
     return ", ".join(f"{r.id} ({r.severity} {r.score:.2f})" for r in reported) or "-"
 
@@ -71,7 +67,7 @@ def _rule_rows(result: ScoreResult) -> list[list[str]]:
 
 
 def _index_cells(t: TraceScore, fmt: str = ".3f") -> list[str]:
-    return [_num(getattr(t.indices, name), fmt) for name in _INDICES]
+    return [units.number(getattr(t.indices, name), fmt) for name in _INDICES]
 
 
 def _check_rows(checks: Iterable[DirectionCheck]) -> list[list[str]]:
@@ -183,7 +179,7 @@ def render_markdown(result: ScoreResult, gate: AccuracyGate | None = None) -> st
         "",
         f"{d['pass']} pass, {d['fail']} fail, {d['skipped']} skipped (a null index fails; a scenario absent from a seed skips).",
         "",
-        table(_CHECK_HEADERS, ([seed, _CHECK_MARK[status], message] for seed, status, message in _check_rows(result.direction_checks)), "rll"),
+        table(_CHECK_HEADERS, ([seed, STATUS_MARK[status], message] for seed, status, message in _check_rows(result.direction_checks)), "rll"),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -254,7 +250,7 @@ def render_terminal(result: ScoreResult, console: Console, gate: AccuracyGate | 
     for header in _CHECK_HEADERS:
         checks.add_column(header, justify="right" if header == "seed" else "left", no_wrap=header != "check")
     for seed, status, message in _check_rows(result.direction_checks):
-        checks.add_row(Text(seed), Text(status, style=_CHECK_STYLE[status]), Text(message, style="dim" if status == "pass" else ""))
+        checks.add_row(Text(seed), Text(status, style=STATUS_STYLE[status]), Text(message, style="dim" if status == "pass" else ""))
     console.print(checks)
 
     if result.unknown_rule_ids:

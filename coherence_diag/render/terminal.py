@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from coherence_diag import units
 from coherence_diag.model import Evaluability, FeatureReading, Quantiles, Report
-
-_SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
+from coherence_diag.render.style import SEVERITY_STYLE
 
 
 def render(report: Report, console: Console) -> None:
@@ -31,14 +31,15 @@ def render(report: Report, console: Console) -> None:
         console.print(_features_table(report.features))
 
 
-def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
-    if value is None:
-        return "[dim]n/a[/dim]"
-    return f"{value:,.{digits}f}{unit}"
+_NA = f"[dim]{units.NA}[/dim]"
+
+
+def _fmt(value: float | None, spec: str = ",.1f") -> str:
+    return _NA if value is None else units.number(value, spec)
 
 
 def _pct(value: float | None) -> str:
-    return "[dim]n/a[/dim]" if value is None else f"{value:.1%}"
+    return _NA if value is None else units.percent(value)
 
 
 def _trace_panel(report: Report) -> Panel:
@@ -88,8 +89,8 @@ def _metrics_table(report: Report) -> Table:
         ("SLO attainment", _pct(m.slo_attainment)),
         ("timeout rate", _pct(m.timeout_rate)),
         ("drop rate", _pct(m.drop_rate)),
-        ("goodput (req/s)", _fmt(m.goodput_rps, digits=2)),
-        ("throughput (req/s)", _fmt(m.throughput_rps, digits=2)),
+        ("goodput (req/s)", _fmt(m.goodput_rps, ",.2f")),
+        ("throughput (req/s)", _fmt(m.throughput_rps, ",.2f")),
     ]:
         table.add_row(label, value, "", "")
     return table
@@ -106,7 +107,7 @@ def _indices_table(report: Report) -> Table:
         ("HCL", "higher is worse", "busy time that produced nothing useful"),
     ]
     for name, direction, meaning in rows:
-        table.add_row(name, _fmt(getattr(report.indices, name), digits=3), direction, meaning)
+        table.add_row(name, _fmt(getattr(report.indices, name), ",.3f"), direction, meaning)
     return table
 
 
@@ -133,7 +134,7 @@ def _health(report: Report) -> Table | None:
 
 def _score(value: float | None) -> str:
     if value is None:
-        return "[dim]n/a[/dim]"
+        return _NA
     style = "green" if value >= 0.8 else "yellow" if value >= 0.5 else "red"
     return f"[{style}]{value:.2f}[/{style}]"
 
@@ -143,7 +144,7 @@ def _findings(report: Report) -> Panel:
         return Panel("[green]no findings[/green]", title="findings", expand=False)
     table = Table.grid(padding=(0, 1))
     for f in report.findings:
-        style = _SEVERITY_STYLE[f.severity]
+        style = SEVERITY_STYLE[f.severity]
         domains = f.domain + (f" (+{', '.join(f.supporting_domains)})" if f.supporting_domains else "")
         table.add_row(
             f"[{style}]{f.severity.upper()}[/{style}]",
@@ -154,25 +155,20 @@ def _findings(report: Report) -> Panel:
             absent = ", ".join(a.signal for a in f.absent_evidence)
             notes = [f"confidence {f.confidence:.2f}"] + ([f"absent: {absent}"] if absent else []) + list(f.estimated_inputs)
             table.add_row("", f"[dim]{escape('; '.join(notes))}[/dim]")
-        scalars = {k: v for k, v in f.evidence.items() if not _is_records(v)}
-        evidence = ", ".join(f"{escape(str(k))}={escape(_evidence_value(v))}" for k, v in scalars.items())
+        scalars = [e for e in f.evidence.entries if e.records is None]
+        evidence = ", ".join(f"{escape(e.name)}={escape(units.evidence(e.value, e.unit))}" for e in scalars)
         if evidence:
             table.add_row("", f"[dim]evidence: {evidence}[/dim]")
-        for name, records in f.evidence.items():
-            if _is_records(records):
-                table.add_row("", _records_table(str(name), records))  # type: ignore[arg-type]
+        for e in f.evidence.entries:
+            if (records := e.records) is not None:
+                table.add_row("", _records_table(e.name, records))
     return Panel(table, title="findings (most severe first)", expand=False)
 
 
 _MAX_RECORDS = 5
 
 
-def _is_records(value: object) -> bool:
-    """A list of dicts (episodes, windows, devices): shown as a small table, not inline."""
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _records_table(name: str, records: list[dict]) -> Table:
+def _records_table(name: str, records: tuple[Mapping[str, object], ...]) -> Table:
     columns = list(dict.fromkeys(k for r in records for k in r))
     shown = records[:_MAX_RECORDS]
     more = len(records) - len(shown)
@@ -181,21 +177,8 @@ def _records_table(name: str, records: list[dict]) -> Table:
     for c in columns:
         table.add_column(escape(str(c)), style="dim", overflow="fold")
     for r in shown:
-        table.add_row(*(escape(_evidence_value(r.get(c, ""))) for c in columns))
+        table.add_row(*(escape(units.evidence(r.get(c, ""))) for c in columns))
     return table
-
-
-_ISO = re.compile(r"^\d{4}-(\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?Z$")
-
-
-def _evidence_value(value: object) -> str:
-    if isinstance(value, str) and (m := _ISO.match(value)):
-        return f"{m.group(1)} {m.group(2)}"  # month-day and time: the year is in the trace panel
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_evidence_value(v) for v in value[:6]) + (", ..." if len(value) > 6 else "") + "]"
-    return str(value)
 
 
 def _blind_spots(evaluability: dict[str, Evaluability]) -> Panel | None:
@@ -219,7 +202,7 @@ def _features_table(readings: dict[str, FeatureReading]) -> Table:
     table.add_column("unit", no_wrap=True)
     table.add_column("why undefined", overflow="fold", min_width=24)
     for name, r in readings.items():
-        value = "[dim]n/a[/dim]" if r.value is None else escape(_evidence_value(r.value))
+        value = _NA if r.value is None else escape(units.evidence(r.value))  # the unit has its own column
         why = f"needs {', '.join(r.missing)}" if r.missing else (r.reason or "")
         table.add_row(escape(name), value, escape(r.unit), f"[dim]{escape(why)}[/dim]" if why else "")
     return table

@@ -9,11 +9,11 @@ the finding is still made and lists them as absent evidence, with a confidence b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 from coherence_diag.features import FEATURES, FeatureValues
-from coherence_diag.model import SEVERITIES, AbsentEvidence, Evaluability, Finding
+from coherence_diag.model import SEVERITIES, AbsentEvidence, Evaluability, Evidence, EvidenceItem, Finding
 from coherence_diag.rules.expr import Value, decide, truth
 from coherence_diag.rules.loader import Corroboration, Rule, render_template
 
@@ -51,7 +51,7 @@ def defer_to_causes(findings: list[Finding], defers: Mapping[str, tuple[str, ...
     for f in findings:
         causes = sorted(c for c in defers.get(f.rule, ()) if c in strong)
         if causes and _RANK[f.severity] > _RANK["low"]:
-            f = replace(f, severity="low", evidence={**f.evidence, "explained_by": causes})
+            f = replace(f, severity="low", evidence=f.evidence.with_detail("explained_by", causes))
         out.append(f)
     return out
 
@@ -85,6 +85,17 @@ def estimated_inputs(names: Iterable[str], derived: Mapping[str, str]) -> tuple[
     return tuple(sorted({
         f"{col}: {how}" for n in names if n in FEATURES for col in FEATURES[n].requires if (how := derived.get(col))
     }))
+
+
+def finding_evidence(rule: Rule, features: FeatureValues) -> Evidence:
+    """The evidence a rule lists: each feature's value with its declared unit, followed by the
+    details its feature group hangs on it (pools, devices, windows)."""
+    items: list[EvidenceItem] = []
+    for name in rule.evidence:
+        unit = FEATURES[name].unit if name in FEATURES else None
+        items.append(EvidenceItem(name, features.values.get(name), unit, "value"))
+        items.extend(EvidenceItem(key, value) for key, value in features.details.get(name, {}).items())
+    return Evidence(items)
 
 
 def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derived: dict[str, str]) -> RuleOutcome:
@@ -131,10 +142,6 @@ def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derive
     severity = severity_for(rule, score)
     if severity is None:
         return RuleOutcome(Evaluability(True), condition_held=True, signature_score=base)
-    evidence: dict[str, object] = {}
-    for name in rule.evidence:
-        evidence[name] = values.get(name)
-        evidence.update(features.details.get(name, {}))
     finding = Finding(
         rule=rule.id,
         kind=rule.kind,  # type: ignore[arg-type]
@@ -144,7 +151,7 @@ def evaluate_rule(rule: Rule, features: FeatureValues, columns: set[str], derive
         severity=severity,  # type: ignore[arg-type]
         score=score,
         summary=render_template(rule.summary, dict(values)),
-        evidence=evidence,
+        evidence=finding_evidence(rule, features),
         confidence=measured_weight / total_weight if total_weight else 1.0,
         corroborated_by=tuple(held),
         absent_evidence=tuple(missing_evidence[n] for n in sorted(missing_evidence)),

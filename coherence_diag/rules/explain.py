@@ -10,8 +10,9 @@ here prints.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping, Union
+from typing import Literal
 
 from coherence_diag.features import FeatureValues
 from coherence_diag.model import SEVERITIES, AbsentEvidence, Evaluability
@@ -51,7 +52,7 @@ class ClauseGroup:
 
     op: Literal["and", "or"]
     held: bool | None
-    parts: tuple[Union["ClauseGroup", Clause], ...]
+    parts: tuple[ClauseGroup | Clause, ...]
 
 
 @dataclass(frozen=True)

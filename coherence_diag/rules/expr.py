@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Union
 
-Value = Union[float, bool, None]
+Value = float | bool | None
 
 
 class ExprError(ValueError):
@@ -110,23 +110,23 @@ class Name:
 @dataclass(frozen=True)
 class Call:
     func: str
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Unary:
     op: str
-    operand: "Node"
+    operand: Node
 
 
 @dataclass(frozen=True)
 class Binary:
     op: str
-    left: "Node"
-    right: "Node"
+    left: Node
+    right: Node
 
 
-Node = Union[Num, Bool, Name, Call, Unary, Binary]
+Node = Num | Bool | Name | Call | Unary | Binary
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:

@@ -249,7 +249,7 @@ def _build(item: dict[str, Any], where: str, source: str, problems: list[str]) -
     if not next_checks:
         problems.append(f"{where}: 'next_checks' must list at least one thing an operator should check")
     title = text("title")
-    if len(problems) > before:
+    if len(problems) > before or not isinstance(kind, str) or not isinstance(domain, str):
         return None
     return Rule(
         id=rule_id,

@@ -3,11 +3,10 @@ whose every number is known."""
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
+from coherence_diag import features
 from tests.features._ctx import context
-from coherence_diag import analyze, features
 
 MS = 1_000_000
 S = 1_000 * MS

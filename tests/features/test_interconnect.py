@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tests.features._ctx import context
-from coherence_diag import analyze, features
+from coherence_diag import features
 from coherence_diag.features.interconnect import _busy_ns
+from tests.features._ctx import context
 
 MS = 1_000_000
 S = 1_000 * MS

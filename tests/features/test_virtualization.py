@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from coherence_diag import features
-
-from tests.features._build import T0, MS, compute, context, device_info, exec_span, sched
+from tests.features._build import MS, T0, compute, context, device_info, exec_span, sched
 
 DEVICES = [("g0", "h0"), ("g1", "h1"), ("g2", "h2"), ("g3", "hv")]  # g3 runs behind a hypervisor
 

@@ -91,7 +91,8 @@ def test_null_wpi_through_every_output(run_cli, tmp_path, one_pool_trace):
     _no_limit_wording(terminal.stdout)
 
 
-def _report(indices: Indices = Indices(CI=0.9, DI=0.1, WPI=None, HCL=None), **evaluability: Evaluability) -> Report:
+def _report(indices: Indices | None = None, **evaluability: Evaluability) -> Report:
+    indices = indices if indices is not None else Indices(CI=0.9, DI=0.1, WPI=None, HCL=None)
     return Report(
         trace=TraceFacts(path="t.parquet", rows=10, layers={}, envs=(), start=None, end=None, requests=1),
         metrics=Metrics(latency_ms=Quantiles(10.0, 20.0, 30.0), slo_attainment=None),

@@ -13,7 +13,7 @@ from coherence_diag.simulate import simulate, write_trace
 _TMP = Path(tempfile.mkdtemp(prefix="coherence-rule-cases-"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def analyzed(scenario: str, seed: int, duration_s: float | None = None, naming: str = "plain") -> Analysis:
     """Simulate a scenario (cached per arguments), write it as Parquet, analyze it."""
     path = _TMP / f"{scenario}-{seed}-{duration_s}-{naming}.parquet"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from coherence_diag.rules.loader import load_rules
 from coherence_diag.errors import RuleError
+from coherence_diag.rules.loader import load_rules
 
 GOOD = """
 id: my-rule

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -65,13 +65,13 @@ class TestTimeAndNames:
     def test_default_origin_is_2026_utc(self) -> None:
         df = simulate("healthy", duration_s=10)
         assert df.schema["ts"] == pl.Datetime("ns", "UTC")
-        assert df["ts"].min() == datetime(2026, 1, 1, tzinfo=timezone.utc)
+        assert df["ts"].min() == datetime(2026, 1, 1, tzinfo=UTC)
 
     def test_time_origin_shifts_every_timestamp(self) -> None:
         a = simulate("healthy", duration_s=10)
-        origin = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+        origin = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
         b = simulate("healthy", duration_s=10, time_origin=origin)
-        shift = origin - datetime(2026, 1, 1, tzinfo=timezone.utc)
+        shift = origin - datetime(2026, 1, 1, tzinfo=UTC)
         assert b.drop("ts").equals(a.drop("ts"))
         assert (b["ts"] - a["ts"]).unique().to_list() == [shift]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from coherence_diag.simulate import simulate
 from .conftest import REAL_TRACES
 from .sim_metrics import requests, trace_violations
 
-ORIGIN = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ORIGIN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_azure(path: Path, n: int = 300, seed: int = 0) -> pl.DataFrame:

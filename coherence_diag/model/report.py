@@ -1,14 +1,18 @@
-"""The typed result model: what an analysis found, independent of how it is shown.
+"""The result of analyzing one trace: what an analysis found, independent of how it is shown.
 
-Every output (JSON, terminal, later Markdown/HTML) renders a `Report`; nothing computes in a
-renderer. Field names follow report-contract.md; units are in the names (`_ms`, `_rps`).
+Every output (JSON, terminal, later HTML) renders a `Report`; nothing computes in a renderer.
+Field names follow report-contract.md; units are in the names (`_ms`, `_rps`), and a finding's
+evidence carries the unit of each feature value (`Evidence`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
+
+from coherence_diag.model.evidence import Evidence
 
 SCHEMA_VERSION = "1"
 
@@ -16,7 +20,7 @@ SCHEMA_VERSION = "1"
 def iso_utc(ns: int) -> str:
     """Int64 ns since the epoch as the report's timestamp text: ISO-8601 UTC, microseconds, Z."""
     seconds, rem = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -85,6 +89,15 @@ class Evaluability:
 
 
 @dataclass(frozen=True)
+class AbsentEvidence:
+    """A signal a finding would have used but the trace could not give."""
+
+    signal: str
+    missing: tuple[str, ...] = ()  # trace columns that would give it
+    reason: str | None = None  # why it is undefined in this trace
+
+
+@dataclass(frozen=True)
 class Finding:
     rule: str
     kind: Literal["mode", "pattern"]
@@ -94,22 +107,19 @@ class Finding:
     severity: Severity
     score: float
     summary: str
-    evidence: dict[str, object]
+    evidence: Evidence  # a plain mapping given here becomes Evidence of details (no units)
     # Evidence completeness in [0, 1]: the weight share of the rule's corroborating signals that
     # this trace could measure (1 when all could). The signature itself always held.
     confidence: float = 1.0
     corroborated_by: tuple[str, ...] = ()  # corroborating signals that were measured and held
-    absent_evidence: tuple["AbsentEvidence", ...] = ()  # optional signals the trace could not give
+    absent_evidence: tuple[AbsentEvidence, ...] = ()  # optional signals the trace could not give
     estimated_inputs: tuple[str, ...] = ()  # inputs estimated from weaker telemetry, and how
 
-
-@dataclass(frozen=True)
-class AbsentEvidence:
-    """A signal a finding would have used but the trace could not give."""
-
-    signal: str
-    missing: tuple[str, ...] = ()  # trace columns that would give it
-    reason: str | None = None  # why it is undefined in this trace
+    def __post_init__(self) -> None:
+        if not isinstance(self.evidence, Evidence):
+            if not isinstance(self.evidence, Mapping):
+                raise TypeError(f"Finding.evidence must be a mapping, got {type(self.evidence).__name__}")
+            object.__setattr__(self, "evidence", Evidence.of(self.evidence))
 
 
 @dataclass(frozen=True)
