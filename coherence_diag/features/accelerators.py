@@ -177,9 +177,10 @@ DRIFT_NEEDS = ("predicted_ms", "dur_ms", "device")
         FeatureSpec(
             "drift_class_relative_growth_ratio", "ratio",
             "Late/early growth of the drifting class's service ratio divided by the median late/early growth "
-            "of the other classes: drift specific to one class of hardware (a fleet-wide step cancels out). The "
-            "drifting class is the one that maximizes this value; needs at least two classes with "
-            f"{MIN_PER_THIRD} dispatches in each third.",
+            "of the other classes doing the same phase of work (all other classes when no other class runs that "
+            "phase): drift specific to one class of hardware (a fleet-wide step, or a load surge that slows every "
+            "class of a phase, cancels out). The drifting class is the one that maximizes this value; needs at "
+            f"least two classes with {MIN_PER_THIRD} dispatches in each third.",
             DRIFT_NEEDS,
         ),
         FeatureSpec(
@@ -265,7 +266,8 @@ def accelerator_drift(ctx: FeatureContext) -> GroupResult:
         r["growth"] = r["m2"] / r["m0"]
         r["late_growth"] = r["m2"] / r["m1"]
     for r in rows:
-        others = [o for o in rows if o is not r]
+        # Peers do the same phase of work: decode slows with load in ways prefill does not.
+        others = [o for o in rows if o is not r and o["phase"] == r["phase"]] or [o for o in rows if o is not r]
         r["relative"] = r["growth"] / _median([o["growth"] for o in others])
         r["late_relative"] = r["late_growth"] / _median([o["late_growth"] for o in others])
         r["divergence"] = r["m2"] / _median([o["m2"] for o in others])

@@ -430,3 +430,88 @@ def _attach_hypervisor(spans: pl.DataFrame, samples: pl.DataFrame | None, key: s
         pl.lit(None, pl.Float64).alias("cotenant_util"),
     )
     return pl.concat([matched, rest.select(matched.columns)]).with_columns(pl.col("_sampled").fill_null(False))
+
+
+# --- SLO misses on virtualized devices: the consequence, read from request paths alone ----------
+# Without hypervisor samples the contention itself is invisible, but its cost is not: when the
+# same work on the same kind of device misses its SLO far more often behind a hypervisor than on
+# bare metal, the misses are the hypervisor's. Requests are compared within (environment, pool,
+# accelerator class of the device that served them last), so a slower class, a busier pool or a
+# move to another environment cancels out.
+MIN_SLO_STRATUM = 30  # completed requests with an SLO on each side of a stratum
+
+
+@feature_group(
+    "virtualization_slo",
+    [
+        FeatureSpec(
+            "virt_slo_miss_ratio", "ratio",
+            "SLO misses of completed inference requests that ran on a device device_info flags `virtualized` / the "
+            "misses expected if they had missed as often as bare-metal requests of the same stratum (env, pool, "
+            f"accelerator class of the decode device, else the prefill device); strata with >= {MIN_SLO_STRATUM} requests on each "
+            "side; bare-metal rates with a +0.5 continuity correction.",
+            ("slo_ms", "dur_ms", "device"),
+        ),
+        FeatureSpec(
+            "virt_slo_miss_excess_frac", "frac",
+            "Miss rate of the virtualized requests minus the bare-metal miss rate of their strata, weighted by the "
+            "virtualized requests: the SLO attainment lost behind the hypervisor (percentage points as a fraction).",
+            ("slo_ms", "dur_ms", "device"),
+        ),
+        FeatureSpec(
+            "virt_slo_miss_p", "p",
+            "One-sided Poisson p-value of observing at least the virtualized requests' misses when the bare-metal rates "
+            "hold (expected = sum over strata of virtualized requests x bare-metal miss rate).",
+            ("slo_ms", "dur_ms", "device"),
+        ),
+    ],
+)
+def virtualization_slo(ctx: FeatureContext) -> GroupResult:
+    served = ctx.completed.filter(pl.col("slo_met").is_not_null())
+    if served.is_empty() or served["virtualized"].fill_null(False).sum() == 0:
+        return GroupResult({}, reason="no completed request with an SLO ran on a device that device_info flags "
+                           "`virtualized`")
+    strata = (
+        served.lazy()
+        .with_columns(
+            pl.col("virtualized").fill_null(False).alias("_virt"),
+            pl.coalesce(pl.col("decode_accelerator"), pl.col("prefill_accelerator")).cast(pl.String).alias("_acc"),
+            pl.col("pool").cast(pl.String).alias("_pool"),
+            pl.col("env").cast(pl.String).alias("_env"),
+        )
+        .group_by("_env", "_pool", "_acc")
+        .agg(
+            pl.col("_virt").sum().alias("n_virt"),
+            (pl.col("_virt") & ~pl.col("slo_met")).sum().alias("miss_virt"),
+            (~pl.col("_virt")).sum().alias("n_bare"),
+            (~pl.col("_virt") & ~pl.col("slo_met")).sum().alias("miss_bare"),
+        )
+        .filter((pl.col("n_virt") >= MIN_SLO_STRATUM) & (pl.col("n_bare") >= MIN_SLO_STRATUM))
+        .with_columns(((pl.col("miss_bare") + 0.5) / (pl.col("n_bare") + 1)).alias("bare_rate"))
+        .select(
+            pl.col("miss_virt").sum().alias("observed"),
+            (pl.col("n_virt") * pl.col("bare_rate")).sum().alias("expected"),
+            pl.col("n_virt").sum().alias("n_virt"),
+            (pl.col("miss_virt") - pl.col("n_virt") * pl.col("miss_bare") / pl.col("n_bare")).sum().alias("excess"),
+            pl.len().alias("strata"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    if not strata["strata"] or not strata["n_virt"]:
+        return GroupResult({}, reason=(
+            f"no stratum (env, pool, accelerator class) with {MIN_SLO_STRATUM} completed requests with an SLO both on "
+            "virtualized and on bare-metal devices"
+        ))
+    observed, expected = int(strata["observed"]), float(strata["expected"])
+    return GroupResult(
+        {
+            "virt_slo_miss_ratio": observed / expected,
+            "virt_slo_miss_excess_frac": float(strata["excess"]) / int(strata["n_virt"]),
+            "virt_slo_miss_p": float(stats.poisson.sf(observed - 1, expected)),
+        },
+        details={"virt_slo_miss_ratio": {
+            "virtualized_requests": int(strata["n_virt"]), "virtualized_misses": observed,
+            "expected_misses": round(expected, 2), "strata_compared": int(strata["strata"]),
+        }},
+    )

@@ -104,3 +104,39 @@ def test_the_contention_stretch_needs_hypervisor_readings(tmp_path):
     assert result.values["virt_slowdown_ratio"] is not None  # the flagged device is compared with bare metal
     assert result.values["virt_contention_stretch_ratio"] is None
     assert result.missing["virt_contention_stretch_ratio"] == ("steal_frac",)
+
+
+def _slo_rows(vm_miss_every: int) -> list[dict]:
+    """Four devices of one pool and class, g3 flagged virtualized, no hypervisor layer; requests take
+    100 ms against a 1 s SLO except every `vm_miss_every`-th request on g3, which takes 2 s."""
+    rows = [device_info(d, h, "dec", virtualized=(d == "g3")) for d, h in DEVICES]
+    for i in range(800):
+        device = DEVICES[i % 4][0]
+        slow = device == "g3" and (i // 4) % vm_miss_every == 0
+        dur = 2000.0 if slow else 100.0
+        rid = f"r{i}"
+        rows += [
+            sched(rid, "arrive", i * 400.0, priority=1, slo_ms=1000.0, prompt_tokens=100, workload_class="inference"),
+            sched(rid, "dispatch", i * 400.0, device=device, pool="dec", predicted_ms=100.0),
+            exec_span(rid, device, i * 400.0, dur, "decode"),
+            sched(rid, "complete", i * 400.0 + dur + 1, output_tokens=10),
+        ]
+    return rows
+
+
+SLO_NAMES = ("virt_slo_miss_ratio", "virt_slo_miss_excess_frac", "virt_slo_miss_p")
+
+
+def test_slo_misses_concentrated_on_virtualized_devices_without_hypervisor_samples(tmp_path):
+    v = compute(context(tmp_path, _slo_rows(vm_miss_every=5)), *SLO_NAMES)
+    # g3 served 200 requests, 40 missed; bare metal 600, none: expected 200 x 0.5 / 601.
+    assert v["virt_slo_miss_ratio"] == pytest.approx(40 / (200 * 0.5 / 601))
+    assert v["virt_slo_miss_excess_frac"] == pytest.approx(0.2)
+    assert v["virt_slo_miss_p"] < 1e-12
+
+
+def test_no_virtualized_device_leaves_the_slo_comparison_undefined(tmp_path):
+    rows = [{**r, "virtualized": False} if r.get("event") == "device_info" else r for r in _slo_rows(vm_miss_every=5)]
+    result = features.compute(context(tmp_path, rows), set(SLO_NAMES))
+    assert result.values["virt_slo_miss_ratio"] is None
+    assert "virtualized" in result.reasons["virt_slo_miss_ratio"]
