@@ -355,37 +355,51 @@ HANDOFF_NEEDS = ("dur_ms", "device")
         FeatureSpec(
             "interconnect_handoff_share_frac", "frac",
             "Median, over completed disaggregated inference requests whose prefill ran on the source under study, "
-            "of handoff / latency, where handoff = decode dispatch - prefill end (= kv_transfer_ms + decode_queue_ms: "
-            "the KV transfer plus the wait for a decode slot). The source under study is the prefill host (device "
+            "of handoff / latency, where handoff = start of the first decode exec span - end of the last prefill span "
+            "(without phases on exec spans: decode dispatch - prefill end = kv_transfer_ms + decode_queue_ms): the KV "
+            "transfer plus the wait for a decode slot. The source under study is the prefill host (device "
             f"without host information) with the largest handoff excess among those with >= {MIN_REQUESTS} such requests.",
             HANDOFF_NEEDS,
         ),
         FeatureSpec(
             "interconnect_handoff_excess_ratio", "ratio",
             "Median, over the requests of the source under study, of (handoff + 1 ms) / (median handoff of all "
-            "requests of the same decode pool dispatched in the same 10-s bin + 1 ms): how much slower work from that "
+            "requests of the same decode pool that reached decode in the same 10-s bin + 1 ms): how much slower work from that "
             "prefill host reaches decode than work from its peers at the same moment (1 = no slower).",
             HANDOFF_NEEDS,
         ),
     ],
 )
 def interconnect_handoff(ctx: FeatureContext) -> GroupResult:
-    handoff = pl.col("decode_queue_ms") + pl.col("kv_transfer_ms").fill_null(0.0)
-    done = ctx.completed.lazy().filter(
-        pl.col("decode_dispatch_ns").is_not_null() & pl.col("decode_queue_ms").is_not_null()
-        & pl.col("prefill_device").is_not_null() & (pl.col("latency_ms") > 0)
+    gpu = ctx.layer("gpu")
+    info = device_table(gpu).select("device", pl.col("host").cast(pl.String), pl.col("pool").cast(pl.String))
+    # The handoff from the exec spans (prefill end -> first decode span) when phases are recorded,
+    # else from the scheduler's decode dispatch (decode_queue_ms + the KV transfer, if recorded).
+    spans = _phase_edges(gpu)
+    done = ctx.completed.lazy().filter(pl.col("prefill_device").is_not_null() & (pl.col("latency_ms") > 0))
+    if spans is not None:
+        done = done.join(spans, on="request_key", how="left")
+    else:
+        done = done.with_columns(pl.lit(None, pl.Float64).alias("_span_handoff_ms"), pl.lit(None, pl.Int64).alias("_decode_ns"))
+    handoff = pl.coalesce(
+        pl.col("_span_handoff_ms"),
+        pl.when(pl.col("decode_dispatch_ns").is_not_null())
+        .then(pl.col("decode_queue_ms") + pl.col("kv_transfer_ms").fill_null(0.0)),
     )
-    hosts = device_table(ctx.layer("gpu")).select(pl.col("device").alias("prefill_device"), pl.col("host").alias("_host"))
     requests = (
-        done.join(hosts, on="prefill_device", how="left")
+        done.join(info.lazy().select(pl.col("device").alias("prefill_device"), pl.col("host").alias("_host")),
+                  on="prefill_device", how="left")
+        .join(info.lazy().select(pl.col("device").alias("decode_device"), pl.col("pool").alias("_dpool")),
+              on="decode_device", how="left")
         .select(
-            pl.coalesce(pl.col("_host").cast(pl.String), pl.col("prefill_device").cast(pl.String)).alias("_source"),
+            pl.coalesce(pl.col("_host"), pl.col("prefill_device").cast(pl.String)).alias("_source"),
             handoff.alias("_handoff"),
             pl.col("latency_ms"),
-            pl.col("decode_pool"),
-            (pl.col("decode_dispatch_ns") // HANDOFF_BIN_NS).alias("_bin"),
+            pl.coalesce(pl.col("decode_pool").cast(pl.String), pl.col("_dpool")).alias("_decode_pool"),
+            (pl.coalesce(pl.col("decode_dispatch_ns"), pl.col("_decode_ns")) // HANDOFF_BIN_NS).alias("_bin"),
         )
-        .with_columns(pl.col("_handoff").median().over("decode_pool", "_bin").alias("_peer_handoff"))
+        .filter(pl.col("_handoff").is_not_null())
+        .with_columns(pl.col("_handoff").median().over("_decode_pool", "_bin").alias("_peer_handoff"))
         .group_by("_source")
         .agg(
             pl.len().alias("n"),
@@ -407,4 +421,27 @@ def interconnect_handoff(ctx: FeatureContext) -> GroupResult:
         details={"interconnect_handoff_excess_ratio": {
             "source": top["_source"], "requests": int(top["n"]), "sources_compared": requests.height,
         }},
+    )
+
+
+def _phase_edges(gpu: pl.DataFrame | None) -> pl.LazyFrame | None:
+    """Per request: the end of its last prefill span to the start of its first decode span (ms,
+    >= 0) and that start (ns); None without exec spans that record their phase."""
+    if gpu is None or not {"phase", "dur_ms"} <= set(gpu.columns):
+        return None
+    execs = gpu.lazy().filter(
+        (pl.col("event") == "exec") & pl.col("request_key").is_not_null() & pl.col("dur_ms").is_not_null()
+    )
+    phase = pl.col("phase").cast(pl.String)
+    end_ns = pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)
+    return (
+        execs.group_by("request_key")
+        .agg(end_ns.filter(phase == "prefill").max().alias("_prefill_end_ns"),
+             pl.col("ts").filter(phase == "decode").min().alias("_decode_ns"))
+        .filter(pl.col("_prefill_end_ns").is_not_null() & pl.col("_decode_ns").is_not_null())
+        .select(
+            "request_key",
+            "_decode_ns",
+            ((pl.col("_decode_ns") - pl.col("_prefill_end_ns")).cast(pl.Float64) / NS_PER_MS).clip(0.0).alias("_span_handoff_ms"),
+        )
     )

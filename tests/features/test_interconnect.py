@@ -153,3 +153,13 @@ def test_handoff_needs_two_prefill_sources(tmp_path):
 
 def _prefill_on_or_none(rows, rid):
     return next((r["device"] for r in rows if r.get("request_id") == rid and r.get("phase") == "prefill"), None)
+
+
+def test_handoff_from_exec_spans_when_the_scheduler_logs_no_decode_dispatch(tmp_path):
+    rows = [
+        r for r in _trace(uplink_util=0.95)
+        if r["layer"] != "network" and not (r["event"] == "dispatch" and r.get("pool") == "dc")
+    ]
+    v = features.compute(context(tmp_path, rows), set(HANDOFF)).values
+    assert 900 / 1110 <= v["interconnect_handoff_share_frac"] <= 900 / 1100
+    assert v["interconnect_handoff_excess_ratio"] == pytest.approx(901 / 6, rel=1e-3)
