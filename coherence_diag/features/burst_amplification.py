@@ -33,6 +33,11 @@ from coherence_diag.timeseries import window_start
 # that a quiet trace does not turn its counting noise into bursts.
 BURST_FACTOR = 2.0
 BURST_SIGMAS = 4.0
+# ... and the same above the arrival level of the minute before it and of the minute after it
+# (rolling medians, the larger of the two): a step in demand, up or down, moves the level for good
+# and is not a burst, however far above the trace's median its windows sit; a spike stands above
+# both of its sides.
+LOCAL_LEVEL_S = 60.0
 # A burst's backlog has drained when the fleet queue depth is back within SETTLE_SIGMAS robust
 # standard deviations (and at most one request) of its median over the PRE_BURST_S before it.
 SETTLE_SIGMAS = 3.0
@@ -121,13 +126,24 @@ class BurstEpisode:
     peak_depth_excess: float
 
 
+def _spike_threshold(level: np.ndarray | float) -> np.ndarray:
+    level = np.asarray(level, dtype=float)
+    return np.maximum(BURST_FACTOR * level, level + BURST_SIGMAS * np.sqrt(np.maximum(level, 1.0)))
+
+
 def burst_mask(fw: FleetWindows) -> tuple[np.ndarray, float]:
-    """Burst windows and the median fresh arrivals per window."""
+    """Burst windows (above the trace's median and above the level of the minute around them) and
+    the median fresh arrivals per window."""
     a = fw.arrivals
     core = a[1:-1] if fw.n > 12 else a  # the first and last windows are partial
     med = float(np.median(core))
-    threshold = max(BURST_FACTOR * med, med + BURST_SIGMAS * math.sqrt(max(med, 1.0)))
-    return a >= threshold, med
+    span = max(5, round(LOCAL_LEVEL_S * 1e9 / fw.w_ns))
+    series = pl.Series(a.astype(float))
+    before = series.rolling_median(span, min_samples=1).shift(1)
+    after = series.reverse().rolling_median(span, min_samples=1).shift(1).reverse()
+    local = pl.DataFrame({"b": before, "a": after}).select(pl.max_horizontal("b", "a")).to_series()
+    level = local.fill_null(med).to_numpy()
+    return (a >= _spike_threshold(med)) & (a >= _spike_threshold(level)), med
 
 
 def burst_episodes(fw: FleetWindows) -> list[BurstEpisode]:

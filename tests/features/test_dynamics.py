@@ -66,6 +66,21 @@ def test_noise_is_not_a_burst_and_no_depth_means_no_episode():
     assert burst_episodes(_fw([10] * 30 + [40] * 3 + [10] * 30, None)) == []
 
 
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_a_step_up_in_demand_is_not_a_burst(seed):
+    rng = np.random.default_rng(seed)
+    # 120 s at 10/s, then 120 s at 25/s: the late windows sit far above the trace's median (about
+    # 10-25) but not above the level of the minute around them.
+    arrivals = np.concatenate([rng.poisson(10, 120), rng.poisson(25, 120)])
+    mask, _ = burst_mask(_fw(arrivals, np.zeros(240)))
+    assert mask.sum() == 0
+    # A spike on the new level still is one.
+    spiked = arrivals.copy()
+    spiked[200:203] = 80
+    mask, _ = burst_mask(_fw(spiked, np.zeros(240)))
+    assert mask[200:203].all() and mask.sum() == 3
+
+
 def test_bursts_hitting_a_running_backlog_merge():
     arrivals = [10] * 30 + [40, 40] + [10] * 3 + [40, 40] + [10] * 30
     depth = [0.0] * 30 + [50] * 12 + [0.0] * 25
