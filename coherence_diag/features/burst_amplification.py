@@ -7,7 +7,6 @@ backlog level before a burst).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,13 +48,15 @@ BURST_FEATURES = [
         "burst_episodes", "count",
         "Arrival bursts: runs of windows whose fresh (first-attempt) inference arrivals reach both "
         f"{BURST_FACTOR:g}x the median window and the median plus {BURST_SIGMAS:g} Poisson standard deviations "
-        "(sqrt(median)); runs one window apart count as one burst.",
+        f"(sqrt(median)), and the same above the larger of the rolling medians of the {LOCAL_LEVEL_S:g} s before "
+        "and after the window (a step in demand is not a burst); runs one window apart count as one burst.",
         BASE,
     ),
     FeatureSpec(
         "burst_time_frac", "frac",
-        "Share of the arrival span's windows that are burst windows: short spikes keep it small, a demand "
-        "level that alternates or steps up does not.",
+        "Share of the arrival span's windows whose fresh arrivals reach the burst threshold of the trace's "
+        "median (whatever the level around them): short spikes keep it small, a demand level that alternates "
+        "or steps up does not.",
         BASE,
     ),
     FeatureSpec(
@@ -131,12 +132,23 @@ def _spike_threshold(level: np.ndarray | float) -> np.ndarray:
     return np.maximum(BURST_FACTOR * level, level + BURST_SIGMAS * np.sqrt(np.maximum(level, 1.0)))
 
 
-def burst_mask(fw: FleetWindows) -> tuple[np.ndarray, float]:
-    """Burst windows (above the trace's median and above the level of the minute around them) and
-    the median fresh arrivals per window."""
+def _trace_median(fw: FleetWindows) -> float:
     a = fw.arrivals
     core = a[1:-1] if fw.n > 12 else a  # the first and last windows are partial
-    med = float(np.median(core))
+    return float(np.median(core))
+
+
+def high_demand_mask(fw: FleetWindows) -> np.ndarray:
+    """Windows whose fresh arrivals spike above the trace's median: how much of the time demand
+    sits far above its typical level (bursts, or a level that alternates or steps up)."""
+    return fw.arrivals >= _spike_threshold(_trace_median(fw))
+
+
+def burst_mask(fw: FleetWindows) -> tuple[np.ndarray, float]:
+    """Burst windows (above the trace's median and above the level of the minute before and the
+    minute after them) and the median fresh arrivals per window."""
+    a = fw.arrivals
+    med = _trace_median(fw)
     span = max(5, round(LOCAL_LEVEL_S * 1e9 / fw.w_ns))
     series = pl.Series(a.astype(float))
     before = series.rolling_median(span, min_samples=1).shift(1)
@@ -247,9 +259,8 @@ def burst_features(ctx: FeatureContext) -> GroupResult:
     fw = fleet_windows(ctx)
     if fw is None or fw.n < MIN_FLEET_WINDOWS:
         return GroupResult(values, reason=FEW_FLEET_WINDOWS)
-    mask, _ = burst_mask(fw)
-    values["burst_time_frac"] = float(mask.mean())
-    values["burst_episodes"] = float(len(runs(mask, max_gap=1)))
+    values["burst_time_frac"] = float(high_demand_mask(fw).mean())
+    values["burst_episodes"] = float(len(runs(burst_mask(fw)[0], max_gap=1)))
     if fw.depth is None:
         return GroupResult(values, reason=NO_DEPTH)
     episodes = burst_episodes(fw)
