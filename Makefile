@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SAMPLE ?= sample_traces/burst-amplification.parquet
 VALIDATION ?= ../shared/validation
 
-.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench samples docs detection accuracy clean
+.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench samples docs detection accuracy accuracy-sparse clean
 
 all: test
 
@@ -63,6 +63,16 @@ accuracy: $(STAMP)
 	@if [ -d "$(VALIDATION)" ]; then \
 		$(BIN)/coherence-diag rules score "$(VALIDATION)" --format markdown -o docs/accuracy-validation.md --no-progress \
 		&& echo "wrote docs/accuracy-validation.md"; \
+	else \
+		echo "$(VALIDATION) is absent: no labelled suite to score (nothing done)"; \
+	fi
+
+## accuracy-sparse: score sparser copies (no queue layer, no profiling counters, vLLM-like, scheduler
+## only) of the labelled validation suite (when present) into docs/accuracy-sparse.md
+accuracy-sparse: $(STAMP)
+	@if [ -d "$(VALIDATION)" ]; then \
+		$(BIN)/python benchmarks/sparse_suite.py "$(VALIDATION)" --report docs/accuracy-sparse.md \
+		&& echo "wrote docs/accuracy-sparse.md"; \
 	else \
 		echo "$(VALIDATION) is absent: no labelled suite to score (nothing done)"; \
 	fi
