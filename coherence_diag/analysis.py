@@ -61,7 +61,7 @@ class Analysis:
 
 
 def analyze(
-    path: str | Path,
+    path: str | Path | ingest.TraceSource,
     *,
     window_s: float = timeseries.DEFAULT_WINDOW_S,
     max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
@@ -69,8 +69,9 @@ def analyze(
     progress: ProgressCallback | None = None,
     with_features: bool = False,
 ) -> Analysis:
-    """Read, validate and analyze the trace at `path` (`with_features`: the report lists every
-    computed feature, `Report.features`)."""
+    """Read, validate and analyze the trace at `path`, or an opened source such as converted
+    inputs (convert.open_sources) (`with_features`: the report lists every computed feature,
+    `Report.features`)."""
     if not window_s > 0:  # checked before the (slow) read
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
     (progress or (lambda _msg: None))("reading and validating trace")
@@ -78,11 +79,14 @@ def analyze(
     return analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features)
 
 
-def read_trace(path: str | Path, *, max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION) -> validate.ValidatedTrace:
+def read_trace(
+    path: str | Path | ingest.TraceSource, *, max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION
+) -> validate.ValidatedTrace:
     """Open and validate a trace (raises InputError / TraceError on bad input)."""
     if not 0 <= max_bad_fraction <= 1:
         raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
-    return validate.validate(ingest.open_trace(path), max_bad_fraction=max_bad_fraction)
+    source = path if isinstance(path, ingest.TraceSource) else ingest.open_trace(path)
+    return validate.validate(source, max_bad_fraction=max_bad_fraction)
 
 
 def analyze_trace(
@@ -129,6 +133,7 @@ def analyze_trace(
         index_breakdown=breakdown,
         unexplained_indices=indices.unexplained(index_values, breakdown, findings, evaluability),
         features={name: values.reading(name) for name in sorted(values.values)} if with_features else None,
+        provenance=trace.source.provenance,
     )
     return Analysis(
         report=report, paths=requests, trace=trace, feature_values=values, columns=frozenset(ctx.columns), derived=dict(ctx.derived),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from coherence_diag import __version__
 from coherence_diag.errors import InputError
@@ -39,6 +40,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 # The --format choices of each command: the listed formats of its subject in render/registry.py,
 # the first the default.
 if TYPE_CHECKING:
+    from coherence_diag.ingest import TraceSource
+
     ReportFormat: TypeAlias = str
     ComparisonFormat: TypeAlias = str
     GateFormat: TypeAlias = str
@@ -126,6 +129,59 @@ MaxBadFractionOption = Annotated[
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr when it is a terminal.")]
 RulesOption = Annotated[list[Path] | None, typer.Option("--rules", help="Also load the rule files (*.yaml) of this directory; repeatable.")]
 OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")]
+# `--from SOURCE PATH`, repeatable: Typer cannot declare a repeated option of two values, so the
+# option is declared as text and `PairCommand` gives it its two values (parser keeps the pairs).
+FromOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--from", help="Read foreign telemetry: a source name (convert --list) and a file, directory or glob; repeatable.",
+        parser=lambda value: value, show_default=False,
+    ),
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="With --from: supply LAYER.COLUMN=VALUE on every row of the layer; repeatable.")
+]
+MapOption = Annotated[
+    Path | None, typer.Option("--map", help="With --from: a YAML file of supplied values (`set`) and lookups (`map`), e.g. device -> host.")
+]
+StartOption = Annotated[
+    str | None,
+    typer.Option("--start", help="With --from: ISO-8601 time at which sources with a relative clock start (default: aligned with the others)."),
+]
+
+
+class PairCommand(TyperCommand):
+    """A command whose `--from` takes two values (SOURCE PATH) and repeats."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        for param in self.params:
+            if "--from" in getattr(param, "opts", ()):
+                param.nargs, param.multiple = 2, True
+                param.metavar = "SOURCE PATH"
+
+
+def _pairs(values: list[str] | None) -> list[tuple[str, str]]:
+    """The (source, path) pairs of `--from` (tuples at run time; see PairCommand)."""
+    return [(str(v[0]), str(v[1])) for v in (values or [])]
+
+
+def _trace_or_inputs(
+    trace: str | None, froms: list[str] | None, sets: list[str] | None, map_file: Path | None, start: str | None
+) -> str | TraceSource:
+    """TRACE, or the `--from` inputs converted in memory (a TraceSource); exactly one of them."""
+    pairs = _pairs(froms)
+    if trace is not None and pairs:
+        raise InputError("give a TRACE or --from SOURCE PATH inputs, not both")
+    if not pairs:
+        if trace is None:
+            raise InputError("missing TRACE (or --from SOURCE PATH to convert foreign telemetry in memory)")
+        if sets or map_file is not None or start is not None:
+            raise InputError("--set, --map and --start apply to --from inputs; TRACE is already in the trace format")
+        return trace
+    from coherence_diag.convert import open_inputs
+
+    return open_inputs(pairs, sets=sets, map_file=map_file, start=start)
 
 
 def emit(subject: registry.Subject, format: str, value: object, output: Path | None, *extra: object) -> None:
@@ -164,9 +220,15 @@ def _check_outputs(outputs: tuple[Path | None, ...], inputs: tuple[str | None, .
                 raise InputError(f"{target}: two outputs name the same file")
 
 
-@app.command()
+@app.command(cls=PairCommand)
 def analyze(
-    trace: Annotated[str, typer.Argument(help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob.")],
+    trace: Annotated[
+        str | None, typer.Argument(help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob.")
+    ] = None,
+    from_: FromOption = None,
+    set_: SetOption = None,
+    map_: MapOption = None,
+    start: StartOption = None,
     format: Annotated[ReportFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
     output: OutputOption = None,
     window: WindowOption = DEFAULT_WINDOW_S,
@@ -177,14 +239,15 @@ def analyze(
         bool, typer.Option("--features", help="Also report every computed feature (its value, or why it is undefined).")
     ] = False,
 ) -> None:
-    """Analyze a trace: metrics, coherence indices and findings."""
+    """Analyze a trace, or foreign telemetry given with --from: metrics, coherence indices and findings."""
     from coherence_diag.analysis import analyze as run_analysis
 
     with _errors_to_exit_codes():
-        _check_outputs((output,), (trace,))
+        _check_outputs((output,), (trace, *(p for _, p in _pairs(from_))))
         with _progress(progress) as step:
+            source = _trace_or_inputs(trace, from_, set_, map_, start)
             result = run_analysis(
-                trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, with_features=features
+                source, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, with_features=features
             )
         emit("report", format, result.report, output)
 
@@ -228,6 +291,41 @@ def compare(
         emit("comparison", format, result, output)
 
 
+@app.command(cls=PairCommand)
+def convert(
+    from_: FromOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The trace to write (Parquet, atomically) and TRACE.provenance.json next to it.")
+    ] = None,
+    set_: SetOption = None,
+    map_: MapOption = None,
+    start: StartOption = None,
+    max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
+    list_: Annotated[bool, typer.Option("--list", help="List every source: what it reads, can and cannot supply.")] = False,
+) -> None:
+    """Convert foreign telemetry (public request traces, metrics) into a trace, with its provenance."""
+    from coherence_diag import convert as converting
+
+    with _errors_to_exit_codes():
+        if list_:
+            for source in converting.source_list():
+                typer.echo(f"{source.name}: {source.title}\n  reads: {source.reads}\n  clock: {source.clock}")
+                for line in source.supplies:
+                    typer.echo(f"  supplies: {line}")
+                for line in source.cannot_supply:
+                    typer.echo(f"  cannot supply: {line}")
+            return
+        pairs = _pairs(from_)
+        if not pairs or output is None:
+            raise InputError("convert needs --from SOURCE PATH (repeatable) and --output TRACE (or --list)")
+        sidecar = Path(f"{output}.provenance.json")
+        _check_outputs((output, sidecar), tuple(p for _, p in pairs))
+        done = converting.convert(pairs, output, sets=set_, map_file=map_, start=start, max_bad_fraction=max_bad_fraction)
+        layers = ", ".join(f"{name} {n:,}" for name, n in done.layers.items())
+        aside = f"; set aside {sum(done.set_aside.values()):,} ({', '.join(done.set_aside)})" if done.set_aside else ""
+        err_console.print(f"wrote {done.rows:,} rows ({layers}) to {done.output}, provenance to {done.provenance_file}{aside}", markup=False)
+
+
 @app.command()
 def simulate(
     scenario: Annotated[str | None, typer.Option("--scenario", "-s", help="Scenario name (see --list).")] = None,
@@ -236,7 +334,10 @@ def simulate(
     scale: Annotated[float, typer.Option("--scale", help="Multiply traffic and fleet size (large benchmark traces).", min=0.0001)] = 1.0,
     duration: Annotated[float | None, typer.Option("--duration", help="Simulated seconds of traffic (default: the scenario's).")] = None,
     arrivals: Annotated[
-        Path | None, typer.Option("--arrivals", help="Replay a real arrival process (Azure LLM CSV or Mooncake JSONL).")
+        str | None, typer.Option("--arrivals", help="Replay a real arrival process: a request trace of any source of `convert --list`.")
+    ] = None,
+    arrivals_from: Annotated[
+        str | None, typer.Option("--arrivals-from", help="The source of --arrivals (default: recognised from the file).")
     ] = None,
     fmt: Annotated[TraceFormat | None, typer.Option("--format", help="Container; default from the output suffix.")] = None,
     naming: Annotated[str, typer.Option("--naming", help="Entity names: plain, or random (seeded).")] = "plain",
@@ -257,9 +358,22 @@ def simulate(
             raise InputError(f"unknown scenario {scenario!r}; expected one of: {', '.join(SCENARIOS)}")
         if naming not in ("plain", "random"):
             raise InputError(f"--naming must be 'plain' or 'random', got {naming!r}")
-        frame = run_simulation(scenario, seed, scale=scale, duration_s=duration, arrivals=arrivals, naming=naming)
+        if arrivals_from is not None and arrivals is None:
+            raise InputError("--arrivals-from names the source of --arrivals FILE; give --arrivals too")
+        replay = None
+        if arrivals is not None:
+            from coherence_diag.convert import read_arrivals
+
+            replay = read_arrivals(arrivals, arrivals_from)
+        frame = run_simulation(scenario, seed, scale=scale, duration_s=duration, arrivals=None if replay is None else replay[0], naming=naming)
         write_trace(frame, output, fmt=fmt.value if fmt else None)
-        err_console.print(f"wrote {frame.height:,} rows to {output}", markup=False)
+        note = ""
+        if replay is not None:
+            from coherence_diag.convert import replay_provenance, write_provenance
+
+            sidecar = write_provenance(output, replay_provenance(frame, replay[1], replay[0], scenario=scenario, seed=seed, scale=scale))
+            note = f" (arrivals replayed from {replay[1].name} {arrivals}; provenance in {sidecar})"
+        err_console.print(f"wrote {frame.height:,} rows to {output}{note}", markup=False)
 
 
 rules_app = typer.Typer(help="The taxonomy rules: list them, check rule files.", no_args_is_help=True)
@@ -358,10 +472,14 @@ def explain(
         emit("explanation", format, result.explain(name), None, result.report.trace.path)
 
 
-@app.command()
+@app.command(cls=PairCommand)
 def gate(
-    trace: Annotated[str, typer.Argument(help="Trace to judge (same forms as `analyze`).")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy file (YAML; docs/gate.md).")],
+    trace: Annotated[str | None, typer.Argument(help="Trace to judge (same forms as `analyze`).")] = None,
+    from_: FromOption = None,
+    set_: SetOption = None,
+    map_: MapOption = None,
+    start: StartOption = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline trace for the policy's regression checks.")] = None,
     format: Annotated[GateFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
     output: OutputOption = None,
@@ -376,11 +494,12 @@ def gate(
     from coherence_diag.gate import evaluate, load_policy
 
     with _errors_to_exit_codes():
-        _check_outputs((output, junit), (trace, baseline, str(policy)))
+        _check_outputs((output, junit), (trace, baseline, str(policy), *(p for _, p in _pairs(from_))))
         # The policy is validated before any trace is read: a bad policy fails fast.
         checked = load_policy(policy, list(rules or []))
         with _progress(progress) as step:
-            report = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
+            source = _trace_or_inputs(trace, from_, set_, map_, start)
+            report = run_analysis(source, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
             base = (
                 run_analysis(baseline, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
                 if baseline is not None

@@ -54,8 +54,8 @@ def trace_schema_page() -> str:
         "|---|---|---|",
     ]
     for (layer, event), cols in schema.REQUIRED_VALUES.items():
-        lines.append(f"| `{layer}` | {'every' if event == '*' else f'`{event}`'} | {', '.join(f'`{c}`' for c in cols)} |")
-    lines.append("| `hypervisor` | `migrate` | `host` or `device` |")
+        needs = ", ".join(schema.describe_required(c) for c in cols)
+        lines.append(f"| `{layer}` | {'every' if event == '*' else f'`{event}`'} | {needs} |")
     lines += [
         "\n## Physical bounds\n",
         "A value outside its column's physical range is not a measurement of one request, span,",

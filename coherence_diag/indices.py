@@ -194,7 +194,10 @@ def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
     # Dense grid per entity over the arrival span: a window with no arrivals had nothing waiting.
     # Windows without a value in a series take 0 for counts and waits, the previous value for
     # levels (latency, service, depth, link) - a gap in completions is not a drop in latency.
-    lo, hi = series.filter(pl.col("entity") == "arrivals")["w"].min(), series.filter(pl.col("entity") == "arrivals")["w"].max()
+    span = series.filter(pl.col("entity") == "arrivals")["w"]
+    if span.is_empty():  # a trace of samples alone (no requests): the span of the samples
+        span = series["w"]
+    lo, hi = span.min(), span.max()
     entities = series.group_by("entity").agg(pl.col("floor").first()).sort("entity")
     grid = entities.join(pl.DataFrame({"w": pl.int_range(lo, hi + 1, eager=True)}), how="cross")
     level = pl.col("entity").str.starts_with("latency:") | pl.col("entity").str.starts_with("service:") | \

@@ -58,6 +58,7 @@ COLUMNS: dict[str, Column] = {
         # queue
         Column("queue", "string", "queue name"),
         Column("depth", "count", "requests waiting"),
+        Column("wait_ms", "duration_ms", "mean time the requests of the sample interval spent queuing"),
         # gpu
         Column("dur_ms", "duration_ms", "span duration"),
         Column("phase", "string", "`prefill`, `decode`, `batch_job` or `other`"),
@@ -68,6 +69,7 @@ COLUMNS: dict[str, Column] = {
         Column("mem_bw_util", "fraction", "memory-bandwidth cycles active (DCGM_FI_PROF_DRAM_ACTIVE)"),
         Column("kv_cache_util", "fraction", "fraction of KV-cache blocks in use"),
         Column("power_w", "float", "board power in watts (DCGM_FI_DEV_POWER_USAGE)"),
+        Column("mem_used_bytes", "count", "device memory in use, bytes (DCGM_FI_DEV_FB_USED, which is MiB, x 2^20)"),
         Column("accelerator", "string", "accelerator model name"),
         Column("mig_profile", "string", "MIG profile"),
         Column("virtualized", "bool", "device is behind a hypervisor / vGPU"),
@@ -96,20 +98,35 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "hypervisor": ("sample", "migrate"),
 }
 
+# A required value: one column, or alternatives of which at least one must hold a value (a
+# hypervisor `migrate` row names the host or the device that moved).
+Required = str | tuple[str, ...]
+
 # Columns a row of (layer, event) must carry a value in; event "*" means every event of the
-# layer. A trace whose layer has rows of that event but lacks the column entirely is unusable
-# (exit 2); individual rows with a null there are set aside.
-REQUIRED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+# layer. A trace whose layer has rows of that event but lacks the column (every alternative)
+# entirely is unusable (exit 2); individual rows with a null there (in every alternative) are set
+# aside as `missing_value:<the first alternative>`.
+REQUIRED_VALUES: dict[tuple[str, str], tuple[Required, ...]] = {
     ("scheduler", "*"): ("request_id",),
-    ("queue", "sample"): ("queue", "depth"),
+    ("queue", "sample"): ("queue", ("depth", "wait_ms")),
     ("gpu", "exec"): ("device", "dur_ms"),
     ("gpu", "sample"): ("device",),
     ("gpu", "device_info"): ("device",),
     ("network", "transfer"): ("dur_ms",),
     ("network", "sample"): ("link",),
     ("hypervisor", "sample"): ("host",),
-    ("hypervisor", "migrate"): ("env",),
+    ("hypervisor", "migrate"): ("env", ("host", "device")),
 }
+
+
+def alternatives(required: Required) -> tuple[str, ...]:
+    """The columns that can satisfy a required value (one for a plain column)."""
+    return (required,) if isinstance(required, str) else required
+
+
+def describe_required(required: Required) -> str:
+    """`a` or `a` or `b`, for messages and docs."""
+    return " or ".join(f"`{c}`" for c in alternatives(required))
 
 # Columns every row needs before it can be placed at all.
 CORE_COLUMNS: tuple[str, ...] = ("ts", "layer", "event")
@@ -120,10 +137,10 @@ LAYER_COLUMNS: dict[str, tuple[str, ...]] = {
         "ts", "event", "request_id", "host", "device", "env", "pool", "priority", "workload_class",
         "slo_ms", "ttft_slo_ms", "predicted_ms", "prompt_tokens", "output_tokens", "attempt",
     ),
-    "queue": ("ts", "event", "queue", "pool", "depth", "host", "env"),
+    "queue": ("ts", "event", "queue", "pool", "depth", "wait_ms", "host", "env"),
     "gpu": (
         "ts", "event", "request_id", "device", "host", "env", "pool", "dur_ms", "phase", "batch_size",
-        "tokens", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w", "accelerator",
+        "tokens", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w", "mem_used_bytes", "accelerator",
         "mig_profile", "virtualized",
     ),
     "network": (
@@ -137,7 +154,7 @@ LAYER_COLUMNS: dict[str, tuple[str, ...]] = {
 # differ here cannot be duplicates. Candidates are then compared on every column.
 IDENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "scheduler": ("ts", "event", "request_id", "attempt", "device"),
-    "queue": ("ts", "queue", "depth"),
+    "queue": ("ts", "queue", "depth", "wait_ms"),
     "gpu": ("ts", "event", "device", "request_id", "dur_ms", "gpu_util"),
     "network": ("ts", "event", "request_id", "link", "dur_ms", "link_util"),
     "hypervisor": ("ts", "host", "device", "steal_frac"),
@@ -205,6 +222,7 @@ BOUNDS: dict[str, Bound] = {
     "output_tokens": _TOKENS,
     "tokens": _TOKENS,
     "bytes": _BYTES,
+    "mem_used_bytes": _BYTES,
     "power_w": _POWER,
 }
 

@@ -18,7 +18,8 @@ from polars.expr.whenthen import ChainedThen, Then
 
 from coherence_diag import request_keys, schema
 from coherence_diag.errors import TraceError
-from coherence_diag.ingest import SourceFile, TraceSource
+from coherence_diag.ingest import source as sources
+from coherence_diag.ingest.source import ORIGIN, RECORD, TraceSource
 
 # Reason codes of the audit table and what each means to a user.
 REASONS: dict[str, str] = {
@@ -35,11 +36,13 @@ REASONS: dict[str, str] = {
     "completion_before_arrival": "request completes before it arrives (all its scheduler rows set aside)",
     # Physical bounds of numeric columns (schema.BOUNDS): one code per family of columns.
     **{b.reason: f"{b.problem} (expected {b.expected})" for b in schema.BOUNDS.values()},
+    # Input records a source adapter could not map (ingest/source.py), in the same table.
+    **sources.REASONS,
 }
-WARNING_REASONS = frozenset({"unknown_layer", "unknown_event"})
+WARNING_REASONS = frozenset({"unknown_layer", "unknown_event"}) | sources.WARNING_REASONS
 
 DEFAULT_MAX_BAD_FRACTION = 0.01
-_EXAMPLES = 3
+_EXAMPLES = sources.EXAMPLES
 
 
 @dataclass
@@ -70,15 +73,16 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
     # The row count of a Parquet trace comes from its metadata; every known layer is read in
     # one pass (a layer that is absent costs a filter, or nothing where row-group statistics
     # rule it out), and rows of no known layer are what the layers do not account for.
-    rows_total = int(_collect(source, lf.select(pl.len())).item())
+    unmapped = source.unmapped()
+    rows_total = int(_collect(source, lf.select(pl.len())).item()) + int(unmapped["rows"].sum())
     if rows_total == 0:
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
     single = source.single_text
     frames = _collect_all(source, [_layer_plan(lf, layer, present, single) for layer in schema.LAYERS])
     read = {layer: frame for layer, frame in zip(schema.LAYERS, frames) if frame.height}
 
-    audits: list[pl.DataFrame] = []
-    if rows_total > sum(frame.height for frame in read.values()):
+    audits: list[pl.DataFrame] = [unmapped] if not unmapped.is_empty() else []
+    if rows_total - int(unmapped["rows"].sum()) > sum(frame.height for frame in read.values()):
         audits.append(_unknown_layer_audit(lf, source))
     _require_columns(source, read, present)
 
@@ -93,10 +97,10 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
         if bad.any():
             # Only a layer with problems pays for provenance (file and row of each row): the
             # same plan read again, in the same order, for the audit's file names and examples.
-            provenance = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select("_source", "_row"))
+            provenance = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select(ORIGIN, RECORD))
             checked = checked.with_columns(provenance)
             audits.append(_audit(checked, layer, source))
-            checked = checked.filter(~bad).drop("_source", "_row")
+            checked = checked.filter(~bad).drop(ORIGIN, RECORD)
         clean[layer] = checked.drop("_problem")
 
     audit = (
@@ -114,7 +118,7 @@ def _layer_plan(
     lf: pl.LazyFrame, layer: str, present: set[str], single: dict[str, str], *, provenance: bool = False
 ) -> pl.LazyFrame:
     cols = [e for c in schema.LAYER_COLUMNS[layer] for e in _layer_columns(c, present, layer, single)]
-    extra = ["_source", "_row"] if provenance else []
+    extra = [ORIGIN, RECORD] if provenance else []
     return lf.filter(pl.col("layer") == layer).select(*cols, *extra)
 
 
@@ -146,56 +150,8 @@ def _collect_all(source: TraceSource, plans: list[pl.LazyFrame]) -> list[pl.Data
 
 
 def _attribute_read_error(source: TraceSource, exc: BaseException) -> TraceError:
-    """A decode error surfaced while reading the union: find which file(s) cause it."""
-    lines = []
-    for i, f in enumerate(source.files):
-        try:
-            source.scan_file(i).collect()
-        except (pl.exceptions.PolarsError, OSError) as file_exc:
-            typed = _csv_type_problems(f) if f.fmt == "csv" else []
-            lines.extend(typed or [f"{f.path}: {_describe_decode_error(f.fmt, file_exc)}"])
-    if not lines:
-        lines.append(f"{source.display_path}: could not be read ({str(exc).splitlines()[0]})")
-    if len(lines) == 1:
-        return TraceError(lines[0], path=source.display_path)
-    body = "\n".join(f"  - {line}" for line in lines)
-    return TraceError(f"{source.display_path}: {len(lines)} files cannot be read:\n{body}")
-
-
-def _csv_type_problems(f: SourceFile) -> list[str]:
-    """Every typed CSV column with values that do not parse: count, example values and rows."""
-    typed = {name: dtype for name, dtype in f.columns.items() if dtype != pl.String}
-    if not typed:
-        return []
-    try:
-        raw = pl.scan_csv(f.path, infer_schema=False, glob=False).with_row_index("_row")
-        bad = {name: pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null() for name, dtype in typed.items()}
-        found = raw.select(
-            *[cond.sum().alias(f"{name}__n") for name, cond in bad.items()],
-            *[pl.col(name).filter(cond).head(_EXAMPLES).implode().alias(f"{name}__values") for name, cond in bad.items()],
-            *[pl.col("_row").filter(cond).head(_EXAMPLES).implode().alias(f"{name}__rows") for name, cond in bad.items()],
-        ).collect().row(0, named=True)
-    except (pl.exceptions.PolarsError, OSError):
-        return []
-    lines = []
-    for name in typed:
-        n = found[f"{name}__n"]
-        if n:
-            values = ", ".join(repr(v) for v in found[f"{name}__values"])
-            rows = ", ".join(str(r + 1) for r in found[f"{name}__rows"])
-            kind = schema.describe_kind(schema.COLUMNS[name].kind)
-            lines.append(f"{f.path}: column `{name}` expects {kind}; {n} value(s) do not parse, e.g. {values} (data row {rows})")
-    return lines
-
-
-def _describe_decode_error(fmt: str, exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if fmt == "csv" and "could not parse" in text:
-        # polars: could not parse `abc` as dtype `f64` at column 'dur_ms' (column number 5)
-        return f"a value has the wrong type: {text} (expected the type of trace-format.md)"
-    if fmt == "csv":
-        return f"not a well-formed CSV trace ({text})"
-    return f"the Parquet data cannot be decoded ({text}); the file may be corrupt or truncated"
+    """A decode error surfaced while reading: the source knows which of its inputs causes it."""
+    return source.read_error(exc)
 
 
 # --- row checks ------------------------------------------------------------------------------
@@ -209,15 +165,10 @@ def _problem_exprs(layer: str, present: set[str]) -> list[tuple[pl.Expr, str]]:
         if req_layer != layer:
             continue
         applies = pl.lit(True) if event == "*" else pl.col("event") == event
-        for c in cols:
-            checks.append((applies & pl.col(c).is_null(), f"missing_value:{c}"))
-    if layer == "hypervisor":
-        checks.append(
-            (
-                (pl.col("event") == "migrate") & pl.col("host").is_null() & pl.col("device").is_null(),
-                "missing_value:host",
-            )
-        )
+        for required in cols:
+            names = schema.alternatives(required)
+            none_given = pl.all_horizontal([pl.col(c).is_null() for c in names])
+            checks.append((applies & none_given, f"missing_value:{names[0]}"))
     for c in schema.LAYER_COLUMNS[layer]:
         if c not in present:
             continue
@@ -395,10 +346,10 @@ def _audit(checked: pl.DataFrame, layer: str, source: TraceSource) -> pl.DataFra
         return _empty_audit()
     names = _file_names(source)
     return (
-        bad.group_by("_source", "_problem")
-        .agg(pl.len().alias("rows"), pl.col("_row").sort().head(_EXAMPLES).alias("example_rows"))
+        bad.group_by(ORIGIN, "_problem")
+        .agg(pl.len().alias("rows"), pl.col(RECORD).sort().head(_EXAMPLES).alias("example_rows"))
         .with_columns(
-            pl.col("_source").replace_strict(names, return_dtype=pl.String).alias("file"),
+            pl.col(ORIGIN).replace_strict(names, return_dtype=pl.String).alias("file"),
             pl.lit(layer).alias("layer"),
             pl.col("_problem").str.split_exact(":", 1).struct.field("field_0").alias("reason"),
             pl.col("_problem").str.split_exact(":", 1).struct.field("field_1").alias("column"),
@@ -409,24 +360,14 @@ def _audit(checked: pl.DataFrame, layer: str, source: TraceSource) -> pl.DataFra
 
 
 def _file_names(source: TraceSource) -> dict[int, str]:
-    return {i: str(f.path) for i, f in enumerate(source.files)}
+    return dict(enumerate(source.origins))
 
 
 _AUDIT_COLUMNS = ["file", "layer", "reason", "column", "rows", "example_rows", "warning"]
 
 
 def _empty_audit() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "file": pl.String,
-            "layer": pl.String,
-            "reason": pl.String,
-            "column": pl.String,
-            "rows": pl.UInt32,
-            "example_rows": pl.List(pl.UInt32),
-            "warning": pl.Boolean,
-        }
-    )
+    return sources.empty_audit()
 
 
 def _unknown_layer_audit(lf: pl.LazyFrame, source: TraceSource) -> pl.DataFrame:
@@ -435,11 +376,11 @@ def _unknown_layer_audit(lf: pl.LazyFrame, source: TraceSource) -> pl.DataFrame:
     bad = _collect(
         source,
         lf.filter(~known | pl.col("layer").is_null())
-        .group_by("_source", "layer")
-        .agg(pl.len().alias("rows"), pl.col("_row").sort().head(_EXAMPLES).alias("example_rows")),
+        .group_by(ORIGIN, "layer")
+        .agg(pl.len().alias("rows"), pl.col(RECORD).sort().head(_EXAMPLES).alias("example_rows")),
     )
     return bad.select(
-        pl.col("_source").replace_strict(names, return_dtype=pl.String).alias("file"),
+        pl.col(ORIGIN).replace_strict(names, return_dtype=pl.String).alias("file"),
         pl.col("layer").fill_null("<null>"),
         pl.lit("unknown_layer").alias("reason"),
         pl.lit("layer").alias("column"),
@@ -456,10 +397,10 @@ def _require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], prese
     for (layer, event), cols in schema.REQUIRED_VALUES.items():
         if not any(lay == layer and (event == "*" or e == event) for lay, e in pairs):
             continue
-        for c in cols:
-            if c not in present:
+        for required in cols:
+            if not any(c in present for c in schema.alternatives(required)):
                 what = f"{layer} rows" if event == "*" else f"{layer} `{event}` rows"
-                problems.append(f"missing required column `{c}` (needed by {what})")
+                problems.append(f"missing required column {schema.describe_required(required)} (needed by {what})")
     if problems:
         unique = sorted(set(problems))
         if len(unique) == 1:

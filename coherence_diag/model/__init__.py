@@ -22,6 +22,14 @@ from coherence_diag.model.comparison import (
 )
 from coherence_diag.model.evidence import Evidence, EvidenceItem, EvidenceKind
 from coherence_diag.model.gate import GATE_SCHEMA_VERSION, CheckResult, FindingRef, GateResult, RegressionItem, Status
+from coherence_diag.model.provenance import (
+    COLUMN_STATUSES,
+    PROVENANCE_SCHEMA_VERSION,
+    ColumnOrigin,
+    ColumnStatus,
+    Provenance,
+    SourceUse,
+)
 from coherence_diag.model.report import (
     SCHEMA_VERSION,
     SEVERITIES,
@@ -42,6 +50,12 @@ from coherence_diag.model.report import (
 )
 
 __all__ = [
+    "COLUMN_STATUSES",
+    "PROVENANCE_SCHEMA_VERSION",
+    "ColumnOrigin",
+    "ColumnStatus",
+    "Provenance",
+    "SourceUse",
     "COMPARISON_SCHEMA_VERSION",
     "GATE_SCHEMA_VERSION",
     "SCHEMA_VERSION",

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from coherence_diag.model.evidence import Evidence
+from coherence_diag.model.provenance import Provenance
 
 SCHEMA_VERSION = "1"
 
@@ -175,3 +176,6 @@ class Report:
     unexplained_indices: tuple[UnexplainedIndex, ...] = ()
     # Every feature the analysis computed, by name (`analyze --features`); None when not asked for.
     features: dict[str, FeatureReading] | None = None
+    # Where each column came from, for a converted trace (`convert`, `analyze --from`); None for
+    # a trace written in the trace format directly.
+    provenance: Provenance | None = None

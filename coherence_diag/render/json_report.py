@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any
 
 from coherence_diag.model import FeatureReading, Finding, Report
+from coherence_diag.model.provenance import to_dict as provenance_to_dict
 
 # Floats are rounded so that the last bits of a parallel floating-point sum cannot make two
 # runs on the same trace differ: the same trace gives byte-identical JSON.
@@ -32,6 +33,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         out["unexplained_indices"] = raw["unexplained_indices"]
     if report.features is not None:  # `analyze --features`
         out["features"] = {name: reading_to_dict(r) for name, r in report.features.items()}
+    if report.provenance is not None:  # a converted trace: where each column came from
+        out["provenance"] = provenance_to_dict(report.provenance)
     return _clean(out)
 
 

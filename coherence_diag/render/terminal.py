@@ -10,12 +10,14 @@ from rich.panel import Panel
 from rich.table import Table
 
 from coherence_diag import units
-from coherence_diag.model import Evaluability, FeatureReading, Quantiles, Report
+from coherence_diag.model import Evaluability, FeatureReading, Provenance, Quantiles, Report
 from coherence_diag.render.style import SEVERITY_STYLE
 
 
 def render(report: Report, console: Console) -> None:
     console.print(_trace_panel(report))
+    if report.provenance is not None:
+        console.print(_provenance_panel(report.provenance))
     console.print(_metrics_table(report))
     console.print(_indices_table(report))
     health = _health(report)
@@ -57,6 +59,37 @@ def _trace_panel(report: Report) -> Panel:
         aside = ", ".join(f"{escape(k)} {v:,}" for k, v in t.set_aside.items())
         lines.append(f"[yellow]set aside: {aside}[/yellow]")
     return Panel("\n".join(lines), title="trace", expand=False)
+
+
+def _provenance_panel(p: Provenance) -> Panel:
+    """Where the columns came from: a converted trace's sources, then each status's columns."""
+    lines = []
+    for s in p.sources:
+        shift = f", shifted {s.offset_s:+,.0f} s" if s.offset_s else ""
+        lines.append(f"[bold]{escape(s.name)}[/bold] {escape(s.path)}: {s.records:,} records -> {s.rows:,} rows ({s.clock} clock{shift})")
+        for note in s.notes:
+            lines.append(f"  [dim]{escape(note)}[/dim]")
+        if s.unmapped:
+            lines.append("  [yellow]not converted: " + escape(", ".join(f"{k} {v:,}" for k, v in s.unmapped.items())) + "[/yellow]")
+    for status in ("observed", "derived", "supplied", "simulated"):
+        entries = p.by_status(status)
+        if not entries:
+            continue
+        if status == "simulated":
+            layers = sorted({e.layer for e in entries})
+            lines.append(f"simulated: {len(entries)} columns of {', '.join(layers)}")
+            continue
+        shown = []
+        for e in entries:
+            how = e.formula if status == "derived" and e.formula else ", ".join(e.fields) or (e.note or "")
+            shown.append(f"{e.layer}.{e.column}" + (f" ({how})" if how else ""))
+        lines.append(f"{status}: " + escape("; ".join(shown)))
+    absent = p.absent_layers()
+    if absent:
+        lines.append(
+            "[yellow]absent layers: " + escape(", ".join(absent)) + "[/yellow] [dim](no source gives them: absent, not idle or empty)[/dim]"
+        )
+    return Panel("\n".join(lines), title="provenance (converted trace)", expand=False)
 
 
 def _request_line(report: Report) -> str:

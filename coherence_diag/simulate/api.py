@@ -10,6 +10,7 @@ import polars as pl
 
 from coherence_diag.errors import InputError
 from coherence_diag.simulate import engine, telemetry
+from coherence_diag.simulate.arrivals import ArrivalTable
 from coherence_diag.simulate.assemble import assemble
 from coherence_diag.simulate.naming import NAMINGS, plain_names, random_names
 from coherence_diag.simulate.build import build_plan
@@ -28,7 +29,7 @@ def simulate(
     *,
     scale: float = 1.0,
     duration_s: float | None = None,
-    arrivals: Path | None = None,
+    arrivals: Path | ArrivalTable | None = None,
     time_origin: datetime | None = None,
     naming: str = "plain",
     shape: Shape | None = None,
@@ -71,7 +72,8 @@ def simulate(
             duration_s = shape.length_s
         params = shaped_params(scenario, shape)
 
-    plan = build_plan(params, seed, float(scale), duration_s, Path(arrivals) if arrivals is not None else None)
+    replay = arrivals if arrivals is None or isinstance(arrivals, ArrivalTable) else Path(arrivals)
+    plan = build_plan(params, seed, float(scale), duration_s, replay)
     logs = engine.run(plan)
     n_bins = max(1, int(math.ceil(logs.end_s)) + 1)
     rng = rng_for(seed, "telemetry")

@@ -1,7 +1,10 @@
-"""Replay a real arrival process: Azure LLM inference CSV or Mooncake JSONL.
+"""Replay a real arrival process: Azure LLM inference CSV or Mooncake JSONL, or the arrivals of
+any request source already read (`ArrivalTable`: the CLI reads every `convert` source with its
+adapter, coherence_diag.convert.read_arrivals; the simulator never imports the ingest package).
 
 Only arrival times and token counts are taken from the file; everything else (priorities,
-SLOs, the fleet) comes from the scenario.
+SLOs, the fleet) comes from the scenario. Arrivals without token counts take the scenario's own
+token mix (the replay says so in its provenance).
 """
 
 from __future__ import annotations
@@ -27,12 +30,24 @@ MAX_OUTPUT_TOKENS = 8_192
 @dataclass
 class ReplayedArrivals:
     arrival_s: np.ndarray  # from 0, sorted
-    prompt: np.ndarray
-    output: np.ndarray
+    prompt: np.ndarray | None  # None: the source has no token counts (the scenario's mix is drawn)
+    output: np.ndarray | None
     duration_s: float
 
 
-def load_arrivals(path: Path, *, speedup: float = 1.0, duration_s: float | None = None) -> ReplayedArrivals:
+@dataclass(frozen=True)
+class ArrivalTable:
+    """Arrivals already read from a source: ns since any origin, token counts or None."""
+
+    arrival_ns: np.ndarray
+    prompt: np.ndarray | None
+    output: np.ndarray | None
+    label: str  # the source and path, for messages
+
+
+def load_arrivals(path: Path | ArrivalTable, *, speedup: float = 1.0, duration_s: float | None = None) -> ReplayedArrivals:
+    if isinstance(path, ArrivalTable):
+        return _replay(path.label, path.arrival_ns.astype(np.float64) / 1e9, path.prompt, path.output, speedup, duration_s)
     path = Path(path)
     df = _read_table(path)
     cols = set(df.columns)
@@ -43,22 +58,33 @@ def load_arrivals(path: Path, *, speedup: float = 1.0, duration_s: float | None 
     else:
         found = ",".join(df.columns[:8]) or "(none)"
         raise InputError(f"arrivals file {path}: unrecognized columns {found}; {EXPECTED}", path=str(path))
+    return _replay(str(path), t_s, prompt, output, speedup, duration_s)
+
+
+def _replay(
+    label: str, t_s: np.ndarray, prompt: np.ndarray | None, output: np.ndarray | None, speedup: float, duration_s: float | None
+) -> ReplayedArrivals:
+    path = label
 
     if len(t_s) == 0:
         raise InputError(f"arrivals file {path}: no rows; {EXPECTED}", path=str(path))
     for name, values in (("ContextTokens/input_length", prompt), ("GeneratedTokens/output_length", output)):
-        if (values < 0).any():
+        if values is not None and (values < 0).any():
             raise InputError(f"arrivals file {path}: negative token counts in {name}; expected counts >= 0", path=str(path))
     if not np.isfinite(t_s).all():
         raise InputError(f"arrivals file {path}: non-finite timestamps; {EXPECTED}", path=str(path))
 
     order = np.argsort(t_s, kind="stable")
     t_s = (t_s[order] - t_s[order][0]) / speedup
-    prompt = np.clip(prompt[order], 1, MAX_CONTEXT_TOKENS).astype(np.int64)
-    output = np.clip(output[order], 1, MAX_OUTPUT_TOKENS).astype(np.int64)
+    if prompt is not None:
+        prompt = np.clip(prompt[order], 1, MAX_CONTEXT_TOKENS).astype(np.int64)
+    if output is not None:
+        output = np.clip(output[order], 1, MAX_OUTPUT_TOKENS).astype(np.int64)
     if duration_s is not None:
         keep = t_s < duration_s
-        t_s, prompt, output = t_s[keep], prompt[keep], output[keep]
+        t_s = t_s[keep]
+        prompt = None if prompt is None else prompt[keep]
+        output = None if output is None else output[keep]
         if len(t_s) == 0:
             raise InputError(
                 f"arrivals file {path}: no arrivals in the first {duration_s} s; expected duration_s > 0", path=str(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coherence_diag.simulate.arrivals import ReplayedArrivals, load_arrivals
+from coherence_diag.simulate.arrivals import ArrivalTable, ReplayedArrivals, load_arrivals
 from coherence_diag.simulate.fleet import build_fleet
 from coherence_diag.simulate.hardware import ACCELERATORS, decode_step_ms, prefill_ms
 from coherence_diag.simulate.plan import MAX_ATTEMPTS, Plan, cotenant_series, rng_for
@@ -28,7 +28,7 @@ from coherence_diag.simulate.workload import (
 
 
 def build_plan(
-    params: SimParams, seed: int, scale: float, duration_s: float | None, arrivals: Path | None
+    params: SimParams, seed: int, scale: float, duration_s: float | None, arrivals: Path | ArrivalTable | None
 ) -> Plan:
     replay: ReplayedArrivals | None = None
     if arrivals is not None:
@@ -57,9 +57,13 @@ def build_plan(
     else:
         rng = rng_for(seed, "workload")
         n = len(replay.arrival_s)
-        parts.append(
-            RequestBatch(replay.arrival_s, replay.prompt, replay.output, sample_priorities(rng, params.workload.priority_probs, n))
-        )
+        prompt, output = replay.prompt, replay.output
+        if prompt is None or output is None:  # a source without token counts: the scenario's own mix
+            wl = params.workload
+            drawn = sample_tokens(rng_for(seed, "replay-tokens"), wl.mix, n, wl.max_prompt_tokens, wl.max_output_tokens)
+            prompt = drawn[0] if prompt is None else prompt
+            output = drawn[1] if output is None else output
+        parts.append(RequestBatch(replay.arrival_s, prompt, output, sample_priorities(rng, params.workload.priority_probs, n)))
     for i, inj in enumerate(params.injections):
         extra = inj.extra_requests(fleet, duration, rng_for(seed, f"extra:{i}:{type(inj).__name__}"))
         if extra is not None:
@@ -157,6 +161,7 @@ def _replay_fleet_mult(params: SimParams, replay: ReplayedArrivals) -> dict[str,
         return rate * float(np.mean(output)) * step
 
     rate = len(replay.arrival_s) / max(replay.duration_s, 1e-9)
-    pre = prefill_load(replay.prompt, rate) / prefill_load(ref_p, wl.rate_rps)
-    dec = decode_load(replay.output, rate) / decode_load(ref_o, wl.rate_rps)
+    # Without token counts in the source, the replay draws the scenario's mix: its mean sizes.
+    pre = prefill_load(replay.prompt if replay.prompt is not None else ref_p, rate) / prefill_load(ref_p, wl.rate_rps)
+    dec = decode_load(replay.output if replay.output is not None else ref_o, rate) / decode_load(ref_o, wl.rate_rps)
     return {"prefill": max(pre, 1e-3), "decode": max(dec, 1e-3), "unified": max(dec, 1e-3), "batch": 1.0}

@@ -10,10 +10,6 @@ TS_DTYPE = pl.Datetime("ns", "UTC")
 
 # The declared trace schema is the single source of column names, types, layers and events;
 # the simulator writes timestamps as Parquet timestamps rather than the internal int64 ns.
-COLUMNS: dict[str, pl.DataType] = {
-    name: TS_DTYPE if name == "ts" else trace_schema.dtype_of(name) for name in trace_schema.COLUMNS
-}
-
 LAYERS = trace_schema.LAYERS
 EVENTS = trace_schema.EVENTS
 
@@ -34,5 +30,12 @@ LAYER_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "hypervisor": ("ts", "event", "host", "device", "env", "steal_frac", "cotenant_util", "vgpu_wait_ms"),
 }  # fmt: skip
+
+# The columns the simulator writes, in the declared schema's order and types: those its layers
+# carry (columns the schema gained for other sources, such as `wait_ms`, are not simulated).
+_WRITTEN = {"layer"}.union(*LAYER_COLUMNS.values())
+COLUMNS: dict[str, pl.DataType] = {
+    name: TS_DTYPE if name == "ts" else trace_schema.dtype_of(name) for name in trace_schema.COLUMNS if name in _WRITTEN
+}
 
 FRACTION_COLUMNS = ("gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "link_util", "steal_frac", "cotenant_util")

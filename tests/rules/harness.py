@@ -1,4 +1,6 @@
-"""Shared harness for rule test cases: small simulated traces, simulated once per session."""
+"""Shared harness for rule test cases: small simulated traces, simulated once per session, or
+small fixtures of a foreign source converted in memory (rules on telemetry the simulator does not
+produce, such as GPU memory in use)."""
 
 from __future__ import annotations
 
@@ -20,3 +22,14 @@ def analyzed(scenario: str, seed: int, duration_s: float | None = None, naming: 
     if not path.exists():
         write_trace(simulate(scenario, seed, duration_s=duration_s, naming=naming), path)
     return analyze(path)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def converted(source: str, path: str) -> Analysis:
+    """A fixture of a `convert` source (path relative to the repository), analyzed in memory."""
+    from coherence_diag.convert import open_inputs
+
+    return analyze(open_inputs([(source, str(REPO / path))]))

@@ -10,6 +10,9 @@ A case simulates a small trace and states what the rule must (or must not) find:
       - name: quiet on healthy
         trace: {scenario: healthy, seed: 11, duration_s: 180}
         expect: {max_severity: null}      # null: the rule must not fire at all
+      - name: fires on a fixture of a foreign source (converted in memory)
+        from: {source: alibaba-gentd26, path: tests/fixtures/alibaba_gentd26}
+        expect: {min_severity: high}
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import yaml
 
 from coherence_diag.model import SEVERITIES
 from coherence_diag.rules.loader import load_rules
-from tests.rules.harness import analyzed
+from tests.rules.harness import analyzed, converted
 
 CASES_DIR = Path(__file__).parent / "cases"
 RULES = {r.id: r for r in load_rules()}
@@ -47,8 +50,11 @@ def test_every_rule_has_positive_and_negative_cases():
 @pytest.mark.parametrize("rule_id, case", list(_cases()))
 def test_rule_case(rule_id, case):
     assert rule_id in RULES, f"case file for unknown rule {rule_id}"
-    t = case["trace"]
-    result = analyzed(t["scenario"], t.get("seed", 0), t.get("duration_s"), t.get("naming", "plain"))
+    if "from" in case:  # {source, path}: a fixture of a convert source
+        result = converted(case["from"]["source"], case["from"]["path"])
+    else:
+        t = case["trace"]
+        result = analyzed(t["scenario"], t.get("seed", 0), t.get("duration_s"), t.get("naming", "plain"))
     found = [f for f in result.report.findings if f.rule == rule_id]
     severity = found[0].severity if found else None
     expect = case["expect"]

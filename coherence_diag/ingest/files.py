@@ -1,9 +1,11 @@
-"""Find the files of a trace and expose them as one lazily-read table in canonical types.
+"""The trace format's own containers as a `TraceSource` (source.py): files in, one lazy table out.
 
 A trace is one Parquet file, one CSV file, a directory or glob of shards, or a directory with
 one file per layer (trace-format.md, "Containers"). Whatever the container, `open_trace` returns
-a `TraceSource` whose `scan()` is a single LazyFrame: the union of all files by column name,
+a `FileSource` whose `scan()` is a single LazyFrame: the union of all files by column name,
 with every known column cast to its declared type and `ts` as Int64 ns since the epoch (UTC).
+A converted trace (`coherence-diag convert`) has its provenance next to it in
+`TRACE.provenance.json` (provenance_path); the source reads it.
 
 Nothing here reads row data except the UTF-8 check of CSV files; decoding happens when the
 caller collects. Problems that can be seen from metadata alone (missing file, empty file, wrong
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import codecs
 import glob as globlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,11 @@ import pyarrow.parquet as pq
 
 from coherence_diag import schema
 from coherence_diag.errors import TraceError
+from coherence_diag.ingest.source import EXAMPLES, ORIGIN, RECORD, empty_audit
+from coherence_diag.model import Provenance
+from coherence_diag.model.provenance import ProvenanceFormatError, from_dict
+
+PROVENANCE_SUFFIX = ".provenance.json"
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
@@ -44,13 +53,27 @@ class SourceFile:
     single_text: dict[str, str] = field(default_factory=dict)
 
 
+def provenance_path(trace: str | Path) -> Path:
+    """Where the provenance of a converted trace is kept: `TRACE.provenance.json`."""
+    return Path(f"{trace}{PROVENANCE_SUFFIX}")
+
+
 @dataclass
-class TraceSource:
+class FileSource:
     """The files of one trace, checked at the metadata level and ready to scan."""
 
     display_path: str
     files: list[SourceFile]
     extra_columns: dict[str, pl.DataType] = field(default_factory=dict)
+    provenance: Provenance | None = None
+
+    @property
+    def origins(self) -> Sequence[str]:
+        return [str(f.path) for f in self.files]
+
+    def unmapped(self) -> pl.DataFrame:
+        """Files in the trace format map every row (problems are validation's to find)."""
+        return empty_audit()
 
     @property
     def single_text(self) -> dict[str, str]:
@@ -68,12 +91,28 @@ class TraceSource:
         return present
 
     def scan(self) -> pl.LazyFrame:
-        """The whole trace as one LazyFrame with `_source` (file index) and `_row` (row in file)."""
+        """The whole trace as one LazyFrame with ORIGIN (file index) and RECORD (row in file)."""
         frames = [_canonical(i, f, self.extra_columns) for i, f in enumerate(self.files)]
         return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
 
     def scan_file(self, index: int) -> pl.LazyFrame:
         return _canonical(index, self.files[index], self.extra_columns)
+
+    def read_error(self, exc: BaseException) -> TraceError:
+        """A decode error surfaced while reading the union: find which file(s) cause it."""
+        lines = []
+        for i, f in enumerate(self.files):
+            try:
+                self.scan_file(i).collect()
+            except (pl.exceptions.PolarsError, OSError) as file_exc:
+                typed = _csv_type_problems(f) if f.fmt == "csv" else []
+                lines.extend(typed or [f"{f.path}: {_describe_decode_error(f.fmt, file_exc)}"])
+        if not lines:
+            lines.append(f"{self.display_path}: could not be read ({str(exc).splitlines()[0]})")
+        if len(lines) == 1:
+            return TraceError(lines[0], path=self.display_path)
+        body = "\n".join(f"  - {line}" for line in lines)
+        return TraceError(f"{self.display_path}: {len(lines)} files cannot be read:\n{body}")
 
 
 class _Problems:
@@ -94,7 +133,7 @@ class _Problems:
         raise TraceError(f"{display_path}: {len(self.lines)} problems found:\n{body}", path=display_path)
 
 
-def open_trace(path: str | Path) -> TraceSource:
+def open_trace(path: str | Path) -> FileSource:
     """Resolve `path` (file, directory or glob) to its trace files and check their metadata."""
     display = str(path)
     problems = _Problems()
@@ -106,7 +145,21 @@ def open_trace(path: str | Path) -> TraceSource:
             files.append(source)
     problems.raise_if_any(display)
     extras = _extra_columns(files)
-    return TraceSource(display_path=display, files=files, extra_columns=extras)
+    return FileSource(display_path=display, files=files, extra_columns=extras, provenance=_read_provenance(display))
+
+
+def _read_provenance(display: str) -> Provenance | None:
+    path = provenance_path(display.rstrip("/"))
+    if not path.is_file():
+        return None
+    try:
+        return from_dict(json.loads(path.read_text("utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ProvenanceFormatError) as exc:
+        raise TraceError(
+            f"{path}: not a provenance file of coherence-diag convert ({_first_line(exc)}); "
+            "expected the JSON `convert` writes next to a trace, or no such file",
+            path=display,
+        ) from None
 
 
 def _resolve(display: str) -> list[Path]:
@@ -335,8 +388,8 @@ def _canonical(index: int, f: SourceFile, extras: dict[str, pl.DataType]) -> pl.
         exprs[list(f.columns).index("layer")] = _cast_known("layer", f.columns["layer"]).fill_null(
             pl.lit(f.layer_hint)
         )
-    exprs.append(pl.lit(index, pl.Int32).alias("_source"))
-    return _scan_file(f).with_row_index("_row").select(*exprs, pl.col("_row"))
+    exprs.append(pl.lit(index, pl.Int32).alias(ORIGIN))
+    return _scan_file(f).with_row_index(RECORD).select(*exprs, pl.col(RECORD))
 
 
 def _cast_known(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -382,3 +435,39 @@ def _timestamp_ns(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _csv_type_problems(f: SourceFile) -> list[str]:
+    """Every typed CSV column with values that do not parse: count, example values and rows."""
+    typed = {name: dtype for name, dtype in f.columns.items() if dtype != pl.String}
+    if not typed:
+        return []
+    try:
+        raw = pl.scan_csv(f.path, infer_schema=False, glob=False).with_row_index("_row")
+        bad = {name: pl.col(name).is_not_null() & pl.col(name).cast(dtype, strict=False).is_null() for name, dtype in typed.items()}
+        found = raw.select(
+            *[cond.sum().alias(f"{name}__n") for name, cond in bad.items()],
+            *[pl.col(name).filter(cond).head(EXAMPLES).implode().alias(f"{name}__values") for name, cond in bad.items()],
+            *[pl.col("_row").filter(cond).head(EXAMPLES).implode().alias(f"{name}__rows") for name, cond in bad.items()],
+        ).collect().row(0, named=True)
+    except (pl.exceptions.PolarsError, OSError):
+        return []
+    lines = []
+    for name in typed:
+        n = found[f"{name}__n"]
+        if n:
+            values = ", ".join(repr(v) for v in found[f"{name}__values"])
+            rows = ", ".join(str(r + 1) for r in found[f"{name}__rows"])
+            kind = schema.describe_kind(schema.COLUMNS[name].kind)
+            lines.append(f"{f.path}: column `{name}` expects {kind}; {n} value(s) do not parse, e.g. {values} (data row {rows})")
+    return lines
+
+
+def _describe_decode_error(fmt: str, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if fmt == "csv" and "could not parse" in text:
+        # polars: could not parse `abc` as dtype `f64` at column 'dur_ms' (column number 5)
+        return f"a value has the wrong type: {text} (expected the type of trace-format.md)"
+    if fmt == "csv":
+        return f"not a well-formed CSV trace ({text})"
+    return f"the Parquet data cannot be decoded ({text}); the file may be corrupt or truncated"
