@@ -59,7 +59,13 @@ class Run:
 
     @property
     def unexpected(self) -> frozenset[str]:
-        """Rules that fired beyond the scenario's own and the cell's background conditions."""
+        """Rules that fired beyond the scenario's own, its accepted co-reports and the cell's
+        background conditions."""
+        return self.unexpected_strict - CO_REPORTS.get(self.scenario, frozenset())
+
+    @property
+    def unexpected_strict(self) -> frozenset[str]:
+        """As `unexpected`, counting every co-report as a false positive."""
         return self.fired - {SCENARIOS[self.scenario].expected_rule} - background_rules(dict(self.cell))
 
 
@@ -98,13 +104,13 @@ def run_suite(seeds: list[int], duration_s: float | None = None, scenarios: list
     return runs
 
 
-def scores(runs: list[Run]) -> dict[str, dict[str, float]]:
+def scores(runs: list[Run], strict: bool = False) -> dict[str, dict[str, float]]:
     rules = sorted(s for s, sc in SCENARIOS.items() if sc.expected_rule)
     out = {}
     for rule in rules:
         tp = sum(1 for r in runs if r.scenario == rule and rule in r.fired)
         fn = sum(1 for r in runs if r.scenario == rule and rule not in r.fired)
-        fp = sum(1 for r in runs if r.scenario != rule and rule in r.unexpected)
+        fp = sum(1 for r in runs if r.scenario != rule and rule in (r.unexpected_strict if strict else r.unexpected))
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -166,6 +172,24 @@ SHORT_S = 180.0  # most cells: the shortest length of the range
 LENGTHS_S = (SHORT_S, 600.0, 1800.0)
 MATRIX_KNOBS = (*KNOB_LEVELS, "telemetry", "length")
 CONTROLS = tuple(name for name, sc in SCENARIOS.items() if sc.expected_rule is None)
+
+
+# Co-reports accepted with a scenario's own rule: the labelling convention of the independent
+# validation suite (../shared/validation/labels.json, `allowed`), applied unchanged. The symptom
+# rule (SLO misses without a shortage) and the queueing and burst patterns a condition causes
+# may be reported beside it. Controls accept nothing. `--strict` scores without them.
+CO_REPORTS: dict[str, frozenset[str]] = {
+    "batch-scheduling-conflict": frozenset({"slot-locking", "queue-wait-dominance"}),
+    "burst-amplification": frozenset({"queue-wait-dominance", "sla-degradation-without-shortage"}),
+    "idle-overload-oscillation": frozenset({"burst-amplification", "queue-wait-dominance"}),
+    "interconnect-capacity-inaccessibility": frozenset({"sla-degradation-without-shortage"}),
+    "memory-path-incoherence": frozenset({"sla-degradation-without-shortage"}),
+    "queue-wait-dominance": frozenset({"sla-degradation-without-shortage"}),
+    "retry-amplification": frozenset({"burst-amplification", "queue-wait-dominance", "sla-degradation-without-shortage"}),
+    "sla-degradation-without-shortage": frozenset({"queue-wait-dominance"}),
+    "slot-locking": frozenset({"batch-scheduling-conflict", "queue-wait-dominance"}),
+    "virtualization-control-distortion": frozenset({"sla-degradation-without-shortage"}),
+}
 
 
 def background_rules(levels: dict[str, str]) -> frozenset[str]:
@@ -314,7 +338,7 @@ def write_labels(directory: Path, cells: list[Cell]) -> None:
                 "scenario": c.scenario,
                 "path": f"{c.scenario}.{c.label}.s{c.seed}.parquet",
                 "expected": [sc.expected_rule] if sc.expected_rule else [],
-                "allowed": sorted(background_rules(dict(c.levels)) - {sc.expected_rule}),
+                "allowed": sorted((background_rules(dict(c.levels)) | CO_REPORTS.get(c.scenario, frozenset())) - {sc.expected_rule}),
                 "control": sc.expected_rule is None,
                 "seed": c.seed,
                 "shape": dict(c.levels),
@@ -375,7 +399,9 @@ def matrix_markdown(runs: list[Run], reps: int, minutes: float) -> str:
         f"order and optional columns varied as above; {reps} replications with other seeds ({n_cells} distinct cells).",
         "Scenarios restrict knobs where their condition needs a level (see `Scenario.applies`).",
         "",
-        f"**Macro-F1: {macro_f1(table):.3f}** over {len(table)} mode and pattern rules. "
+        f"**Macro-F1: {macro_f1(table):.3f}** over {len(table)} mode and pattern rules, with the co-reports the "
+        "independent validation suite accepts beside a scenario's own rule (`CO_REPORTS`: mostly the SLO symptom "
+        f"rule); counting every co-report as a false positive: {macro_f1(scores(runs, strict=True)):.3f}. "
         f"Control traces (healthy, legitimate-queueing) with a finding >= medium: {len(alarms)} of "
         f"{sum(1 for r in runs if r.scenario in CONTROLS)}.",
         "",
@@ -466,7 +492,7 @@ def print_scores(runs: list[Run], title: str) -> None:
     print(title)
     for rule, v in table.items():
         print(f"  {rule:40s} P={v['precision']:.2f} R={v['recall']:.2f} F1={v['f1']:.2f}")
-    print(f"  macro-F1 {macro_f1(table):.3f}; control false alarms {len(baseline_false_alarms(runs))}")
+    print(f"  macro-F1 {macro_f1(table):.3f} (strict, every co-report a false positive: {macro_f1(scores(runs, strict=True)):.3f}); control false alarms {len(baseline_false_alarms(runs))}")
 
 
 def main() -> int:

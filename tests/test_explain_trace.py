@@ -55,7 +55,8 @@ def test_explain_json_is_deterministic_and_complete(run_cli, burst):
     assert data["trace"] == str(SAMPLE)
     assert data["condition"]["held"] is True and data["condition"]["clauses"]["op"] == "and"
     clauses = data["condition"]["clauses"]["parts"]
-    assert [c["clause"] for c in clauses][:2] == ["burst_episodes >= 1", "burst_time_frac <= 0.2"]
+    assert [c.get("clause") for c in clauses][:2] == ["burst_episodes >= 1", "burst_time_frac <= 0.2"]
+    assert [c.get("op") for c in clauses if "clause" not in c] == ["or", "or"]  # cost shown; fresh arrivals carry it
     assert all(c["held"] is True for c in clauses)
     assert clauses[1]["features"]["burst_time_frac"] == round(clauses[1]["features"]["burst_time_frac"], 6)
     assert [s["measured"] for s in data["corroboration"]] == [True, True]
