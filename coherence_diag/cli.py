@@ -195,6 +195,43 @@ def compare(
             sys.stdout.write(text)
 
 
+@app.command()
+def report(
+    traces: list[str] = typer.Argument(..., help="Traces (same forms as `analyze`): one HTML page each."),
+    out: Path = typer.Option(..., "--out", help="Directory for <name>.html per trace, index.html and summary.json (created if missing)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes analyzing traces (default: the number of CPUs).", min=1),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Compare every trace with this one: a before/after section."),
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Check every trace against this gate policy; exit 1 when one fails."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Exit 0 even when a trace cannot be analyzed (its index row holds the error)."),
+    window: float = _window_option(),
+    max_bad_fraction: float = _max_bad_fraction_option(),
+    rules: Optional[list[Path]] = _rules_option(),
+    progress: bool = _progress_option(),
+) -> None:
+    """Write one self-contained offline HTML report per trace, an index (worst first) and summary.json."""
+    from coherence_diag.batch import BatchOptions
+    from coherence_diag.gate import load_policy
+    from coherence_diag.render.progress import progress_bar
+    from coherence_diag.reports import build_reports
+
+    with _errors_to_exit_codes():
+        checked = load_policy(policy, list(rules or [])) if policy is not None else None  # a bad policy fails before any trace is read
+        options = BatchOptions(window, max_bad_fraction, tuple(str(r) for r in rules or ()), baseline, checked)
+        with progress_bar(err_console, progress) as step:
+            result = build_reports(traces, out, options=options, jobs=jobs, progress=step)
+        for entry in result.failed:
+            err_console.print(f"error: {entry.error}", markup=False)
+    if result.failed:
+        err_console.print(
+            f"{len(result.failed)} of {len(result.entries)} traces could not be analyzed; "
+            f"{'' if keep_going else 'exit 2 (--keep-going to exit 0); '}their rows in {out / 'index.html'} hold the errors",
+            markup=False,
+        )
+    code = result.exit_code(keep_going=keep_going)
+    if code:
+        raise typer.Exit(code)
+
+
 def _emit_terminal(draw: Callable[[Console], None], output: Optional[Path]) -> None:
     """Draw a Rich view on stdout, or as plain text into `output` (atomically)."""
     if output:
