@@ -227,7 +227,12 @@ def stress_excursions(ctx: FeatureContext) -> tuple[pl.DataFrame, pl.DataFrame] 
     """WPI's stress series scored: per (entity, w) the measure `x`, its robust z-score `z` and
     whether the window is an excursion (`hot`, z > EXCURSION_Z); and the excursion episodes
     (entity, start, end, peak, dur; windows counted from the first arrival), earliest first.
-    None with fewer than two stress series."""
+    None with fewer than two stress series. Computed once per context (WPI, then the report's
+    wave view, read it)."""
+    return ctx.shared("indices.stress_excursions", lambda: _stress_excursions(ctx))
+
+
+def _stress_excursions(ctx: FeatureContext) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     series = _stress_series(ctx)
     if series.is_empty() or series["entity"].n_unique() < 2:
         return None

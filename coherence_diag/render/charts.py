@@ -21,13 +21,15 @@ from typing import Any, Final
 import altair as alt
 import vl_convert
 
+from coherence_diag.model.visuals import Visual, VisualTable
 from coherence_diag.render.svg_safety import check_svg
-from coherence_diag.visuals.model import Visual, VisualTable
 
 VEGA_LITE_VERSION = "6.4"  # the Vega-Lite bundled in vl-convert that renders the specs
-# Pinned font stack: vl-convert measures text with the first family installed (Debian: DejaVu
-# Sans); browsers without it fall back to Verdana, of near-identical metrics.
-FONT_STACK = "DejaVu Sans, Verdana, Arial, sans-serif"
+# Pinned font stack. vl-convert ships Liberation Sans inside its library and measures text with
+# it, whatever fonts the machine has: the same layout (and bytes) everywhere, and ~10x faster
+# label measurement than with a font file of the system (DejaVu Sans). Browsers without
+# Liberation Sans use Arial or Helvetica, of the same metrics (Liberation Sans is metric-compatible).
+FONT_STACK = "Liberation Sans, Arimo, Arial, Helvetica, sans-serif"
 WIDTH_PX = 640
 PANEL_HEIGHT_PX = 90
 LOCALE: Final = "en-US"  # Final: the literal vl-convert's signature names
@@ -57,8 +59,12 @@ def chart_spec(visual: Visual, *, validate: bool = False) -> dict[str, Any]:
     build = _BUILDERS[visual.kind]
     chart = build(visual, visual.table, _TABLE)
     spec = (
-        chart.properties(title=visual.title, description=visual.title)
-        .configure(font=FONT_STACK, background="white", padding=8)
+        # No title inside the chart: the page's heading names it (and every label is one more text
+        # for vl-convert to measure); the description becomes the SVG's accessible name.
+        chart.properties(description=visual.title)
+        # Padding beyond the measured layout: a browser without Liberation Sans, Arial or
+        # Helvetica draws the text in a wider fallback font; the margin keeps it inside the chart.
+        .configure(font=FONT_STACK, background="white", padding={"left": 30, "top": 10, "right": 20, "bottom": 10})
         .configure_mark(aria=False)  # per-mark labels would repeat the table in every mark; the page has the table
         .configure_view(stroke="#dddddd")
         .configure_axis(labelFontSize=10, titleFontSize=11)
@@ -82,7 +88,15 @@ def render_svg(visual: Visual, namespace: str | None = None) -> str:
         format_locale=LOCALE,
         time_format_locale=LOCALE,
     )
-    return check_svg(namespace_ids(compact_geometry(svg), prefix), id_prefix=prefix)
+    return check_svg(namespace_ids(compact_svg(compact_geometry(svg)), prefix), id_prefix=prefix)
+
+
+def warm_up() -> None:
+    """Draw a small chart with axis labels and a legend: starts vl-convert's JavaScript runtime,
+    compiles Vega-Lite once and loads the font, so that the first chart of a report does not
+    pay for it (the chart process of `coherence-diag report` runs this while traces are analyzed)."""
+    table = VisualTable(("component", "kind", "health_frac"), (("scheduler", "layer", 0.9), ("scheduler_compute", "link", 0.5)))
+    render_svg(Visual("synchronization-map", "warm-up", "", "sync_map", table, None, ()))
 
 
 def render_all(visuals: tuple[Visual, ...], namespace: str = "") -> dict[str, str]:
@@ -94,6 +108,46 @@ def compact_geometry(svg: str) -> str:
     """Coordinates in path data and transforms cut to 2 decimals (1/100 px): Vega writes full
     float precision, which roughly doubles the size of a heatmap's SVG for no visible change."""
     return _GEOMETRY.sub(lambda m: m.group(1) + _LONG_DECIMAL.sub(r"\1", m.group(2)) + '"', svg)
+
+
+_TAG = re.compile(r'<(/?)([A-Za-z][\w:.-]*)((?:\s+[\w:.-]+="[^"]*")*)\s*(/?)>')
+_RGB = re.compile(r'"rgb\((\d{1,3}), ?(\d{1,3}), ?(\d{1,3})\)"')
+_REDUNDANT = (' pointer-events="none"', ' opacity="1"')  # no pointer interaction in a static page; opacity 1 is the default
+_CLASS = re.compile(r' class="[^"]*"')
+
+
+def compact_svg(svg: str) -> str:
+    """Drop what a static, inline chart does not need, without changing what is drawn: Vega's
+    class names (no stylesheet reads them), default or pointer-only attributes, `aria-hidden`
+    on elements inside an already hidden group, and the font family repeated on every text
+    (set once on the root, where the texts inherit it); colours as #rrggbb. The result is
+    checked by svg_safety afterwards like any SVG."""
+    font = f' font-family="{FONT_STACK}"'
+    hidden: list[bool] = []
+
+    def tag(m: re.Match[str]) -> str:
+        closing, name, attrs, empty = m.groups()
+        if closing:
+            if hidden:
+                hidden.pop()
+            return m.group(0)
+        inside_hidden = bool(hidden) and hidden[-1]
+        is_hidden = inside_hidden or ' aria-hidden="true"' in attrs
+        if inside_hidden:
+            attrs = attrs.replace(' aria-hidden="true"', "")
+        for redundant in _REDUNDANT:
+            attrs = attrs.replace(redundant, "")
+        attrs = _CLASS.sub("", attrs)
+        if name == "svg":
+            attrs += font
+        elif name == "text":
+            attrs = attrs.replace(font, "")
+        attrs = _RGB.sub(lambda c: '"#{:02x}{:02x}{:02x}"'.format(*(int(x) for x in c.groups())), attrs)
+        if not empty:
+            hidden.append(is_hidden)
+        return f"<{name}{attrs}{'/' if empty else ''}>"
+
+    return _TAG.sub(tag, svg)
 
 
 def namespace_ids(svg: str, prefix: str) -> str:
@@ -124,16 +178,19 @@ def _fields(names: list[str]) -> list[str | alt.FieldName]:
     return [*names]
 
 
-def _time_x(table: VisualTable) -> alt.X:
-    """The shared time axis: exactly the span of the bins (no padding before 0)."""
+def _time_x(table: VisualTable, *, labelled: bool = True) -> alt.X:
+    """The shared time axis: exactly the span of the bins (no padding before 0); `labelled`
+    False for the upper panels of a stack, which share the bottom panel's labels."""
     end = max(table.numbers("bin_end_s"))
-    return alt.X("bin_start_s:Q", title="seconds since the trace start", scale=alt.Scale(domain=[0, end], nice=False))
+    axis = alt.Axis(tickCount=8) if labelled else alt.Axis(tickCount=8, labels=False, title=None)
+    return alt.X("bin_start_s:Q", title="seconds since the trace start", scale=alt.Scale(domain=[0, end], nice=False), axis=axis)
 
 
 def _heatmap(visual: Visual, table: VisualTable, data: Any) -> alt.HConcatChart:
     order = _labels(table, "device")
 
-    def panel(column: str, title: str) -> alt.Chart:
+    def panel(column: str, title: str, device_labels: bool) -> alt.Chart:
+        y_axis = alt.Axis() if device_labels else alt.Axis(labels=False, ticks=False)  # the right panel reads the left one's names
         return (
             alt.Chart(data, title=title, width=WIDTH_PX // 2 - 40)
             .mark_rect()
@@ -141,15 +198,17 @@ def _heatmap(visual: Visual, table: VisualTable, data: Any) -> alt.HConcatChart:
             .encode(
                 x=_time_x(table),
                 x2="bin_end_s:Q",
-                y=alt.Y("device:N", sort=order, title=None),
+                y=alt.Y("device:N", sort=order, title=None, axis=y_axis),
                 color=alt.Color(f"{column}:Q", title="utilization", scale=alt.Scale(domain=[0, 1], scheme="blues")),
             )
         )
 
-    return alt.hconcat(panel("nominal_frac", "nominal"), panel("effective_frac", "effective")).resolve_scale(color="shared")
+    return alt.hconcat(panel("nominal_frac", "nominal", True), panel("effective_frac", "effective", False), spacing=12).resolve_scale(
+        color="shared"
+    )
 
 
-def _episode_layer(visual: Visual) -> alt.Chart | None:
+def _episode_layer(visual: Visual, *, legend: bool = True) -> alt.Chart | None:
     if not visual.episodes:
         return None
     records = [{"kind": e.kind, "start_s": e.start_s, "end_s": e.end_s} for e in visual.episodes]
@@ -160,23 +219,33 @@ def _episode_layer(visual: Visual) -> alt.Chart | None:
         .encode(
             x="start_s:Q",
             x2="end_s:Q",
-            color=alt.Color("kind:N", title="episode", scale=alt.Scale(domain=kinds, range=[EPISODE_COLORS[k] for k in kinds])),
+            color=alt.Color(
+                "kind:N",
+                title="episode",
+                scale=alt.Scale(domain=kinds, range=[EPISODE_COLORS[k] for k in kinds]),
+                legend=alt.Legend() if legend else None,
+            ),
         )
     )
 
 
+PERCENTILE_NAMES = ["p50", "p95", "p99"]
+
+
 def _percentile_panel(table: VisualTable, data: Any, signal: str, title: str) -> alt.Chart:
-    fields = [f"{signal}_{p}_ms" for p in ("p50", "p95", "p99")]
+    fields = [f"{signal}_{p}_ms" for p in PERCENTILE_NAMES]
     return (
         alt.Chart(data, height=PANEL_HEIGHT_PX, width=WIDTH_PX)
-        .transform_fold(_fields(fields), as_=["percentile", "value_ms"])
+        .transform_fold(_fields(fields), as_=["column", "value_ms"])
         .transform_filter("isValid(datum.value_ms)")
+        # One legend for the three panels: the percentile's name, whatever the signal.
+        .transform_calculate(percentile=f"replace(datum.column, '{signal}_', '')")
+        .transform_calculate(percentile="replace(datum.percentile, '_ms', '')")
         .mark_line(strokeWidth=1.5)
         .encode(
-            x=_time_x(table),
-            y=alt.Y("value_ms:Q", title=f"{title} (ms)"),
-            strokeDash=alt.StrokeDash("percentile:N", title="percentile", sort=fields,
-                                      legend=alt.Legend(labelExpr="replace(replace(datum.label, /^[a-z_]+_(p[0-9]+)_ms$/, '$1'), '_', ' ')")),
+            x=_time_x(table, labelled=False),
+            y=alt.Y("value_ms:Q", title=f"{title} (ms)", axis=alt.Axis(tickCount=4)),
+            strokeDash=alt.StrokeDash("percentile:N", title="percentile", sort=PERCENTILE_NAMES, scale=alt.Scale(domain=PERCENTILE_NAMES)),
         )
     )
 
@@ -187,16 +256,18 @@ def _timeline(visual: Visual, table: VisualTable, data: Any) -> alt.VConcatChart
     panels: list[alt.Chart | alt.LayerChart] = [alt.LayerChart(layer=[episodes, latency]) if episodes is not None else latency]
     panels.append(_percentile_panel(table, data, "ttft", "TTFT"))
     panels.append(_percentile_panel(table, data, "queue_wait", "queue wait"))
+    has_depth = any(v is not None for v in table.column("queue_depth_count"))
+    misses = [c for c in ("slo_miss_count", "failed_count") if any(v for v in table.column(c))]
     load = alt.Chart(data, height=PANEL_HEIGHT_PX, width=WIDTH_PX).mark_line(color="#1f77b4").encode(
-        x=_time_x(table), y=alt.Y("arrivals_per_s:Q", title="arrivals / s")
+        x=_time_x(table, labelled=not (has_depth or misses)), y=alt.Y("arrivals_per_s:Q", title="arrivals / s", axis=alt.Axis(tickCount=4))
     )
     panels.append(load)
-    if any(v is not None for v in table.column("queue_depth_count")):
+    if has_depth:
         depth = alt.Chart(data, height=PANEL_HEIGHT_PX, width=WIDTH_PX).mark_area(color="#ff7f0e", opacity=0.6).encode(
-            x=_time_x(table), y=alt.Y("queue_depth_count:Q", title="queue depth")
+            x=_time_x(table, labelled=not misses), y=alt.Y("queue_depth_count:Q", title="queue depth", axis=alt.Axis(tickCount=4))
         ).transform_filter("isValid(datum.queue_depth_count)")
-        panels.append(alt.LayerChart(layer=[episodes, depth]) if episodes is not None else depth)
-    misses = [c for c in ("slo_miss_count", "failed_count") if any(v for v in table.column(c))]
+        again = _episode_layer(visual, legend=False)  # the latency panel's legend names them
+        panels.append(alt.LayerChart(layer=[again, depth]) if again is not None else depth)
     if misses:
         panels.append(
             alt.Chart(data, height=PANEL_HEIGHT_PX, width=WIDTH_PX)
@@ -204,11 +275,11 @@ def _timeline(visual: Visual, table: VisualTable, data: Any) -> alt.VConcatChart
             .mark_bar()
             .encode(
                 x=_time_x(table),
-                y=alt.Y("requests:Q", title="requests", stack=True),
+                y=alt.Y("requests:Q", title="requests", stack=True, axis=alt.Axis(tickCount=4)),
                 color=alt.Color("what:N", title="per bin", scale=alt.Scale(domain=misses, range=["#d62728", "#7f7f7f"][: len(misses)])),
             )
         )
-    return alt.vconcat(*panels, spacing=8).resolve_scale(x="shared", color="independent", strokeDash="independent")
+    return alt.vconcat(*panels, spacing=6).resolve_scale(x="shared", color="independent", strokeDash="shared")
 
 
 def _wave(visual: Visual, table: VisualTable, data: Any) -> alt.Chart:

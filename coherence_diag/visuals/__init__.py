@@ -5,8 +5,7 @@
         visual.table or visual.omitted_reason
 """
 
-from coherence_diag.visuals.build import SUPPORTS, VisualInputs, build_visuals
-from coherence_diag.visuals.model import (
+from coherence_diag.model.visuals import (
     MAX_EPISODES,
     MAX_TABLE_ROWS,
     UNIT_SUFFIXES,
@@ -15,8 +14,9 @@ from coherence_diag.visuals.model import (
     VisualTable,
     column_has_unit,
 )
+from coherence_diag.visuals.build import SUPPORTS, VisualInputs, build_visuals, iter_visuals
 
 __all__ = [
     "MAX_EPISODES", "MAX_TABLE_ROWS", "SUPPORTS", "UNIT_SUFFIXES", "Episode", "Visual", "VisualInputs", "VisualTable",
-    "build_visuals", "column_has_unit",
+    "build_visuals", "column_has_unit", "iter_visuals",
 ]

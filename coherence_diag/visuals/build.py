@@ -13,6 +13,7 @@ analysis window of the trace. Nothing here draws: render/charts.py turns a `Visu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,9 +27,9 @@ from coherence_diag.features.burst_amplification import burst_episodes, burst_ma
 from coherence_diag.features.fleet import FleetWindows, fleet_windows, pool_devices, pool_windows, runs
 from coherence_diag.features.retry_amplification import retry_storm
 from coherence_diag.model import Comparison, iso_utc
+from coherence_diag.model.visuals import MAX_EPISODES, Episode, Visual, VisualKind, VisualTable
 from coherence_diag.paths import NS_PER_MS, is_inference
 from coherence_diag.timeseries import busy_intervals
-from coherence_diag.visuals.model import MAX_EPISODES, Episode, Visual, VisualKind, VisualTable
 
 HEATMAP_BINS = 60  # time bins of the device x time views (heatmap, wave propagation)
 TIMELINE_BINS = 120  # time bins of the line views (disruption timeline, energy)
@@ -123,7 +124,11 @@ class VisualInputs:
 
     @cached_property
     def context(self) -> FeatureContext:
-        """A feature context over the analysis' frames (the shared helpers of features/ read it)."""
+        """The analysis' own feature context, whose shared tables (fleet windows, WPI's stress
+        excursions, ...) the features already built: the visuals show what the rules read, and
+        do not compute it twice. An analysis without one gets a fresh context over its frames."""
+        if self.analysis.context is not None:
+            return self.analysis.context
         return FeatureContext(
             requests=self.analysis.paths,
             layers=self.layers,
@@ -195,18 +200,22 @@ def build_visuals(
 
     `comparison` (compare.py) adds the before/after view; `baseline` (the analysis of the
     comparison's base side) adds its latency distribution to the ECDF view."""
+    return tuple(iter_visuals(analysis, comparison, baseline=baseline))
+
+
+def iter_visuals(analysis: Analysis, comparison: Comparison | None = None, *, baseline: Analysis | None = None) -> Iterator[Visual]:
+    """The visuals of `build_visuals`, each as soon as it is computed (a caller can draw one
+    while the next is computed)."""
     inputs = VisualInputs(analysis)
-    return (
-        utilization_heatmap(inputs),
-        disruption_timeline(inputs),
-        wave_propagation(inputs),
-        synchronization_map(inputs),
-        hidden_capacity(inputs),
-        stragglers(inputs),
-        energy_latency(inputs),
-        latency_distributions(inputs, baseline),
-        before_after(comparison),
-    )
+    yield utilization_heatmap(inputs)
+    yield disruption_timeline(inputs)
+    yield wave_propagation(inputs)
+    yield synchronization_map(inputs)
+    yield hidden_capacity(inputs)
+    yield stragglers(inputs)
+    yield energy_latency(inputs)
+    yield latency_distributions(inputs, baseline)
+    yield before_after(comparison)
 
 
 # --- utilization heatmap ------------------------------------------------------------------------

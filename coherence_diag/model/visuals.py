@@ -1,5 +1,8 @@
 """The typed visuals of a report: aggregate tables, never raw rows, with what each chart shows.
 
+Computed by coherence_diag.visuals (from an analysis), drawn by render/charts.py; part of the
+result model so that a chart renderer (e.g. a separate process) needs nothing else of the tool.
+
 A `Visual` is either defined (a `VisualTable` of aggregates) or omitted (an `omitted_reason`
 saying what the trace lacks); it is never empty. Tables are small by construction (at most
 MAX_TABLE_ROWS rows: fixed time bins, top-N entities in a stated order) and every numeric
