@@ -4,8 +4,8 @@
 
 Builds the report of one sample trace (`coherence-diag report`, into a temporary directory) and
 takes a PNG of its page in headless Chromium (Playwright driving the system's Chromium, as the
-browser tests do; never a downloaded browser): the top of the page, the findings, then the
-charts; width 1100 px, the height of `--height`. The same trace and tool give the same page;
+browser tests do; never a downloaded browser): the top of the page, the findings and the first
+chart; 1100 x 2300 px by default (`--width`, `--height`). The same trace and tool give the same page;
 the PNG may differ in a few pixels between Chromium versions.
 """
 
@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--trace", default="sample_traces/burst-amplification.parquet")
     parser.add_argument("--out", type=Path, default=Path("docs/report-screenshot.png"))
     parser.add_argument("--width", type=int, default=1100)
-    parser.add_argument("--height", type=int, default=1700)
+    parser.add_argument("--height", type=int, default=2300)
     parser.add_argument("--anchor", default="", help="a section to start from, e.g. '#charts' (default: the top)")
     args = parser.parse_args()
     if not CHROMIUM.exists():

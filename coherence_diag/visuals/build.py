@@ -110,6 +110,7 @@ class VisualInputs:
         self.fired = frozenset(f.rule for f in self.report.findings)
         span = metrics.observation_span(self.layers)
         self.span = None if span.start_ns is None or span.end_ns is None else (int(span.start_ns), int(span.end_ns))
+        self._timelines: dict[Clock, pl.DataFrame] = {}
 
     def clock(self, max_bins: int) -> Clock | None:
         return None if self.span is None else Clock.over(*self.span, self.window_ns, max_bins)
@@ -162,6 +163,12 @@ class VisualInputs:
         """Request keys whose execution was useful work (as metrics' effective utilization)."""
         useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
         return self.analysis.paths.lazy().filter(useful).select("request_key").collect().to_series()
+
+    def timeline(self, clock: Clock) -> pl.DataFrame:
+        """`timeline_frame` on `clock`, computed once (the timeline and energy views read it)."""
+        if clock not in self._timelines:
+            self._timelines[clock] = timeline_frame(self, clock)
+        return self._timelines[clock]
 
     def rule_if_fired(self, rule: str) -> str | None:
         return rule if rule in self.fired else None
@@ -231,30 +238,53 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
     has_spans = "dur_ms" in gpu.columns and gpu.select((pl.col("event") == "exec").any()).item()
     if not (has_util or has_spans):
         return _omitted(vid, title, kind, "the gpu layer has neither gpu_util samples nor exec spans (dur_ms)", origin)
-    keys = ["device", "_bin"]
+    samples = gpu.lazy().filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null() & pl.col("device").is_not_null())
+    spans = gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null())
+    ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
+    with_effective = has_spans and "slo_ms" in inputs.columns
+    useful = pl.col("request_key").is_in(inputs.useful_keys.implode()) | (
+        pl.col("request_key").is_null() & (pl.col("phase") == "batch_job").fill_null(False)
+    )
+
+    # Which devices: ranked by their hidden capacity over the whole trace (mean nominal x the
+    # share of their exec time that was not useful), computed per device; the per-bin cells
+    # only for the devices shown (a fleet of thousands of devices costs one group-by per device).
     if has_util:
         source = "mean gpu_util sample"
-        nominal = (
-            gpu.lazy().filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null() & pl.col("device").is_not_null())
-            .group_by("device", clock.bin(pl.col("ts")).alias("_bin"))
-            .agg(_exact_mean(pl.col("gpu_util")).alias("nominal_frac"))
-        )
+        nominal_per_device = samples.group_by("device").agg(_exact_mean(pl.col("gpu_util")).alias("_nom"))
     else:
         source = "exec busy time"
-        shifted = gpu.lazy().with_columns(pl.col("ts") - clock.t0_ns)  # bins counted from t0
-        nominal = (
-            busy_intervals(shifted, clock.bin_ns)
-            .select("device", (pl.col("window_start_ns") // clock.bin_ns).alias("_bin"), pl.col("busy_frac").alias("nominal_frac"))
+        span_ns = max(1, clock.bins * clock.bin_ns)
+        nominal_per_device = spans.group_by("device").agg((ns.sum() / span_ns).clip(0.0, 1.0).alias("_nom"))
+    ranking = nominal_per_device
+    if with_effective:
+        share_per_device = spans.group_by("device").agg((ns.filter(useful).sum() / ns.sum()).alias("_share"))
+        ranking = ranking.join(share_per_device, on="device", how="left").with_columns(
+            (pl.col("_nom") * (1.0 - pl.col("_share").fill_null(0.0))).alias("_gap")
         )
-    per_bin = nominal
+    else:
+        ranking = ranking.with_columns(pl.col("_nom").alias("_gap"))
+    ranked = (
+        ranking.select(pl.col("device").cast(pl.String), "_gap", "_nom").collect()
+        .sort(["_gap", "_nom", "device"], descending=[True, True, False], nulls_last=True)
+    )
+    shown = ranked.head(TOP_DEVICES)["device"]
+    mine = pl.col("device").is_in(shown.implode())  # on the Categorical: no per-row cast to text
+
+    keys = ["device", "_bin"]
+    if has_util:
+        per_bin = samples.filter(mine).group_by("device", clock.bin(pl.col("ts")).alias("_bin")).agg(
+            _exact_mean(pl.col("gpu_util")).alias("nominal_frac")
+        )
+    else:
+        shifted = gpu.lazy().filter(mine).with_columns(pl.col("ts") - clock.t0_ns)  # bins counted from t0
+        per_bin = busy_intervals(shifted, clock.bin_ns).select(
+            "device", (pl.col("window_start_ns") // clock.bin_ns).alias("_bin"), pl.col("busy_frac").alias("nominal_frac")
+        )
     effective_note = ""
-    if has_spans and "slo_ms" in inputs.columns:
-        ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
-        useful = pl.col("request_key").is_in(inputs.useful_keys.implode()) | (
-            pl.col("request_key").is_null() & (pl.col("phase") == "batch_job").fill_null(False)
-        )
+    if with_effective:
         share = (
-            gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null())
+            spans.filter(mine)
             .select("device", clock.bin(pl.col("ts")).alias("_bin"), ns.alias("_ns"), useful.alias("_useful"))
             .group_by(keys)
             .agg((pl.col("_ns").filter("_useful").sum() / pl.col("_ns").sum()).alias("_share"))
@@ -266,16 +296,8 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
         effective_note = (" Effective utilization is undefined here: "
                           + ("requests carry no latency objective (slo_ms)." if has_spans else "no exec spans (dur_ms)."))
         per_bin = per_bin.with_columns(pl.lit(None, pl.Float64).alias("effective_frac"))
-    frame = per_bin.with_columns(pl.col("device").cast(pl.String)).collect()
-    ranking = (
-        frame.group_by("device")
-        .agg(_exact_mean(pl.col("nominal_frac") - pl.col("effective_frac").fill_null(0.0)).alias("_gap"),
-             _exact_mean(pl.col("nominal_frac")).alias("_nom"))
-        .sort(["_gap", "_nom", "device"], descending=[True, True, False], nulls_last=True)
-    )
-    shown = ranking.head(TOP_DEVICES)["device"]
     table = (
-        frame.filter(pl.col("device").is_in(shown.implode()))
+        per_bin.with_columns(pl.col("device").cast(pl.String)).collect()
         .join(pl.DataFrame({"device": shown, "_rank": pl.int_range(0, shown.len(), eager=True)}), on="device")
         .sort("_rank", "_bin")
         .select("device", clock.start_s(), clock.end_s(), "nominal_frac", "effective_frac")
@@ -284,7 +306,8 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
         f"Nominal utilization ({source}) beside effective utilization (nominal x the share of exec time that served "
         f"requests within their SLO or completed batch work), per device in {clock.bins} bins of {clock.bin_s:g} s. "
         f"Look for devices dark on the left and light on the right: busy but not productive (hidden capacity). "
-        f"{shown.len()} of {ranking.height} devices shown, the largest gap first; blank: no sample, or no exec span "
+        f"{shown.len()} of {ranked.height} devices shown, the largest hidden capacity over the whole trace first (mean "
+        f"nominal x the share of the device's exec time that was not useful); blank: no sample, or no exec span "
         f"started in that bin.{effective_note}"
     )
     return Visual(vid, title, caption, kind, _table(table), None, SUPPORTS[vid], time_origin_utc=origin)
@@ -336,7 +359,7 @@ def disruption_timeline(inputs: VisualInputs) -> Visual:
     arrived = inputs.inference.filter(pl.col("arrive_ns").is_not_null()).select(pl.len()).collect().item()
     if clock is None or not arrived:
         return _omitted(vid, title, kind, "no inference requests with an arrival time (scheduler arrive rows)", origin)
-    frame = timeline_frame(inputs, clock)
+    frame = inputs.timeline(clock)
     table = frame.select(
         clock.start_s(),
         clock.end_s(),
@@ -591,12 +614,12 @@ def energy_latency(inputs: VisualInputs) -> Visual:
     has_power = gpu is not None and "power_w" in gpu.columns and gpu.select(pl.col("power_w").is_not_null().any()).item()
     if gpu is None or not has_power or clock is None:
         return _omitted(vid, title, kind, "no board power samples (gpu power_w)", origin)
-    power = (
+    power = (  # one group per bin (not per device and bin: thousands of devices in a large fleet)
         gpu.lazy().filter((pl.col("event") == "sample") & pl.col("power_w").is_not_null() & pl.col("device").is_not_null())
-        .group_by("device", clock.bin(pl.col("ts")).alias("_bin")).agg(_exact_mean(pl.col("power_w")).alias("power_w"))
-        .group_by("_bin").agg(_exact_mean(pl.col("power_w")).alias("power_mean_w"), pl.len().alias("devices_count"))
+        .group_by(clock.bin(pl.col("ts")).alias("_bin"))
+        .agg(_exact_mean(pl.col("power_w")).alias("power_mean_w"), pl.col("device").n_unique().cast(pl.Int64).alias("devices_count"))
     )
-    latency = timeline_frame(inputs, clock).select("_bin", "latency_p50_ms", "latency_p95_ms")
+    latency = inputs.timeline(clock).select("_bin", "latency_p50_ms", "latency_p95_ms")
     table = (
         clock.grid().join(power, on="_bin", how="left").join(latency.lazy(), on="_bin", how="left")
         .sort("_bin").select(clock.start_s(), clock.end_s(), "power_mean_w", "latency_p50_ms", "latency_p95_ms", "devices_count").collect()
@@ -605,7 +628,8 @@ def energy_latency(inputs: VisualInputs) -> Visual:
     values = inputs.analysis.feature_values.values if inputs.analysis.feature_values is not None else {}
     corr = values.get("power_latency_rank_corr")
     caption = (
-        f"Mean board power over the sampled devices and end-to-end latency (p50, p95) per {clock.bin_s:g} s bin. "
+        f"Mean board power over the bin's power samples (devices_count: the devices sampled) and end-to-end latency "
+        f"(p50, p95) per {clock.bin_s:g} s bin. "
         "Power that stays flat while latency swings is the energy-latency mismatch: the devices draw the same watts "
         "whether they serve well or not."
         + (f" Rank correlation of power and latency over windows: {corr:.2f}." if corr is not None else "")
@@ -616,17 +640,23 @@ def energy_latency(inputs: VisualInputs) -> Visual:
 # --- latency distributions ----------------------------------------------------------------------
 
 
-def _quantile_grid(rows: pl.LazyFrame, group: pl.Expr) -> pl.DataFrame:
-    """(group, quantile_frac, latency_ms, requests_count) on QUANTILE_GRID."""
-    wide = rows.group_by(group.alias("group")).agg(
-        pl.len().alias("requests_count"), *[pl.col("latency_ms").quantile(q, "linear").alias(f"q{k}") for k, q in enumerate(QUANTILE_GRID)]
-    ).collect()
-    grid = pl.DataFrame({"variable": [f"q{k}" for k in range(len(QUANTILE_GRID))], "quantile_frac": list(QUANTILE_GRID)})
-    return (
-        wide.unpivot(index=["group", "requests_count"], value_name="latency_ms")
-        .join(grid, on="variable")
-        .select("group", "quantile_frac", "latency_ms", "requests_count")
-    )
+_GRID_SCHEMA = {"group": pl.String, "quantile_frac": pl.Float64, "latency_ms": pl.Float64, "requests_count": pl.Int64}
+
+
+def _quantile_grid(rows: pl.LazyFrame, group: pl.Expr, top: int = TOP_GROUPS) -> tuple[pl.DataFrame, int]:
+    """(group, quantile_frac, latency_ms, requests_count) on QUANTILE_GRID for the `top` groups
+    with the most requests (then by name), and the number of groups. Each group's quantiles come
+    from one selection in numpy (linear interpolation, as Polars' "linear"), not one sort per level."""
+    frame = rows.select(group.alias("group"), "latency_ms").collect()
+    counts = frame.group_by("group").len("requests_count").sort(["requests_count", "group"], descending=[True, False])
+    out = []
+    for name, count in counts.head(top).iter_rows():  # at most `top` groups, not trace rows
+        values = frame.filter(pl.col("group") == name)["latency_ms"].to_numpy()
+        levels = np.quantile(values, QUANTILE_GRID, method="linear")
+        n = len(QUANTILE_GRID)
+        columns = {"group": [name] * n, "quantile_frac": list(QUANTILE_GRID), "latency_ms": levels, "requests_count": [count] * n}
+        out.append(pl.DataFrame(columns, schema=_GRID_SCHEMA))
+    return pl.concat(out), counts.height
 
 
 def _completed_latency(analysis: Analysis) -> pl.LazyFrame:
@@ -643,25 +673,25 @@ def latency_distributions(inputs: VisualInputs, baseline: Analysis | None = None
         base = _completed_latency(baseline)
         if not base.select(pl.len()).collect().item():
             return _omitted(vid, title, kind, "the baseline has no completed inference request with an end-to-end latency")
-        frame = pl.concat([_quantile_grid(base, pl.lit("baseline")), _quantile_grid(done, pl.lit("this trace"))])
+        frame = pl.concat([_quantile_grid(base, pl.lit("baseline"))[0], _quantile_grid(done, pl.lit("this trace"))[0]])
+        groups = 2
         by = "the baseline against this trace"
     else:
         envs = done.select(pl.col("env").drop_nulls().n_unique()).collect().item()
         column = "env" if envs >= 2 else "pool"
-        frame = _quantile_grid(done, pl.col(column).cast(pl.String).fill_null(f"(no {column})"))
+        frame, groups = _quantile_grid(done, pl.col(column).cast(pl.String).fill_null(f"(no {column})"))
         by = f"per {column}"
     order = frame.group_by("group").agg(pl.col("requests_count").first()).sort(["requests_count", "group"], descending=[True, False])
-    shown = order.head(TOP_GROUPS)["group"]
+    shown = order["group"]
     table = (
-        frame.filter(pl.col("group").is_in(shown.implode()))
-        .join(pl.DataFrame({"group": shown, "_rank": pl.int_range(0, shown.len(), eager=True)}), on="group")
+        frame.join(pl.DataFrame({"group": shown, "_rank": pl.int_range(0, shown.len(), eager=True)}), on="group")
         .sort("_rank", "quantile_frac")
         .select("group", "quantile_frac", "latency_ms", "requests_count")
     )
     caption = (
         f"Empirical distribution of end-to-end latency of completed inference requests, {by}, on a fixed grid of "
         f"{len(QUANTILE_GRID)} quantiles (1% to 99%, then 99.5% and 99.9%). A curve further right is slower; a long "
-        f"flat top is a heavy tail. {shown.len()} of {order.height} groups shown, the most requests first."
+        f"flat top is a heavy tail. {shown.len()} of {groups} groups shown, the most requests first."
     )
     return Visual(vid, title, caption, kind, _table(table), None, SUPPORTS[vid])
 
