@@ -305,3 +305,25 @@ def test_pages_render_through_the_registry(site):
     assert registry.render_text("batch", "json", batch) == (out / "summary.json").read_text()
     page = registry.render_text("page", "html", html.TracePage(result.entries[1]))
     assert "<h1>healthy</h1>" in page and 'id="charts"' not in page  # no chart sections given: no charts section
+
+
+def test_analyze_and_the_report_process_never_load_the_chart_libraries(tmp_path):
+    """`analyze` pays nothing for charts; `report` (one trace, default jobs) draws them in its
+    chart process: the command's own process never imports Altair or vl-convert."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from coherence_diag import analyze\n"
+        "analyze(sys.argv[1])\n"
+        "before = sorted(m for m in ('altair', 'vl_convert') if m in sys.modules)\n"
+        "from coherence_diag.reports import build_reports\n"
+        "result = build_reports([sys.argv[1]], sys.argv[2], jobs=2)\n"
+        "after = sorted(m for m in ('altair', 'vl_convert') if m in sys.modules)\n"
+        "print(before, after, len(result.written))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, sample("healthy"), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "[]", "3"]
+    assert "<svg" in (tmp_path / "healthy.html").read_text()  # the charts were drawn, elsewhere

@@ -171,3 +171,21 @@ def test_renders_without_network(tmp_path):
     )
     done = subprocess.run(["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_compact_svg_drops_only_what_a_static_chart_does_not_need():
+    from coherence_diag.render.charts import compact_svg
+
+    svg = (
+        SVG_OPEN.replace("<svg ", '<svg class="marks" ')
+        + '<g class="mark-rect role-mark" aria-hidden="true"><path aria-hidden="true" d="M0,0h5v5h-5Z" fill="rgb(8, 81, 156)" opacity="1"/></g>'
+        + '<g role="graphics-symbol" aria-label="x &gt; 1"><text pointer-events="none" font-family="' + FONT_STACK + '" fill="#000">a &lt;b&gt;</text>'
+        + '<path aria-hidden="true" d="M0,0"/></g></svg>'
+    )
+    out = compact_svg(svg)
+    check_svg(out)
+    assert "class=" not in out and 'opacity="1"' not in out and "pointer-events" not in out and "rgb(" not in out
+    assert 'fill="#08519c"' in out
+    assert out.count('aria-hidden="true"') == 2  # kept on the hidden group and on an element outside it
+    assert out.count(FONT_STACK) == 1 and out.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+    assert 'aria-label="x &gt; 1"' in out and ">a &lt;b&gt;</text>" in out  # text and labels untouched
