@@ -141,7 +141,7 @@ def build_reports(
                 pages.start(i, task.path)
                 pages.accept(i, _analyze(task, on_visual=partial(pages.draw, i)))
         else:
-            run_parallel(_analyze_in_worker, tasks, jobs=jobs, label=lambda t: t.path, on_result=pages.accept_all)
+            run_parallel(_analyze_in_worker, tasks, jobs=jobs, label=lambda t: t.path, on_result=pages.accept)
         entries = pages.finish()
     batch = Batch(entries, options)
     written = list(pages.written)
@@ -185,9 +185,6 @@ class _Pages:
         self.entries[i] = analyzed.entry
         self.pending.append(i)
         self._write_ready(block=False)
-
-    def accept_all(self, i: int, analyzed: _Analyzed) -> None:
-        self.accept(i, analyzed)
 
     def finish(self) -> tuple[TraceEntry, ...]:
         self._write_ready(block=True)

@@ -44,6 +44,8 @@ KIND_COLORS = {"layer": "#1f77b4", "link": "#ff7f0e"}
 # of their own (episodes, reference lines) carry it.
 TABLE_NAME = "table"
 _TABLE = alt.NamedData(name=TABLE_NAME)
+EPISODES_NAME = "episodes"  # the episodes marked on a time chart, also inlined once by chart_spec
+_EPISODES = alt.NamedData(name=EPISODES_NAME)
 
 _GEOMETRY = re.compile(r'(\s(?:d|transform)=")([^"]*)"')
 _LONG_DECIMAL = re.compile(r"(\d\.\d\d)\d+")
@@ -74,7 +76,10 @@ def chart_spec(visual: Visual, *, validate: bool = False) -> dict[str, Any]:
     spec.pop("$schema", None)  # vl-convert renders with its bundled Vega-Lite (VEGA_LITE_VERSION)
     # The table is inlined once, as the named dataset every view of it refers to, after Altair's
     # (per-value, slow) serialization.
-    spec.setdefault("datasets", {})[TABLE_NAME] = visual.table.records()
+    datasets = spec.setdefault("datasets", {})
+    datasets[TABLE_NAME] = visual.table.records()
+    if visual.episodes:
+        datasets[EPISODES_NAME] = [{"kind": e.kind, "start_s": e.start_s, "end_s": e.end_s} for e in visual.episodes]
     return spec
 
 
@@ -211,10 +216,9 @@ def _heatmap(visual: Visual, table: VisualTable, data: Any) -> alt.HConcatChart:
 def _episode_layer(visual: Visual, *, legend: bool = True) -> alt.Chart | None:
     if not visual.episodes:
         return None
-    records = [{"kind": e.kind, "start_s": e.start_s, "end_s": e.end_s} for e in visual.episodes]
     kinds = [k for k in EPISODE_COLORS if any(e.kind == k for e in visual.episodes)]
     return (
-        alt.Chart(alt.Data(values=records))
+        alt.Chart(_EPISODES)  # the records are inlined by chart_spec (Altair deep-copies inline values per layer)
         .mark_rect(opacity=0.18, clip=True)
         .encode(
             x="start_s:Q",

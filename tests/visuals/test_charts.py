@@ -149,8 +149,11 @@ def test_spec_embeds_the_table_once_and_is_json(burst_visuals):
     spec = chart_spec(burst_visuals[1])
     text = json.dumps(spec)
     assert "$schema" not in spec and "http" not in text  # no URL for a renderer to fetch
-    assert list(spec["datasets"]) == ["table"]
-    assert len(spec["datasets"]["table"]) == len(burst_visuals[1].table.rows)
+    timeline = burst_visuals[1]
+    assert timeline.episodes and list(spec["datasets"]) == ["table", "episodes"]  # each inlined once
+    assert len(spec["datasets"]["table"]) == len(timeline.table.rows)
+    assert len(spec["datasets"]["episodes"]) == len(timeline.episodes)
+    assert "values" not in text  # no view carries inline data of its own
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
