@@ -192,3 +192,13 @@ def test_compact_svg_drops_only_what_a_static_chart_does_not_need():
     assert out.count('aria-hidden="true"') == 2  # kept on the hidden group and on an element outside it
     assert out.count(FONT_STACK) == 1 and out.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
     assert 'aria-label="x &gt; 1"' in out and ">a &lt;b&gt;</text>" in out  # text and labels untouched
+
+
+def test_specs_are_valid_vega_lite_and_the_fast_path_builds_the_same(burst_visuals):
+    """At run time the shared configuration is attached without Altair's validation (and
+    without its per-call deep copies); the result is the validated spec, byte for byte."""
+    import json
+
+    for visual in burst_visuals:
+        if visual.table is not None:
+            assert json.dumps(chart_spec(visual, validate=True)) == json.dumps(chart_spec(visual)), visual.id
