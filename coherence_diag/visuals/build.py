@@ -62,6 +62,11 @@ SUPPORTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A request whose execution was useful work, as metrics' effective utilization counts it: an
+# inference request that met its SLO, a batch job that completed.
+_USEFUL = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
+
+
 @dataclass(frozen=True)
 class Clock:
     """The shared time grid: `bins` bins of `bin_ns` from `t0_ns` (an analysis-window start)."""
@@ -158,11 +163,23 @@ class VisualInputs:
         first = self.analysis.paths.select(pl.col("arrive_ns").min()).item()
         return int(first) if first is not None else 0
 
-    @cached_property
-    def useful_keys(self) -> pl.Series:
-        """Request keys whose execution was useful work (as metrics' effective utilization)."""
-        useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
-        return self.analysis.paths.lazy().filter(useful).select("request_key").collect().to_series()
+    def useful_exec_per_device(self, spans: pl.LazyFrame, ns: pl.Expr) -> pl.LazyFrame:
+        """(device as text, _useful): integer ns of useful exec time per device: the prefill exec
+        time of useful requests to their prefill device, the decode time to their decode device,
+        and batch spans that carry no request."""
+        requests = self.analysis.paths.lazy().filter(_USEFUL)
+        parts = [
+            requests.filter(pl.col(f"{phase}_device").is_not_null() & pl.col(f"{phase}_exec_ms").is_not_null())
+            .group_by(pl.col(f"{phase}_device").alias("device"))
+            .agg((pl.col(f"{phase}_exec_ms") * NS_PER_MS).round().cast(pl.Int64).sum().alias("_useful"))
+            .with_columns(pl.col("device").cast(pl.String))  # names cast after grouping: one per device, not per row
+            for phase in ("prefill", "decode")
+        ]
+        parts.append(
+            spans.filter(pl.col("request_key").is_null() & (pl.col("phase") == "batch_job").fill_null(False))
+            .group_by("device").agg(ns.sum().alias("_useful")).with_columns(pl.col("device").cast(pl.String))
+        )
+        return pl.concat(parts).group_by("device").agg(pl.col("_useful").sum())
 
     def timeline(self, clock: Clock) -> pl.DataFrame:
         """`timeline_frame` on `clock`, computed once (the timeline and energy views read it)."""
@@ -242,13 +259,11 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
     spans = gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null())
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
     with_effective = has_spans and "slo_ms" in inputs.columns
-    useful = pl.col("request_key").is_in(inputs.useful_keys.implode()) | (
-        pl.col("request_key").is_null() & (pl.col("phase") == "batch_job").fill_null(False)
-    )
-
     # Which devices: ranked by their hidden capacity over the whole trace (mean nominal x the
     # share of their exec time that was not useful), computed per device; the per-bin cells
     # only for the devices shown (a fleet of thousands of devices costs one group-by per device).
+    # A device's useful time comes from the request table, as metrics' effective utilization
+    # takes it: the prefill and decode exec time of useful requests, to their devices.
     if has_util:
         source = "mean gpu_util sample"
         nominal_per_device = samples.group_by("device").agg(_exact_mean(pl.col("gpu_util")).alias("_nom"))
@@ -256,16 +271,17 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
         source = "exec busy time"
         span_ns = max(1, clock.bins * clock.bin_ns)
         nominal_per_device = spans.group_by("device").agg((ns.sum() / span_ns).clip(0.0, 1.0).alias("_nom"))
-    ranking = nominal_per_device
+    ranking = nominal_per_device.with_columns(pl.col("device").cast(pl.String))
     if with_effective:
-        share_per_device = spans.group_by("device").agg((ns.filter(useful).sum() / ns.sum()).alias("_share"))
-        ranking = ranking.join(share_per_device, on="device", how="left").with_columns(
-            (pl.col("_nom") * (1.0 - pl.col("_share").fill_null(0.0))).alias("_gap")
+        total = spans.group_by("device").agg(ns.sum().alias("_total")).with_columns(pl.col("device").cast(pl.String))
+        ranking = ranking.join(total, on="device", how="left").join(inputs.useful_exec_per_device(spans, ns), on="device", how="left")
+        ranking = ranking.with_columns(
+            (pl.col("_nom") * (1.0 - (pl.col("_useful").fill_null(0) / pl.col("_total")).clip(0.0, 1.0).fill_null(0.0))).alias("_gap")
         )
     else:
         ranking = ranking.with_columns(pl.col("_nom").alias("_gap"))
     ranked = (
-        ranking.select(pl.col("device").cast(pl.String), "_gap", "_nom").collect()
+        ranking.select("device", "_gap", "_nom").collect()
         .sort(["_gap", "_nom", "device"], descending=[True, True, False], nulls_last=True)
     )
     shown = ranked.head(TOP_DEVICES)["device"]
@@ -283,9 +299,15 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
         )
     effective_note = ""
     if with_effective:
+        # The shown devices' spans (a few thousand rows) looked up in the request table's flags.
+        flags = inputs.analysis.paths.lazy().select("request_key", _USEFUL.alias("_flag"))
+        batch_work = pl.col("request_key").is_null() & (pl.col("phase") == "batch_job").fill_null(False)
         share = (
             spans.filter(mine)
-            .select("device", clock.bin(pl.col("ts")).alias("_bin"), ns.alias("_ns"), useful.alias("_useful"))
+            .join(flags, on="request_key", how="left")
+            .select(
+                "device", clock.bin(pl.col("ts")).alias("_bin"), ns.alias("_ns"), (pl.col("_flag").fill_null(False) | batch_work).alias("_useful")
+            )
             .group_by(keys)
             .agg((pl.col("_ns").filter("_useful").sum() / pl.col("_ns").sum()).alias("_share"))
         )
@@ -307,7 +329,7 @@ def utilization_heatmap(inputs: VisualInputs) -> Visual:
         f"requests within their SLO or completed batch work), per device in {clock.bins} bins of {clock.bin_s:g} s. "
         f"Look for devices dark on the left and light on the right: busy but not productive (hidden capacity). "
         f"{shown.len()} of {ranked.height} devices shown, the largest hidden capacity over the whole trace first (mean "
-        f"nominal x the share of the device's exec time that was not useful); blank: no sample, or no exec span "
+        f"nominal x the share of the device's exec time not spent on useful requests); blank: no sample, or no exec span "
         f"started in that bin.{effective_note}"
     )
     return Visual(vid, title, caption, kind, _table(table), None, SUPPORTS[vid], time_origin_utc=origin)
