@@ -639,19 +639,19 @@ def energy_latency(inputs: VisualInputs) -> Visual:
     power = (  # one group per bin (not per device and bin: thousands of devices in a large fleet)
         gpu.lazy().filter((pl.col("event") == "sample") & pl.col("power_w").is_not_null() & pl.col("device").is_not_null())
         .group_by(clock.bin(pl.col("ts")).alias("_bin"))
-        .agg(_exact_mean(pl.col("power_w")).alias("power_mean_w"), pl.col("device").n_unique().cast(pl.Int64).alias("devices_count"))
+        .agg(_exact_mean(pl.col("power_w")).alias("power_mean_w"), pl.len().cast(pl.Int64).alias("power_samples_count"))
     )
     latency = inputs.timeline(clock).select("_bin", "latency_p50_ms", "latency_p95_ms")
     table = (
         clock.grid().join(power, on="_bin", how="left").join(latency.lazy(), on="_bin", how="left")
-        .sort("_bin").select(clock.start_s(), clock.end_s(), "power_mean_w", "latency_p50_ms", "latency_p95_ms", "devices_count").collect()
-        .with_columns(pl.col("devices_count").fill_null(0).cast(pl.Int64))
+        .sort("_bin").select(clock.start_s(), clock.end_s(), "power_mean_w", "latency_p50_ms", "latency_p95_ms", "power_samples_count").collect()
+        .with_columns(pl.col("power_samples_count").fill_null(0).cast(pl.Int64))
     )
     values = inputs.analysis.feature_values.values if inputs.analysis.feature_values is not None else {}
     corr = values.get("power_latency_rank_corr")
     caption = (
-        f"Mean board power over the bin's power samples (devices_count: the devices sampled) and end-to-end latency "
-        f"(p50, p95) per {clock.bin_s:g} s bin. "
+        f"Mean board power over the bin's power samples (of all sampled devices) and end-to-end latency (p50, p95) "
+        f"per {clock.bin_s:g} s bin. "
         "Power that stays flat while latency swings is the energy-latency mismatch: the devices draw the same watts "
         "whether they serve well or not."
         + (f" Rank correlation of power and latency over windows: {corr:.2f}." if corr is not None else "")
