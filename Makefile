@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SAMPLE ?= sample_traces/burst-amplification.parquet
 VALIDATION ?= ../shared/validation
 
-.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench samples docs detection accuracy accuracy-sparse clean
+.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench bench-report screenshot samples docs detection accuracy accuracy-sparse clean
 
 all: test
 
@@ -33,7 +33,7 @@ lint-imports: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 ruff: $(STAMP)
-	$(BIN)/ruff check coherence_diag tests benchmarks setup.py
+	$(BIN)/ruff check coherence_diag tests benchmarks scripts setup.py
 
 mypy: $(STAMP)
 	$(BIN)/mypy
@@ -44,6 +44,14 @@ pytest: $(STAMP)
 ## bench: simulate a ~10M-row trace; time and peak memory of analyze vs a bare Polars scan
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_analyze.py --rows 10000000 --report docs/benchmarks.md
+
+## bench-report: `report` against `analyze` on the bench trace (CLI and library wall time, page size)
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/bench_report.py --rows 10000000 --report docs/benchmarks.md
+
+## screenshot: the README's picture of a sample report (builds it, then headless Chromium takes the PNG)
+screenshot: $(STAMP)
+	$(BIN)/python scripts/screenshot.py --trace $(SAMPLE) --out docs/report-screenshot.png
 
 ## samples: regenerate sample_traces/ (one trace per scenario) and their labels
 samples: $(STAMP)

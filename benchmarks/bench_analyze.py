@@ -92,15 +92,21 @@ def best_of_interleaved(children: list[str], path: Path, repeat: int) -> list[di
     return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options of the benchmarks: which trace (simulated once into bench-data/, or given),
+    how many rounds, where to append the results."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--scenario", default="healthy")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--trace", type=Path, help="benchmark this existing trace instead of simulating one")
     parser.add_argument("--report", type=Path, help="append the results to this Markdown file")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = arguments(__doc__).parse_args()
 
     path = args.trace or make_trace(args.rows, args.scenario, args.seed)
     scan, full = best_of_interleaved([SCAN_CHILD, ANALYZE_CHILD], path, args.repeat)
@@ -120,14 +126,18 @@ def main() -> int:
             f"{scan['peak_rss_mib']:,.0f} | {full['seconds']:.2f} | {full['peak_rss_mib']:,.0f} | {ratio:.2f}x | "
             f"{os.cpu_count()} cores, Python {platform.python_version()} |"
         )
-        text = args.report.read_text() if args.report.exists() else ""
-        marker = "<!-- bench-results-end -->"  # rows are appended just above this line
-        if marker in text:
-            text = text.replace(marker, row + "\n" + marker, 1)
-        else:
-            text += "\n" + row + "\n"
-        args.report.write_text(text)
+        append_row(args.report, "<!-- bench-results-end -->", row)
     return 0
+
+
+def append_row(report: Path, marker: str, row: str) -> None:
+    """Add a table row to a Markdown file just above `marker` (at the end when it is absent)."""
+    text = report.read_text() if report.exists() else ""
+    if marker in text:
+        text = text.replace(marker, row + "\n" + marker, 1)
+    else:
+        text += "\n" + row + "\n"
+    report.write_text(text)
 
 
 if __name__ == "__main__":

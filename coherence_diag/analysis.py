@@ -40,6 +40,9 @@ class Analysis:
     columns: frozenset[str] = frozenset()
     derived: dict[str, str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()  # the rules evaluated
+    # The feature context the features and indices were computed in: the tables they share
+    # (fleet windows, ...) stay cached in it for later readers of this trace (the report's visuals).
+    context: features.FeatureContext | None = field(default=None, repr=False, compare=False)
 
     def explain(self, rule_id: str) -> RuleExplanation:
         """Why the rule `rule_id` did or did not fire on this trace, with its values
@@ -137,7 +140,7 @@ def analyze_trace(
     )
     return Analysis(
         report=report, paths=requests, trace=trace, feature_values=values, columns=frozenset(ctx.columns), derived=dict(ctx.derived),
-        rules=tuple(rule_set),
+        rules=tuple(rule_set), context=ctx,
     )
 
 

@@ -128,6 +128,10 @@ MaxBadFractionOption = Annotated[
 ]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr when it is a terminal.")]
 RulesOption = Annotated[list[Path] | None, typer.Option("--rules", help="Also load the rule files (*.yaml) of this directory; repeatable.")]
+JobsOption = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", help="Worker processes analyzing traces (default: the number of CPUs; 1: all in this process).", min=1),
+]
 OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout.")]
 # `--from SOURCE PATH`, repeatable: Typer cannot declare a repeated option of two values, so the
 # option is declared as text and `PairCommand` gives it its two values (parser keeps the pairs).
@@ -327,6 +331,49 @@ def convert(
 
 
 @app.command()
+def report(
+    traces: Annotated[list[str], typer.Argument(help="Traces (same forms as `analyze`): one HTML page each.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for <name>.html per trace, index.html and summary.json (created if missing).")
+    ],
+    jobs: JobsOption = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Compare every trace with this one: a before/after section.")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", "-p", help="Check every trace against this gate policy; exit 1 when one fails.")
+    ] = None,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Exit 0 even when a trace cannot be analyzed (its index row holds the error).")
+    ] = False,
+    window: WindowOption = DEFAULT_WINDOW_S,
+    max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
+    rules: RulesOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Write one self-contained offline HTML report per trace, an index (worst first) and summary.json."""
+    from coherence_diag.batch import BatchOptions
+    from coherence_diag.gate import load_policy
+    from coherence_diag.render.progress import progress_bar
+    from coherence_diag.reports import build_reports
+
+    with _errors_to_exit_codes():
+        checked = load_policy(policy, list(rules or [])) if policy is not None else None  # a bad policy fails before any trace is read
+        options = BatchOptions(window, max_bad_fraction, tuple(str(r) for r in rules or ()), baseline, checked)
+        with progress_bar(err_console, progress) as step:
+            result = build_reports(traces, out, options=options, jobs=jobs, progress=step)
+        for entry in result.failed:
+            err_console.print(f"error: {entry.error}", markup=False)
+    if result.failed:
+        err_console.print(
+            f"{len(result.failed)} of {len(result.entries)} traces could not be analyzed; "
+            f"{'' if keep_going else 'exit 2 (--keep-going to exit 0); '}their rows in {out / 'index.html'} hold the errors",
+            markup=False,
+        )
+    code = result.exit_code(keep_going=keep_going)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def simulate(
     scenario: Annotated[str | None, typer.Option("--scenario", "-s", help="Scenario name (see --list).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same trace.")] = 0,
@@ -410,9 +457,7 @@ def rules_check(directory: Annotated[Path, typer.Argument(help="Directory of rul
 @rules_app.command("score")
 def rules_score(
     suite: Annotated[Path, typer.Argument(help="A labelled suite: a directory holding labels.json, or the labels.json file.")],
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", help="Worker processes analyzing traces (default: the number of CPUs).", min=1)
-    ] = None,
+    jobs: JobsOption = None,
     format: Annotated[ScoreFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = "terminal",
     output: OutputOption = None,
     rules: RulesOption = None,

@@ -183,6 +183,12 @@ def restrict_to_env(trace: ValidatedTrace, env: str) -> ValidatedTrace:
     )
 
 
+def compare_analyses(base: analysis.Analysis, candidate: analysis.Analysis, *, rules_dirs: list[Path] | None = None) -> Comparison:
+    """Compare two finished analyses of whole traces (one baseline analyzed once, compared with
+    many candidates: `coherence-diag report --baseline`)."""
+    return _compare(_side_of(base, None), _side_of(candidate, None), rules_dirs)
+
+
 def _analyze_side(
     trace: ValidatedTrace,
     env: str | None,
@@ -190,7 +196,10 @@ def _analyze_side(
     rules_dirs: list[Path] | None,
     progress: analysis.ProgressCallback | None = None,
 ) -> _SideAnalysis:
-    result = analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress)
+    return _side_of(analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress), env)
+
+
+def _side_of(result: analysis.Analysis, env: str | None) -> _SideAnalysis:
     facts = result.report.trace
     label = facts.path if env is None else f"{facts.path} [env={env}]"
     side = Side(label, facts.path, env, facts.rows, facts.requests, facts.start, facts.end)

@@ -226,10 +226,19 @@ def _origin(ctx: FeatureContext) -> int:
     return int(first) if first is not None else 0
 
 
-def wave_propagation(ctx: FeatureContext) -> Waves:
+def stress_excursions(ctx: FeatureContext) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """WPI's stress series scored: per (entity, w) the measure `x`, its robust z-score `z` and
+    whether the window is an excursion (`hot`, z > EXCURSION_Z); and the excursion episodes
+    (entity, start, end, peak, dur; windows counted from the first arrival), earliest first.
+    None with fewer than two stress series. Computed once per context (WPI, then the report's
+    wave view, read it)."""
+    return ctx.shared("indices.stress_excursions", lambda: _stress_excursions(ctx))
+
+
+def _stress_excursions(ctx: FeatureContext) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     series = _stress_series(ctx)
     if series.is_empty() or series["entity"].n_unique() < 2:
-        return Waves(None, "needs at least two stress series (one layer of timing: e.g. arrivals only)", 0, None)
+        return None
     scaled = series.with_columns(
         pl.col("x").median().over("entity").alias("base"),
         ((pl.col("x") - pl.col("x").median().over("entity")).abs().median().over("entity") * 1.4826).alias("mad"),
@@ -246,7 +255,15 @@ def wave_propagation(ctx: FeatureContext) -> Waves:
         .with_columns((pl.col("end") - pl.col("start") + 1).alias("dur"))
         .sort("start", "entity")
     )
-    entities = series["entity"].n_unique()
+    return flagged, episodes
+
+
+def wave_propagation(ctx: FeatureContext) -> Waves:
+    scored = stress_excursions(ctx)
+    if scored is None:
+        return Waves(None, "needs at least two stress series (one layer of timing: e.g. arrivals only)", 0, None)
+    flagged, episodes = scored
+    entities = flagged["entity"].n_unique()
     extent = flagged.group_by("w").agg((pl.col("hot").sum() / entities).alias("wave_extent"))
     if episodes.is_empty():
         return Waves(0.0, None, 0, extent)
@@ -424,20 +441,30 @@ def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
+def _device_pools(gpu: pl.DataFrame) -> pl.LazyFrame:
+    """(device, pool): a device's pool as everywhere else, its earliest device_info row that
+    names one (so a device listed in two pools lands in the same one whatever the row order)."""
+    return device_table(gpu).select("device", "pool").filter(pl.col("pool").is_not_null())
+
+
+def pool_nominal_utilization(gpu: pl.DataFrame) -> pl.LazyFrame:
+    """(pool, nominal): the nominal utilization per-pool HCL starts from, the mean over the
+    pool's devices of their mean `gpu_util` sample (pool Categorical)."""
+    samples = gpu.lazy().filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).select("device", "gpu_util")
+    return (
+        samples.group_by("device").agg(pl.col("gpu_util").mean())
+        .join(_device_pools(gpu), on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
+    )
+
+
 def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     gpu = ctx.layer("gpu")
     if gpu is None or "slo_ms" not in ctx.columns:
         return {}
     # Lazy plans throughout: only the few columns used are gathered from the wide GPU layer.
     layer = gpu.lazy()
-    # A device's pool as everywhere else: its earliest device_info row that names one (so a
-    # device listed in two pools lands in the same one whatever the row order).
-    devices = device_table(gpu).select("device", "pool").filter(pl.col("pool").is_not_null())
-    samples = layer.filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).select("device", "gpu_util")
-    nominal = (
-        samples.group_by("device").agg(pl.col("gpu_util").mean())
-        .join(devices, on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
-    )
+    devices = _device_pools(gpu)
+    nominal = pool_nominal_utilization(gpu)
     # Total exec time per pool from spans (grouped by device first: cheap); useful time from the
     # request table (prefill time to the request's pool, decode time to its decode pool), so no
     # span-level join. Integer nanoseconds keep the sums exact.

@@ -115,6 +115,33 @@ def clipped_p_value(p: float | None) -> str:
     return "<=0.001" if p <= 0.001 else (">=0.25" if p >= 0.25 else f"{p:.3f}")
 
 
+def timestamp(iso: str | None) -> str:
+    """A report timestamp in full: '2026-01-01T00:00:48.250000Z' -> '2026-01-01 00:00:48.250 UTC'
+    (milliseconds only when not zero); text that is not such a timestamp is returned as is."""
+    if iso is None:
+        return NA
+    m = _ISO.match(iso)
+    if not m:
+        return iso
+    millis = (m.group(3) or ".000")[1:4].ljust(3, "0")
+    return f"{iso[:4]}-{m.group(1)} {m.group(2)}{'' if millis == '000' else '.' + millis} UTC"
+
+
+def cell(value: object) -> str:
+    """A value of a table meant to be copied (the numbers behind a chart): integers in full,
+    other numbers with at most 4 decimals and no trailing zeros, no thousands separators."""
+    if value is None:
+        return NA
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = f"{value:.4f}".rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "") else text
+    return str(value)
+
+
 def evidence(value: object, unit: str | None = None) -> str:
     """A piece of evidence: a feature value in its unit, or a detail (text, timestamp, list)."""
     if isinstance(value, str) and (m := _ISO.match(value)):

@@ -44,3 +44,5 @@ def test_wheel_contains_every_subpackage_and_the_package_data(tmp_path):
     assert rules and {n.rsplit("/", 1)[1] for n in names if n.startswith("coherence_diag/builtin_rules/") and n.endswith(".yaml")} == rules
     schemas = {p.name for p in (REPO / "coherence_diag" / "schemas").glob("*.json")}
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("coherence_diag/schemas/") and n.endswith(".json")} == schemas
+    templates = {p.name for p in (REPO / "coherence_diag" / "render" / "templates").iterdir() if p.is_file()}
+    assert templates and {n.rsplit("/", 1)[1] for n in names if n.startswith("coherence_diag/render/templates/")} == templates

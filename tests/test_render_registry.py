@@ -62,3 +62,10 @@ def test_report_and_gate_render_in_every_format(tmp_path):
     target = tmp_path / "view.txt"
     emit("report", "terminal", report, target)  # a terminal view into a file: plain text, no escapes
     assert "burst-amplification" in target.read_text() and "\x1b[" not in target.read_text()
+
+
+def test_subjects_without_a_format_option_offer_no_format():
+    """`report` writes its page, index and summary itself: their renderers are not --format choices."""
+    for subject in {r.subject for r in registry.RENDERERS.values()} - set(COMMAND_OF):
+        assert registry.formats(subject) == (), subject
+        assert registry.formats(subject, listed_only=False), subject

@@ -47,3 +47,12 @@ def test_evidence_reads_in_its_unit():
 def test_p_values_say_when_they_are_clipped():
     assert units.p_value(1e-9) == "<0.001" and units.p_value(0.0421) == "0.042"
     assert units.clipped_p_value(0.25) == ">=0.25" and units.clipped_p_value(0.001) == "<=0.001"
+
+
+def test_timestamps_in_full_and_table_cells_plain():
+    assert units.timestamp("2026-01-01T00:00:48.000000Z") == "2026-01-01 00:00:48 UTC"
+    assert units.timestamp("2026-01-01T00:00:48.250000Z") == "2026-01-01 00:00:48.250 UTC"
+    assert units.timestamp(None) == "n/a" and units.timestamp("not a time") == "not a time"
+    assert [units.cell(v) for v in (3, 12.0, 1.23456789, -0.00001, 1234567.5, None, True, "gpu-0")] == [
+        "3", "12", "1.2346", "0", "1234567.5", "n/a", "true", "gpu-0",
+    ]

@@ -5,7 +5,9 @@ One model for every subject the tool reports on, each rendered by every output f
 
 - `Report` (report.py): one analyzed trace, its findings with typed `Evidence` (evidence.py);
 - `Comparison` (comparison.py): two traces or two environments, before / after;
-- `GateResult` (gate.py): a trace checked against a policy.
+- `GateResult` (gate.py): a trace checked against a policy;
+- `Visual` (visuals.py): the aggregate table behind one chart of an HTML report, or why the
+  trace cannot support that chart.
 
 This package imports nothing else of coherence_diag: every layer may import it.
 """
@@ -48,6 +50,7 @@ from coherence_diag.model.report import (
     UnexplainedIndex,
     iso_utc,
 )
+from coherence_diag.model.visuals import Episode, EpisodeKind, Visual, VisualKind, VisualTable
 
 __all__ = [
     "COLUMN_STATUSES",
@@ -69,6 +72,8 @@ __all__ = [
     "Evidence",
     "EvidenceItem",
     "EvidenceKind",
+    "Episode",
+    "EpisodeKind",
     "FeatureReading",
     "Finding",
     "FindingChange",
@@ -88,5 +93,8 @@ __all__ = [
     "Status",
     "TraceFacts",
     "UnexplainedIndex",
+    "Visual",
+    "VisualKind",
+    "VisualTable",
     "iso_utc",
 ]

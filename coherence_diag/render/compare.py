@@ -86,7 +86,7 @@ _SHIFT_ROWS: tuple[tuple[str, object], ...] = (
 )
 
 
-def _shift_rows(c: Comparison) -> list[list[str]]:
+def shift_rows(c: Comparison) -> list[list[str]]:
     return [[label] + [str(cell(s)) for s in c.shifts] for label, cell in _SHIFT_ROWS]  # type: ignore[operator]
 
 
@@ -127,7 +127,7 @@ def render_terminal(c: Comparison, console: Console) -> None:
     shifts.add_column("")
     for s in c.shifts:
         shifts.add_column(s.description, justify="right")
-    rows = _shift_rows(c)
+    rows = shift_rows(c)
     for row in rows[:-1]:
         shifts.add_row(*row)
     styled = [
@@ -206,7 +206,7 @@ def render_markdown(c: Comparison) -> str:
         md_table(["", "Component", "Base", "Candidate", "Delta"], _component_rows(c), "llrrr"),
         f"### Distribution shift\n\n{md_escape(_matching_note(c))}. Significant = KS p < {c.alpha:g} "
         f"and KS distance >= {c.min_ks:g}.\n",
-        md_table(["", *(s.description for s in c.shifts)], _shift_rows(c), "l" + "r" * len(c.shifts)),
+        md_table(["", *(s.description for s in c.shifts)], shift_rows(c), "l" + "r" * len(c.shifts)),
         "### Findings\n",
     ]
     if c.findings:

@@ -1,8 +1,10 @@
 """Every renderer, by subject and format: the one table the CLI (and any caller) renders through.
 
 A subject is a result of the model (`coherence_diag.model`, plus the score and the rule
-explanation): "report", "comparison", "gate", "score", "explanation". A renderer either returns
-text (JSON, Markdown, JUnit, HTML: `render(value, *extra) -> str`) or draws onto a Rich console
+explanation): "report", "comparison", "gate", "score", "explanation"; and the two subjects of
+`coherence-diag report`: "page" (one trace's HTML page: render/html.py's `TracePage`, its
+entry and charts) and "batch" (`batch.Batch`: the index as HTML, summary.json as JSON).
+A renderer either returns text (JSON, Markdown, JUnit, HTML: `render(value, *extra) -> str`) or draws onto a Rich console
 (the terminal views: `render(value, console, *extra) -> None`). `extra` is what the subject's
 renderers all take after the value: the accuracy gate of a score, the trace path of an
 explanation.
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Subject = Literal["report", "comparison", "gate", "score", "explanation"]
+Subject = Literal["report", "comparison", "gate", "score", "explanation", "page", "batch"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Renderer:
     format: str
     target: str  # "module:function"
     console: bool = False  # True: draws onto a Rich console; False: returns text
-    listed: bool = True  # offered by the command's --format option (JUnit has its own option)
+    listed: bool = True  # offered by the command's --format option (JUnit has its own option; `report` writes files)
 
     def load(self) -> Callable[..., Any]:
         module, _, name = self.target.partition(":")
@@ -51,6 +53,10 @@ _RENDERERS: tuple[Renderer, ...] = (
     Renderer("score", "markdown", "coherence_diag.render.score:render_markdown"),
     Renderer("explanation", "terminal", "coherence_diag.render.explain:render_terminal", console=True),
     Renderer("explanation", "json", "coherence_diag.render.explain:render_json"),
+    # `coherence-diag report` writes these files itself (no --format to choose them).
+    Renderer("page", "html", "coherence_diag.render.html:render_page", listed=False),
+    Renderer("batch", "html", "coherence_diag.render.html:render_index", listed=False),
+    Renderer("batch", "json", "coherence_diag.render.summary:render_summary", listed=False),
 )
 
 RENDERERS: dict[tuple[str, str], Renderer] = {(r.subject, r.format): r for r in _RENDERERS}
