@@ -22,6 +22,9 @@ How the work is spread (`jobs` processes at most analyze traces at once):
   charts of one trace are drawn while the next is analyzed, or while this trace's remaining
   visuals are computed. With `jobs=1` everything runs in this process, one step after another;
 - this process lays each page out (render/html.py) once its charts are back, and writes it.
+
+Worker and chart processes are spawned (never forked): a script that calls `build_reports` with
+`jobs` other than 1 needs the usual `if __name__ == "__main__":` guard around its work.
 """
 
 from __future__ import annotations
