@@ -38,6 +38,7 @@ import polars as pl
 
 from coherence_diag import analyze
 from coherence_diag.model import SEVERITIES
+from coherence_diag.scoring import precision_recall_f1
 from coherence_diag.simulate import SCENARIOS, Shape, Telemetry, simulate, write_trace
 from coherence_diag.simulate.shape import KNOB_LEVELS, TELEMETRY_PARTS
 
@@ -111,9 +112,8 @@ def scores(runs: list[Run], strict: bool = False) -> dict[str, dict[str, float]]
         tp = sum(1 for r in runs if r.scenario == rule and rule in r.fired)
         fn = sum(1 for r in runs if r.scenario == rule and rule not in r.fired)
         fp = sum(1 for r in runs if r.scenario != rule and rule in (r.unexpected_strict if strict else r.unexpected))
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        # The same definitions as `rules score` (precision 1 when the rule reported nothing).
+        precision, recall, f1 = precision_recall_f1(tp, fp, fn)
         out[rule] = {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
     return out
 

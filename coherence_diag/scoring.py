@@ -489,14 +489,21 @@ def _trace_score(label: LabelledTrace, outcome: TraceOutcome) -> TraceScore:
     )
 
 
+def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 of one rule from its counts; precision (recall) is 1 when the rule
+    reported nothing (had nothing to find), so a rule that stays silent on a suite without its
+    condition is not penalised twice."""
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
 def _rule_score(rule: str, traces: tuple[TraceScore, ...]) -> RuleScore:
     tp = sum(rule in t.true_positives for t in traces)
     fp = sum(rule in t.false_positives for t in traces)
     fn = sum(rule in t.false_negatives for t in traces)
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return RuleScore(rule, tp, fp, fn, precision, recall, f1)
+    return RuleScore(rule, tp, fp, fn, *precision_recall_f1(tp, fp, fn))
 
 
 def confusion(traces: Iterable[TraceScore]) -> tuple[ConfusionEntry, ...]:
