@@ -150,7 +150,11 @@ MapOption = Annotated[
 ]
 StartOption = Annotated[
     str | None,
-    typer.Option("--start", help="With --from: ISO-8601 time at which sources with a relative clock start (default: aligned with the others)."),
+    typer.Option(
+        "--start",
+        help="With --from: ISO-8601 time at which sources with a relative clock start (default: aligned with the others); "
+        "also the time of a prometheus/dcgm snapshot that carries none.",
+    ),
 ]
 
 

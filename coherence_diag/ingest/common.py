@@ -18,7 +18,7 @@ import polars as pl
 from coherence_diag import schema
 from coherence_diag.errors import TraceError
 from coherence_diag.ingest.source import RECORD, audit_rows, empty_audit
-from coherence_diag.model import ColumnOrigin
+from coherence_diag.model import ColumnOrigin, MetricSummary
 
 _GLOB_CHARS = set("*?[")
 
@@ -32,9 +32,11 @@ class Mapped:
     audit: pl.DataFrame = field(default_factory=empty_audit)
     columns: tuple[ColumnOrigin, ...] = ()
     notes: tuple[str, ...] = ()
+    summaries: tuple[MetricSummary, ...] = ()  # metrics with no row form (model/provenance.py)
 
 
 Reader = Callable[[Path, str], Mapped]  # (file, source name) -> mapped
+TimedReader = Callable[[Path, str, int | None], Mapped]  # ... given `--start` (ns) for a snapshot without a time
 
 
 def resolve(spec: str, source: str, suffixes: Sequence[str], *, names: Sequence[str] = ()) -> list[Path]:

@@ -24,7 +24,7 @@ def open_sources(specs: list[tuple[str, str]], user: UserValues | None = None, *
     """Map every (source name, path) and merge them into one FrameSource with provenance."""
     if not specs:
         raise InputError("give at least one --from SOURCE PATH")
-    opened = [open_source(name, spec) for name, spec in specs]
+    opened = [open_source(name, spec, start_ns=start_ns) for name, spec in specs]
     starts = [_start(o) for o in opened]
     absolute = [s for o, s in zip(opened, starts) if o.adapter.clock == "absolute" and s is not None]
     anchor = start_ns if start_ns is not None else (min(absolute) if absolute else None)
@@ -44,6 +44,7 @@ def open_sources(specs: list[tuple[str, str]], user: UserValues | None = None, *
             SourceUse(
                 name=o.adapter.name, path=o.spec, records=o.records, rows=o.frame.height, clock=o.adapter.clock,
                 offset_s=offset / 1e9, cannot_supply=o.adapter.cannot_supply, notes=o.notes, unmapped=_counts(o.audit),
+                summaries=o.summaries,
             )
         )
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]

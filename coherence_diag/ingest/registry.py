@@ -12,10 +12,10 @@ from typing import Literal
 import polars as pl
 
 from coherence_diag.errors import InputError
-from coherence_diag.ingest import alibaba_gentd26, azure_llm, burstgpt, mooncake
-from coherence_diag.ingest.common import Mapped, Reader, resolve
+from coherence_diag.ingest import alibaba_gentd26, azure_llm, burstgpt, dcgm, mooncake, prometheus
+from coherence_diag.ingest.common import Mapped, Reader, TimedReader, resolve
 from coherence_diag.ingest.source import ORIGIN, RECORD
-from coherence_diag.model import ColumnOrigin
+from coherence_diag.model import ColumnOrigin, MetricSummary
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Adapter:
     names: tuple[str, ...] = ()  # ... or these file names
     directory_notes: Callable[[Path], tuple[str, ...]] | None = None
     arrivals: bool = True  # gives request arrivals (`simulate --arrivals` can replay it)
+    read_at: TimedReader | None = None  # reads a metrics snapshot that carries no time at `--start`
 
 
 SOURCES: dict[str, Adapter] = {
@@ -54,6 +55,18 @@ SOURCES: dict[str, Adapter] = {
             alibaba_gentd26.read, "relative", alibaba_gentd26.SUPPLIES, alibaba_gentd26.CANNOT_SUPPLY,
             names=alibaba_gentd26.FILES, directory_notes=alibaba_gentd26.skipped, arrivals=False,
         ),
+        Adapter(
+            prometheus.NAME, "Serving-engine metrics via Prometheus (vLLM, SGLang, Triton/TensorRT-LLM, Dynamo)",
+            "Prometheus text exposition (timestamps, `# ts=` lines or --start) or query_range JSON",
+            prometheus.read, "absolute", prometheus.SUPPLIES, prometheus.CANNOT_SUPPLY,
+            suffixes=(".prom", ".txt", ".json"), arrivals=False, read_at=prometheus.read_at,
+        ),
+        Adapter(
+            dcgm.NAME, "NVIDIA DCGM exporter GPU metrics",
+            "dcgm-exporter text exposition (timestamps, `# ts=` lines or --start) or query_range JSON",
+            dcgm.read, "absolute", dcgm.SUPPLIES, dcgm.CANNOT_SUPPLY,
+            suffixes=(".prom", ".txt", ".json"), arrivals=False, read_at=dcgm.read_at,
+        ),
     )
 }
 
@@ -76,12 +89,14 @@ class Opened:
     records: int
     columns: tuple[ColumnOrigin, ...]
     notes: tuple[str, ...]
+    summaries: tuple[MetricSummary, ...] = ()
 
 
-def open_source(name: str, spec: str) -> Opened:
+def open_source(name: str, spec: str, *, start_ns: int | None = None) -> Opened:
     kind = adapter(name)
     files = resolve(spec, name, kind.suffixes, names=kind.names)
-    mapped: list[Mapped] = [kind.read(f, name) for f in files]
+    read_at = kind.read_at
+    mapped: list[Mapped] = [read_at(f, name, start_ns) if read_at is not None else kind.read(f, name) for f in files]
     frames = [m.frame.with_columns(pl.lit(i, pl.Int32).alias(ORIGIN), pl.col(RECORD).cast(pl.UInt32)) for i, m in enumerate(mapped)]
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     columns = tuple(dict.fromkeys(c for m in mapped for c in m.columns))
@@ -89,4 +104,5 @@ def open_source(name: str, spec: str) -> Opened:
     if kind.directory_notes is not None and Path(spec).is_dir():
         notes += kind.directory_notes(Path(spec))
     audit = pl.concat([m.audit for m in mapped])
-    return Opened(kind, spec, files, frame, audit, sum(m.records for m in mapped), columns, notes)
+    summaries = tuple(x for m in mapped for x in m.summaries)
+    return Opened(kind, spec, files, frame, audit, sum(m.records for m in mapped), columns, notes, summaries)

@@ -6,7 +6,8 @@ a `--map FILE` (YAML):
       scheduler.pool: chat
     map:                          # a column's value looked up from another column's value
       host:                       # the column to fill ...
-        from: device              # ... from this column of the same row
+        from: device              # ... from this column of the same row (a schema column, or an
+                                  # extra column a source keeps, e.g. `pod` of the dcgm source)
         values: {gpu-3f2a: node-1, gpu-77c1: node-2}
 
 Each value is checked against its column's kind (schema.py) before anything is read; provenance
@@ -16,6 +17,7 @@ records it as `supplied` (by the flag, or by the file).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from coherence_diag import schema
 from coherence_diag.errors import InputError
 
 Value = str | int | float | bool
+# `from` may also name an extra column a source keeps (the metrics sources' `pod`, `namespace`, `model`).
+_EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,11 @@ def parse(sets: list[str] | None = None, map_file: Path | None = None) -> UserVa
             if not isinstance(spec, dict) or "from" not in spec or not isinstance(spec.get("values"), dict):
                 raise InputError(f"{where}: expected {{from: COLUMN, values: {{KEY: VALUE, ...}}}}", path=str(map_file))
             key_column = str(spec["from"])
-            if key_column not in schema.COLUMNS:
-                raise InputError(f"{where}.from: {key_column!r} is not a column of the trace schema", path=str(map_file))
+            if key_column not in schema.COLUMNS and not _EXTRA_NAME.fullmatch(key_column):
+                raise InputError(
+                    f"{where}.from: {key_column!r} is not a column of the trace schema or an extra column name (e.g. pod, namespace)",
+                    path=str(map_file),
+                )
             values = {str(k): str(_typed(str(column), v, f"{where}.values.{k}")) for k, v in spec["values"].items()}
             lookups.append(Lookup(str(column), key_column, values, by))
     for item in sets or []:

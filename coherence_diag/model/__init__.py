@@ -29,6 +29,7 @@ from coherence_diag.model.provenance import (
     PROVENANCE_SCHEMA_VERSION,
     ColumnOrigin,
     ColumnStatus,
+    MetricSummary,
     Provenance,
     SourceUse,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ColumnOrigin",
     "ColumnStatus",
     "Provenance",
+    "MetricSummary",
     "SourceUse",
     "COMPARISON_SCHEMA_VERSION",
     "GATE_SCHEMA_VERSION",

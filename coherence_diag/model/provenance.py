@@ -33,6 +33,27 @@ class ColumnOrigin:
 
 
 @dataclass(frozen=True)
+class MetricSummary:
+    """A metric that has no row form, summarised per window (`prometheus`, `dcgm` sources): a
+    latency histogram (count, mean = sum / count, quantiles interpolated within the bucket that
+    holds them, as Prometheus' histogram_quantile does: estimates, not observed values) or a
+    counter of events that name no request (its increase, counter resets handled)."""
+
+    metric: str
+    series: str  # the series' labels, `name=value` joined by commas
+    kind: Literal["histogram", "counter"]
+    unit: str  # of count (counters) or of mean and quantiles (histograms)
+    window_start: str  # ISO-8601 UTC
+    window_end: str
+    cumulative: bool  # True: one snapshot, totals since the process started (no window of its own)
+    count: float  # observations (histogram) or increase (counter)
+    mean: float | None = None
+    quantiles: dict[str, float] = field(default_factory=dict)  # "p50" -> estimate
+    quantile_buckets: dict[str, str] = field(default_factory=dict)  # "p50" -> "(0.5, 1]": the bucket it lies in
+    resets: int = 0  # counter drops (process restarts) within the window
+
+
+@dataclass(frozen=True)
 class SourceUse:
     """One `--from SOURCE PATH` of a conversion."""
 
@@ -45,6 +66,7 @@ class SourceUse:
     cannot_supply: tuple[str, ...] = ()  # what this kind of source can never give (convert --list)
     notes: tuple[str, ...] = ()
     unmapped: dict[str, int] = field(default_factory=dict)  # input records not converted, by `reason:field`
+    summaries: tuple[MetricSummary, ...] = ()  # metrics with no row form (histograms, event counters)
 
 
 @dataclass(frozen=True)
@@ -69,9 +91,16 @@ class Provenance:
 def to_dict(provenance: Provenance) -> dict[str, Any]:
     return {
         "schema_version": provenance.schema_version,
-        "sources": [asdict(s) for s in provenance.sources],
+        "sources": [_source_dict(s) for s in provenance.sources],
         "columns": [asdict(c) for c in provenance.columns],
     }
+
+
+def _source_dict(source: SourceUse) -> dict[str, Any]:
+    out = asdict(source)
+    if not source.summaries:  # only the metrics sources have them: other provenance stays as it was
+        del out["summaries"]
+    return out
 
 
 class ProvenanceFormatError(ValueError):
@@ -89,6 +118,7 @@ def from_dict(data: object) -> Provenance:
                 clock=_clock(s["clock"]), offset_s=float(s["offset_s"]),
                 cannot_supply=tuple(str(x) for x in s.get("cannot_supply", ())), notes=tuple(str(x) for x in s.get("notes", ())),
                 unmapped={str(k): int(v) for k, v in s.get("unmapped", {}).items()},
+                summaries=tuple(_summary(m) for m in s.get("summaries", ())),
             )
             for s in data["sources"]
         )
@@ -103,6 +133,20 @@ def from_dict(data: object) -> Provenance:
     except (KeyError, TypeError, ValueError) as exc:
         raise ProvenanceFormatError(f"a source or column entry is malformed ({exc})") from None
     return Provenance(sources, columns)
+
+
+def _summary(m: dict[str, Any]) -> MetricSummary:
+    kind = m["kind"]
+    if kind not in ("histogram", "counter"):
+        raise ValueError(f"summary kind {kind!r} is not histogram or counter")
+    return MetricSummary(
+        metric=str(m["metric"]), series=str(m["series"]), kind=kind, unit=str(m["unit"]),
+        window_start=str(m["window_start"]), window_end=str(m["window_end"]), cumulative=bool(m["cumulative"]),
+        count=float(m["count"]), mean=None if m.get("mean") is None else float(m["mean"]),
+        quantiles={str(k): float(v) for k, v in m.get("quantiles", {}).items()},
+        quantile_buckets={str(k): str(v) for k, v in m.get("quantile_buckets", {}).items()},
+        resets=int(m.get("resets", 0)),
+    )
 
 
 def _status(value: object) -> ColumnStatus:

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from coherence_diag import units
-from coherence_diag.model import Evaluability, FeatureReading, Provenance, Quantiles, Report
+from coherence_diag.model import Evaluability, FeatureReading, MetricSummary, Provenance, Quantiles, Report
 from coherence_diag.render.style import SEVERITY_STYLE
 
 
@@ -61,6 +61,20 @@ def _trace_panel(report: Report) -> Panel:
     return Panel("\n".join(lines), title="trace", expand=False)
 
 
+SUMMARY_LINES = 6  # metric summaries shown in the terminal (the JSON report has them all)
+
+
+def _summary_line(m: MetricSummary) -> str:
+    """One histogram or counter summary; histogram quantiles are labelled as the estimates they are."""
+    when = f"at {m.window_start} (since process start)" if m.cumulative else f"{m.window_start}..{m.window_end}"
+    if m.kind == "counter":
+        resets = f", {m.resets} reset(s)" if m.resets else ""
+        return f"{m.metric} {{{m.series}}} {when}: +{m.count:g} {m.unit}{resets}"
+    qs = ", ".join(f"{q} ~{v:.3g} {m.unit} in {m.quantile_buckets.get(q, '?')}" for q, v in m.quantiles.items())
+    mean = f", mean {m.mean:.3g} {m.unit}" if m.mean is not None else ""
+    return f"{m.metric} {{{m.series}}} {when}: {m.count:g} observations{mean}; histogram estimates: {qs}"
+
+
 def _provenance_panel(p: Provenance) -> Panel:
     """Where the columns came from: a converted trace's sources, then each status's columns."""
     lines = []
@@ -69,6 +83,10 @@ def _provenance_panel(p: Provenance) -> Panel:
         lines.append(f"[bold]{escape(s.name)}[/bold] {escape(s.path)}: {s.records:,} records -> {s.rows:,} rows ({s.clock} clock{shift})")
         for note in s.notes:
             lines.append(f"  [dim]{escape(note)}[/dim]")
+        for m in s.summaries[:SUMMARY_LINES]:
+            lines.append("  " + escape(_summary_line(m)))
+        if len(s.summaries) > SUMMARY_LINES:
+            lines.append(f"  [dim]... {len(s.summaries) - SUMMARY_LINES} more summaries in the JSON report[/dim]")
         if s.unmapped:
             lines.append("  [yellow]not converted: " + escape(", ".join(f"{k} {v:,}" for k, v in s.unmapped.items())) + "[/yellow]")
     for status in ("observed", "derived", "supplied", "simulated"):

@@ -23,6 +23,8 @@ CASES = {
     "mooncake": FIXTURES / "mooncake" / "conversation_small.jsonl",
     "burstgpt": FIXTURES / "burstgpt" / "BurstGPT_small.csv",
     "alibaba-gentd26": FIXTURES / "alibaba_gentd26",
+    "prometheus": FIXTURES / "prometheus" / "vllm_snapshots.prom",
+    "dcgm": FIXTURES / "dcgm" / "dcgm_mig_vgpu.prom",
 }
 
 
@@ -141,6 +143,11 @@ BAD = [
     ("burstgpt", FIXTURES / "bad" / "burstgpt_mixed_units.csv", "record 2", "mixed units"),
     ("burstgpt", CASES["azure-llm"], "not a burstgpt file", "Log Type"),
     ("alibaba-gentd26", CASES["azure-llm"], "not a alibaba-gentd26 file", "pod_gpu_duty_cycle_anon.csv"),
+    ("prometheus", CASES["azure-llm"], "line 1", "not Prometheus text exposition"),
+    ("prometheus", FIXTURES / "bad" / "prometheus_untimed.prom", "carries no time", "# ts="),
+    ("prometheus", FIXTURES / "bad" / "prometheus_unknown_only.prom", "not a prometheus file", "vllm:num_requests_waiting"),
+    ("prometheus", FIXTURES / "bad" / "prometheus_mixed_units.json", "record 3", "mixed units"),
+    ("dcgm", CASES["prometheus"], "not a dcgm file", "DCGM_FI_DEV_GPU_UTIL"),
 ]
 
 
