@@ -12,7 +12,7 @@ from typing import Literal
 import polars as pl
 
 from coherence_diag.errors import InputError
-from coherence_diag.ingest import alibaba_gentd26, azure_llm, burstgpt, mooncake
+from coherence_diag.ingest import alibaba_gentd26, azure_llm, burstgpt, mooncake, vllm_otlp
 from coherence_diag.ingest.common import Mapped, Reader, resolve
 from coherence_diag.ingest.source import ORIGIN, RECORD
 from coherence_diag.model import ColumnOrigin
@@ -54,6 +54,11 @@ SOURCES: dict[str, Adapter] = {
             alibaba_gentd26.read, "relative", alibaba_gentd26.SUPPLIES, alibaba_gentd26.CANNOT_SUPPLY,
             names=alibaba_gentd26.FILES, directory_notes=alibaba_gentd26.skipped, arrivals=False,
         ),
+        Adapter(
+            vllm_otlp.NAME, "vLLM request spans (llm_request) exported by the OpenTelemetry Collector",
+            "OTLP-JSON lines (the Collector file exporter): llm_request spans with gen_ai.latency.* (s), gen_ai.usage.*, gen_ai.request.id",
+            vllm_otlp.read, "absolute", vllm_otlp.SUPPLIES, vllm_otlp.CANNOT_SUPPLY, suffixes=(".json", ".jsonl"),
+        ),
     )
 }
 
@@ -76,6 +81,7 @@ class Opened:
     records: int
     columns: tuple[ColumnOrigin, ...]
     notes: tuple[str, ...]
+    pending: tuple[tuple[str, str, str], ...] = ()  # see Mapped.pending
 
 
 def open_source(name: str, spec: str) -> Opened:
@@ -89,4 +95,5 @@ def open_source(name: str, spec: str) -> Opened:
     if kind.directory_notes is not None and Path(spec).is_dir():
         notes += kind.directory_notes(Path(spec))
     audit = pl.concat([m.audit for m in mapped])
-    return Opened(kind, spec, files, frame, audit, sum(m.records for m in mapped), columns, notes)
+    pending = tuple(dict.fromkeys(p for m in mapped for p in m.pending))
+    return Opened(kind, spec, files, frame, audit, sum(m.records for m in mapped), columns, notes, pending)

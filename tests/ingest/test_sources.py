@@ -23,6 +23,7 @@ CASES = {
     "mooncake": FIXTURES / "mooncake" / "conversation_small.jsonl",
     "burstgpt": FIXTURES / "burstgpt" / "BurstGPT_small.csv",
     "alibaba-gentd26": FIXTURES / "alibaba_gentd26",
+    "vllm-otlp": FIXTURES / "vllm_otlp" / "vllm_traces.json",
 }
 
 
