@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coherence_diag import schema
-from coherence_diag.convert import convert, open_inputs
+from coherence_diag.convert import convert, open_inputs, read_arrivals
 from coherence_diag.errors import TraceError
 from coherence_diag.ingest import provenance_path
 from tests.conftest import REPO
@@ -97,6 +97,12 @@ def test_fixture_gives_each_request_its_lifecycle_and_the_abort_a_drop(tmp_path)
     offsets_ms = [(t - first["ts"][0]).total_seconds() * 1000 for t in first["ts"]]
     assert [round(x, 4) for x in offsets_ms] == [0, 2.1, 46.8, 1360.1]  # queue, ttft, e2e of the span
     assert converted.provenance.sources[0].unmapped == {"unmapped_record:name": 1}  # the API server's HTTP span
+
+
+def test_the_fixture_is_recognised_as_arrivals_to_replay():
+    table, use = read_arrivals(str(FIXTURE))
+    assert use.name == "vllm-otlp" and len(table.arrival_ns) == 13
+    assert list(table.arrival_ns) == sorted(table.arrival_ns) and table.prompt is not None
 
 
 def test_child_spans_replace_the_derived_exec_rows_of_their_phase(tmp_path):
