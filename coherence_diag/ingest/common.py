@@ -33,6 +33,9 @@ class Mapped:
     columns: tuple[ColumnOrigin, ...] = ()
     notes: tuple[str, ...] = ()
     summaries: tuple[MetricSummary, ...] = ()  # metrics with no row form (model/provenance.py)
+    # (layer, event, column): rows made without `column` so that the user's --map can supply it
+    # (e.g. a device looked up from the host); those still without it afterwards are dropped
+    pending: tuple[tuple[str, str, str], ...] = ()
 
 
 Reader = Callable[[Path, str], Mapped]  # (file, source name) -> mapped
@@ -132,6 +135,12 @@ def set_aside_unparsed(
     keep = marks.select(~already).to_series()
     audit = pl.concat(audits) if audits else empty_audit()
     return frame.filter(keep), audit
+
+
+def filled_columns(frame: pl.DataFrame) -> set[tuple[str, str]]:
+    """The (layer, column) pairs with a value on some row of the layer."""
+    present = frame.group_by("layer").agg(pl.all().is_not_null().any())
+    return {(row["layer"], c) for row in present.iter_rows(named=True) for c, v in row.items() if v and c != "layer"}
 
 
 def request_ids(stem: str) -> pl.Expr:

@@ -6,6 +6,10 @@ source whose timestamps count from its own start (`relative`: Mooncake, BurstGPT
 anonymised clock) is shifted to start at `start_ns` when given (`convert --start`), else at the
 earliest start of the absolute sources, else left as it is (its first record then stands at its
 own offset from 1970-01-01 UTC). The shift is recorded in the provenance (`offset_s`).
+
+Rows a source made pending a user value (`Mapped.pending`: vllm-otlp's exec rows need a device
+that only `--map` may give) and still lack it once the user's values are applied are dropped,
+counted in that source's notes: a value is looked up or left out, never guessed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import polars as pl
 
 from coherence_diag import schema
 from coherence_diag.errors import InputError
+from coherence_diag.ingest.common import filled_columns
 from coherence_diag.ingest.registry import Opened, open_source
 from coherence_diag.ingest.source import ORIGIN, FrameSource
 from coherence_diag.ingest.usermap import UserValues
@@ -30,8 +35,7 @@ def open_sources(specs: list[tuple[str, str]], user: UserValues | None = None, *
     anchor = start_ns if start_ns is not None else (min(absolute) if absolute else None)
     frames: list[pl.DataFrame] = []
     origins: list[str] = []
-    audits: list[pl.DataFrame] = []
-    uses: list[SourceUse] = []
+    offsets: list[int] = []
     for o, first in zip(opened, starts):
         offset = 0 if (o.adapter.clock == "absolute" or anchor is None or first is None) else anchor - first
         frame = o.frame.with_columns(pl.col(ORIGIN) + len(origins))
@@ -39,23 +43,56 @@ def open_sources(specs: list[tuple[str, str]], user: UserValues | None = None, *
             frame = frame.with_columns(pl.col("ts") + offset)
         frames.append(frame)
         origins.extend(str(f) for f in o.files)
-        audits.append(o.audit)
-        uses.append(
-            SourceUse(
-                name=o.adapter.name, path=o.spec, records=o.records, rows=o.frame.height, clock=o.adapter.clock,
-                offset_s=offset / 1e9, cannot_supply=o.adapter.cannot_supply, notes=o.notes, unmapped=_counts(o.audit),
-                summaries=o.summaries,
-            )
-        )
+        offsets.append(offset)
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     supplied: list[ColumnOrigin] = []
     if user:
         frame, supplied = _apply(frame, user)
+    frame, dropped = _drop_incomplete(frame, opened)
+    uses = [
+        SourceUse(
+            name=o.adapter.name, path=o.spec, records=o.records, rows=o.frame.height - sum(n for _, _, n in lost), clock=o.adapter.clock,
+            offset_s=offset / 1e9, cannot_supply=o.adapter.cannot_supply, notes=o.notes + tuple(note for _, note, _ in lost),
+            unmapped=_counts(o.audit), summaries=o.summaries,
+        )
+        for o, offset, lost in zip(opened, offsets, dropped)
+    ]
     given = _dedupe([c for o in opened for c in o.columns] + supplied)
+    given = _still_given(given, frame, {layer for lost in dropped for layer, _, _ in lost})
     display = " + ".join(f"{name}:{spec}" for name, spec in specs)
     provenance = Provenance(tuple(uses), _with_absent(given, frame))
-    audit = pl.concat(audits)
+    audit = pl.concat([o.audit for o in opened])
     return FrameSource(display, frame, tuple(origins), audit, provenance)
+
+
+def _drop_incomplete(frame: pl.DataFrame, opened: list[Opened]) -> tuple[pl.DataFrame, list[list[tuple[str, str, int]]]]:
+    """Rows a source made pending a user value (`Mapped.pending`) that is still missing are
+    dropped, never filled by a guess; each source gets a note per (layer, event, column) dropped."""
+    dropped: list[list[tuple[str, str, int]]] = []  # per source: (layer, note, rows)
+    first = 0
+    for o in opened:
+        lost: list[tuple[str, str, int]] = []
+        mine = pl.col(ORIGIN).is_between(first, first + len(o.files) - 1)
+        for layer, event, column in o.pending:
+            incomplete = mine & (pl.col("layer") == layer) & (pl.col("event") == event)
+            if column in frame.columns:
+                incomplete = incomplete & pl.col(column).is_null()
+            n = int(frame.select(incomplete.sum()).item())
+            if n:
+                frame = frame.filter(~incomplete)
+                lost.append((layer, f"{n:,} {layer} {event} rows dropped: no {column} known (give one with --map, e.g. {column} from host)", n))
+        dropped.append(lost)
+        first += len(o.files)
+    return frame, dropped
+
+
+def _still_given(given: list[ColumnOrigin], frame: pl.DataFrame, layers: set[str]) -> list[ColumnOrigin]:
+    """After rows were dropped from `layers`, the (layer, column) pairs left without a value are
+    no longer given by anyone."""
+    if not layers:
+        return given
+    filled = filled_columns(frame.filter(pl.col("layer").is_in(sorted(layers))))
+    return [c for c in given if c.layer not in layers or (c.layer, c.column) in filled]
 
 
 def _counts(audit: pl.DataFrame) -> dict[str, int]:

@@ -12,7 +12,7 @@ from typing import Literal
 import polars as pl
 
 from coherence_diag.errors import InputError
-from coherence_diag.ingest import alibaba_gentd26, azure_llm, burstgpt, dcgm, mooncake, prometheus
+from coherence_diag.ingest import alibaba_gentd26, azure_llm, burstgpt, dcgm, mooncake, prometheus, vllm_otlp
 from coherence_diag.ingest.common import Mapped, Reader, TimedReader, resolve
 from coherence_diag.ingest.source import ORIGIN, RECORD
 from coherence_diag.model import ColumnOrigin, MetricSummary
@@ -56,6 +56,11 @@ SOURCES: dict[str, Adapter] = {
             names=alibaba_gentd26.FILES, directory_notes=alibaba_gentd26.skipped, arrivals=False,
         ),
         Adapter(
+            vllm_otlp.NAME, "vLLM request spans (llm_request) exported by the OpenTelemetry Collector",
+            "OTLP-JSON lines (the Collector file exporter): llm_request spans with gen_ai.latency.* (s), gen_ai.usage.*, gen_ai.request.id",
+            vllm_otlp.read, "absolute", vllm_otlp.SUPPLIES, vllm_otlp.CANNOT_SUPPLY, suffixes=(".json", ".jsonl"),
+        ),
+        Adapter(
             prometheus.NAME, "Serving-engine metrics via Prometheus (vLLM, SGLang, Triton/TensorRT-LLM, Dynamo)",
             "Prometheus text exposition (timestamps, `# ts=` lines or --start) or query_range JSON",
             prometheus.read, "absolute", prometheus.SUPPLIES, prometheus.CANNOT_SUPPLY,
@@ -90,6 +95,7 @@ class Opened:
     columns: tuple[ColumnOrigin, ...]
     notes: tuple[str, ...]
     summaries: tuple[MetricSummary, ...] = ()
+    pending: tuple[tuple[str, str, str], ...] = ()  # see Mapped.pending
 
 
 def open_source(name: str, spec: str, *, start_ns: int | None = None) -> Opened:
@@ -105,4 +111,5 @@ def open_source(name: str, spec: str, *, start_ns: int | None = None) -> Opened:
         notes += kind.directory_notes(Path(spec))
     audit = pl.concat([m.audit for m in mapped])
     summaries = tuple(x for m in mapped for x in m.summaries)
-    return Opened(kind, spec, files, frame, audit, sum(m.records for m in mapped), columns, notes, summaries)
+    pending = tuple(dict.fromkeys(p for m in mapped for p in m.pending))
+    return Opened(kind, spec, files, frame, audit, sum(m.records for m in mapped), columns, notes, summaries, pending)

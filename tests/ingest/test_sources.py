@@ -25,6 +25,7 @@ CASES = {
     "alibaba-gentd26": FIXTURES / "alibaba_gentd26",
     "prometheus": FIXTURES / "prometheus" / "vllm_snapshots.prom",
     "dcgm": FIXTURES / "dcgm" / "dcgm_mig_vgpu.prom",
+    "vllm-otlp": FIXTURES / "vllm_otlp" / "vllm_traces.json",
 }
 
 
