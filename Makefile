@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SAMPLE ?= sample_traces/burst-amplification.parquet
 VALIDATION ?= ../shared/validation
 
-.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench bench-report screenshot samples docs detection accuracy accuracy-sparse clean
+.PHONY: all venv demo test lint lint-imports ruff mypy pytest bench bench-report bench-scale screenshot samples docs detection accuracy accuracy-sparse clean
 
 all: test
 
@@ -48,6 +48,11 @@ bench: $(STAMP)
 ## bench-report: `report` against `analyze` on the bench trace (CLI and library wall time, page size)
 bench-report: $(STAMP)
 	$(BIN)/python benchmarks/bench_report.py --rows 10000000 --report docs/benchmarks.md
+
+## bench-scale: a 100M-row trace as 10 tiled shards (bounded memory), then normalize and analyze
+## (in-process; each child killed past a 6 GiB cap) with wall time and peak RSS (docs/scale.md)
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py --copies 10 --cap-gib 6 --report docs/benchmarks.md
 
 ## screenshot: the README's picture of a sample report (builds it, then headless Chromium takes the PNG)
 screenshot: $(STAMP)

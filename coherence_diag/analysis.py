@@ -23,6 +23,7 @@ from coherence_diag.model import Report, TraceFacts, iso_utc
 from coherence_diag.rules import engine
 from coherence_diag.rules.explain import RuleExplanation, explain_rule
 from coherence_diag.rules.loader import Rule, find_rule, load_rules
+from coherence_diag.scale import footers, layout
 
 ProgressCallback = Callable[[str], None]
 
@@ -156,7 +157,7 @@ def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics
         .agg(pl.col("rows").sum())
         .sort("layer", "reason")
         .iter_rows(named=True)
-    )
+    ) + _layout_notes(trace)
     return TraceFacts(
         path=trace.source.display_path,
         rows=trace.rows_total,
@@ -170,3 +171,13 @@ def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics
         set_aside=trace.set_aside_counts(),
         warnings=warnings,
     )
+
+
+def _layout_notes(trace: validate.ValidatedTrace) -> tuple[str, ...]:
+    """A note when a large trace's files force full scans (scale/layout.py; only past
+    layout.NOTE_MIN_ROWS rows, so small traces never pay for reading their footers again)."""
+    source = trace.source
+    if not isinstance(source, ingest.FileSource) or trace.rows_total < layout.NOTE_MIN_ROWS:
+        return ()
+    note = layout.full_scan_note(layout.check_layout(footers.read_footers(source)), trace.rows_total, source.display_path)
+    return () if note is None else (note,)

@@ -335,6 +335,34 @@ def convert(
 
 
 @app.command()
+def normalize(
+    trace: Annotated[str, typer.Argument(help="Trace: a .parquet or .csv file, a directory of shards or per-layer files, or a glob.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The Parquet file to write (atomically), sorted by (layer, ts), with statistics.")
+    ],
+    memory_budget: Annotated[
+        str, typer.Option("--memory-budget", help="Memory for sorting, e.g. 2GiB or 512MiB; a larger trace is sorted in chunks on disk.")
+    ] = "2GiB",
+    progress: ProgressOption = True,
+) -> None:
+    """Rewrite a trace as one Parquet file sorted by (layer, ts) with row-group statistics, so that
+    large-trace runs read only the row groups they need."""
+    from coherence_diag.scale.normalize import normalize as run_normalize
+    from coherence_diag.scale.plan import parse_bytes
+
+    with _errors_to_exit_codes():
+        _check_outputs((output, Path(f"{output}.provenance.json")), (trace,))
+        budget = parse_bytes(memory_budget)
+        with _progress(progress) as step:
+            done = run_normalize(trace, output, budget_bytes=budget, progress=step)
+        how = "in memory" if done.chunks == 1 else f"in {done.chunks} chunks on disk"
+        note = f"; provenance to {done.provenance_file}" if done.provenance_file else ""
+        err_console.print(
+            f"wrote {done.rows:,} rows in {done.row_groups} row groups to {done.output}, sorted by (layer, ts) {how}{note}", markup=False
+        )
+
+
+@app.command()
 def report(
     traces: Annotated[list[str], typer.Argument(help="Traces (same forms as `analyze`): one HTML page each.")],
     out: Annotated[

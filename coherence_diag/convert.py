@@ -13,8 +13,6 @@ input writes nothing.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +28,7 @@ from coherence_diag.ingest.registry import SOURCES, Adapter, adapter
 from coherence_diag.ingest.usermap import UserValues, parse
 from coherence_diag.model import ColumnOrigin, Provenance, SourceUse
 from coherence_diag.model.provenance import to_dict
-from coherence_diag.outputs import write_atomic
+from coherence_diag.outputs import replacing, write_atomic
 
 if TYPE_CHECKING:
     from coherence_diag.simulate.arrivals import ArrivalTable
@@ -99,18 +97,8 @@ def trace_frame(source: FrameSource) -> pl.DataFrame:
 
 
 def _write_parquet_atomic(frame: pl.DataFrame, output: Path) -> None:
-    directory = output.parent if str(output.parent) else Path(".")
-    if not directory.is_dir():
-        raise InputError(f"{output}: cannot write output, directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with replacing(output) as tmp:
         frame.write_parquet(tmp, statistics=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def source_list() -> list[Adapter]:

@@ -1,0 +1,163 @@
+"""The work-unit planner: from a trace's footers (footers.py), time slices aligned to the analysis
+windows, each small enough for a memory budget. A pure function: no file is opened here.
+
+A unit is [start_ns, end_ns) on the epoch-aligned window grid (timeseries.window_start), so
+the window partials of two units never share a window; it reads its rows with a predicate on
+`ts`, plus the hypervisor rows of the look-back [read_from_ns, start_ns) that the steal as-of join
+of its first dispatches needs (paths.ASOF_TOLERANCE_NS). The units cover the trace exactly:
+contiguous, from the window holding the first `ts` to the end of the window holding the last.
+
+Memory is estimated from the footers: a row group's uncompressed bytes (of the needed columns)
+are spread evenly over its [ts_min, ts_max], and a unit's peak is PEAK_PER_FOOTER_BYTE times the
+bytes it reads. One window that alone exceeds the budget becomes a unit of its own, flagged
+`over_budget` (windows are not split: their partials would not be exact).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from coherence_diag.errors import InputError
+from coherence_diag.paths import ASOF_TOLERANCE_NS
+from coherence_diag.scale.footers import FileFooter, RowGroup
+from coherence_diag.timeseries import DEFAULT_WINDOW_S
+
+# Measured: `analyze` of the 10,160,955-row bench trace (docs/benchmarks.md) peaks at ~2,300 MiB
+# for 307 MiB of uncompressed column chunks in its footer, i.e. ~7.5x. To re-measure on units.
+PEAK_PER_FOOTER_BYTE = 7.5
+# The planning grid has at most this many cells (a day at 1 ms windows would be 86M): beyond it,
+# cells are whole multiples of the window, so slices stay aligned to windows.
+MAX_CELLS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Unit:
+    start_ns: int  # inclusive, a multiple of the window
+    end_ns: int  # exclusive, a multiple of the window
+    read_from_ns: int  # start of the hypervisor look-back: start_ns - lookback_ns
+    peak_bytes: float  # estimated peak memory: PEAK_PER_FOOTER_BYTE x (bytes in the slice + look-back)
+    over_budget: bool  # one window alone exceeds the budget
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    window_ns: int
+    cell_ns: int  # the planning grid: a multiple of window_ns
+    budget_bytes: int
+    lookback_ns: int
+    rows: int
+    footer_bytes: int  # uncompressed bytes of the needed columns, over every row group
+    units: tuple[Unit, ...]
+    unplannable: str | None = None  # why the footers cannot be planned from (then no units)
+
+    @property
+    def over_budget(self) -> tuple[Unit, ...]:
+        return tuple(u for u in self.units if u.over_budget)
+
+    def describe(self) -> str:
+        """One line for a user: units, budget, and any window over it."""
+        if self.unplannable:
+            return f"no plan from the footers: {self.unplannable}"
+        over = self.over_budget
+        text = f"{len(self.units)} unit(s) of whole {self.window_ns / 1e9:g} s windows within {self.budget_bytes / 2**30:.2f} GiB each"
+        if over:
+            worst = max(u.peak_bytes for u in over)
+            text += f"; {len(over)} window(s) alone exceed the budget (up to {worst / 2**30:.2f} GiB estimated)"
+        return text
+
+
+def plan_units(
+    footers: Iterable[FileFooter],
+    *,
+    budget_bytes: int,
+    window_s: float = DEFAULT_WINDOW_S,
+    lookback_ns: int = ASOF_TOLERANCE_NS,
+    columns: Iterable[str] | None = None,
+) -> UnitPlan:
+    """Time slices of the trace whose footers are `footers`, each within `budget_bytes` (see the
+    module doc). `columns`: the columns a unit reads (default: all)."""
+    if budget_bytes <= 0 or not window_s > 0 or lookback_ns < 0:
+        raise ValueError(f"budget_bytes > 0, window_s > 0 and lookback_ns >= 0 expected, got {budget_bytes}, {window_s}, {lookback_ns}")
+    window_ns = int(round(window_s * 1e9))  # as timeseries.build
+    footers = list(footers)
+    wanted = None if columns is None else set(columns)
+    groups = [g for f in footers for g in f.row_groups if g.rows]
+
+    def empty(reason: str | None) -> UnitPlan:
+        return UnitPlan(window_ns, window_ns, budget_bytes, lookback_ns, sum(g.rows for g in groups), 0, (), reason)
+
+    if any(f.fmt != "parquet" for f in footers):
+        return empty("CSV files have no statistics; `normalize` the trace first")
+    if any(not g.has_ts_stats for g in groups):
+        return empty("row groups without `ts` statistics; `normalize` the trace first")
+    if not groups:
+        return empty(None)
+
+    size = np.array([_bytes(g, wanted) for g in groups], dtype=np.float64)
+    lo = np.array([g.ts_min_ns for g in groups], dtype=np.int64)
+    hi = np.array([g.ts_max_ns for g in groups], dtype=np.int64) + 1  # exclusive
+    start = int(lo.min()) // window_ns * window_ns
+    windows = -(-(int(hi.max()) - start) // window_ns)
+    cell_ns = window_ns * max(1, math.ceil(windows / MAX_CELLS))
+    cells = -(-(int(hi.max()) - start) // cell_ns)
+
+    spread = _spread(lo - start, hi - start, size, cell_ns, cells)
+    hyper = np.array([g.holds_layer("hypervisor") for g in groups])
+    hyper_spread = _spread(lo[hyper] - start, hi[hyper] - start, size[hyper], cell_ns, cells) if hyper.any() else np.zeros(cells)
+
+    # Prefix sums: bytes of cells [i, j) = P[j] - P[i]; the look-back of a unit starting at cell i
+    # is the hypervisor bytes of the cells it touches (whole cells: an over-estimate, never under).
+    prefix = np.concatenate([[0.0], np.cumsum(spread)])
+    hyper_prefix = np.concatenate([[0.0], np.cumsum(hyper_spread)])
+    back_cells = -(-lookback_ns // cell_ns)
+    allowed = budget_bytes / PEAK_PER_FOOTER_BYTE
+    units = []
+    i = 0
+    while i < cells:
+        lookback = hyper_prefix[i] - hyper_prefix[max(0, i - back_cells)]
+        # the last j with prefix[j] - prefix[i] + lookback <= allowed, at least one cell
+        j = int(np.searchsorted(prefix, prefix[i] + allowed - lookback, side="right")) - 1
+        j = min(max(j, i + 1), cells)
+        read = prefix[j] - prefix[i] + lookback
+        unit_start = start + i * cell_ns
+        units.append(
+            Unit(unit_start, start + j * cell_ns, unit_start - lookback_ns, float(read * PEAK_PER_FOOTER_BYTE), bool(read > allowed * (1 + 1e-9)))
+        )
+        i = j
+    return UnitPlan(window_ns, cell_ns, budget_bytes, lookback_ns, sum(g.rows for g in groups), int(size.sum()), tuple(units))
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """A memory size as a user writes it: `4GiB`, `512MiB`, `2G`, `1.5GB`, `1000000` (bytes).
+    K/M/G/T are powers of 1024 with or without the `i` (as memory is sized), a bare number bytes."""
+    found = _SIZE.match(text)
+    if not found or float(found.group(1)) <= 0:
+        raise InputError(f"--memory-budget {text!r}: expected a positive size such as 4GiB, 512MiB or 2G")
+    return int(float(found.group(1)) * 1024 ** " KMGT".index(found.group(2).upper() or " "))
+
+
+def _bytes(group: RowGroup, wanted: set[str] | None) -> int:
+    return sum(n for c, n in group.bytes_by_column.items() if wanted is None or c in wanted)
+
+
+def _spread(lo: np.ndarray, hi: np.ndarray, size: np.ndarray, cell_ns: int, cells: int) -> np.ndarray:
+    """Each group's bytes spread evenly over its [lo, hi) (ns from the grid start) onto the cells.
+    A loop over row groups (footer records, not rows); each adds to the cells it spans."""
+    out = np.zeros(cells)
+    first, last = lo // cell_ns, (hi - 1) // cell_ns
+    for a, b, g_lo, g_hi, n in zip(first.tolist(), last.tolist(), lo.tolist(), hi.tolist(), size.tolist()):
+        if a == b:
+            out[a] += n
+            continue
+        edges = np.arange(a, b + 2, dtype=np.int64) * cell_ns
+        overlap = np.minimum(edges[1:], g_hi) - np.maximum(edges[:-1], g_lo)
+        out[a : b + 1] += n * overlap / (g_hi - g_lo)
+    return out
