@@ -611,7 +611,7 @@ def _refuse_overwriting_input(output: Path, trace: str) -> None:
     target = output.resolve()
     source = Path(trace).resolve()
     if target == source or (source.is_dir() and source in target.parents):
-        raise InputError(f"{output}: refusing to write the report over or inside the input trace {trace}")
+        raise InputError(f"{output}: refusing to write output over or inside the input {trace}; expected a path outside the input")
 
 
 def run() -> None:

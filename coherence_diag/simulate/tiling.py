@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from coherence_diag.errors import InputError
-from coherence_diag.simulate.writer import _atomic_dir
+from coherence_diag.simulate.writer import atomic_dir
 
 ROW_GROUP_ROWS = 131_072  # as `normalize` writes: row groups a time predicate can skip
 _NS_PER_S = 1_000_000_000
@@ -75,7 +75,7 @@ def tile_trace(slice_path: Path, output: Path, copies: int, *, gap_s: float = 60
 
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_dir(output, write)
+        atomic_dir(output, write)
     except OSError as exc:
         raise InputError(f"cannot write tiled trace to {output}: {exc.strerror or exc}; expected a writable location") from exc
     return Tiled(output, copies, copies * rows, shift_ns, tuple(output / s for s in shards))

@@ -50,9 +50,9 @@ def write_trace(df: pl.DataFrame, path: Path | str, *, fmt: str | None = None, s
         elif kind == "csv":
             _atomic_file(target, lambda tmp: df.write_csv(tmp, datetime_format=CSV_DATETIME_FORMAT))
         elif kind == "layers":
-            _atomic_dir(target, lambda d: _write_layers(df, d))
+            atomic_dir(target, lambda d: _write_layers(df, d))
         else:
-            _atomic_dir(target, lambda d: _write_shards(df, d, shards))
+            atomic_dir(target, lambda d: _write_shards(df, d, shards))
     except OSError as exc:
         raise InputError(f"cannot write trace to {path}: {exc.strerror or exc}; expected a writable location") from exc
 
@@ -126,7 +126,9 @@ def _atomic_file(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
+def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a temporary directory next to `target`, which then replaces `target` in
+    one rename: readers see the old tree or the new one, never a partial one."""
     if target.exists() and not target.is_dir():
         raise InputError(f"cannot write trace directory {target}: a file of that name exists; expected a directory path")
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
