@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-from prometheus_client.parser import text_string_to_metric_families
 
 from coherence_diag.errors import TraceError
 from coherence_diag.ingest.common import record_error
@@ -70,6 +69,10 @@ def read_samples(path: Path, source: str, snapshot_ns: int | None) -> Samples:
 
 
 def _read_text(path: Path, text: str, source: str, snapshot_ns: int | None) -> Samples:
+    # Imported here: the parser takes ~0.1-0.2 s to import, which every command that loads the
+    # source registry (analyze, convert of any source) would otherwise pay.
+    from prometheus_client.parser import text_string_to_metric_families
+
     parts = _TS_LINE.split(text)  # [before, ts1, block1, ts2, block2, ...]
     blocks: list[tuple[str | None, str]] = [(None, parts[0])] + [(parts[i].strip(), parts[i + 1]) for i in range(1, len(parts), 2)]
     names: list[str] = []
