@@ -41,9 +41,10 @@ mypy: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## bench: simulate a ~10M-row trace; time and peak memory of analyze vs a bare Polars scan
+## bench: simulate ~10M-row traces of three shapes (once); time, CPU and peak memory of analyze
+## vs pl.read_parquet of the whole trace (median of 5 interleaved rounds)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_analyze.py --rows 10000000 --report docs/benchmarks.md
+	$(BIN)/python benchmarks/bench_analyze.py --rows 10000000 --all-shapes --report docs/benchmarks.md
 
 ## bench-report: `report` against `analyze` on the bench trace (CLI and library wall time, page size)
 bench-report: $(STAMP)

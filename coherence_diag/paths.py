@@ -90,7 +90,19 @@ def request_paths(layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
     requests = requests.join(_exec_per_request(layers.get("gpu")), on=KEY, how="left")
     requests = requests.join(_kv_per_request(layers.get("network")), on=KEY, how="left")
     frame = _attach_steal(_attach_devices(requests, device_table(layers.get("gpu"))).collect(), layers.get("hypervisor"))
-    return frame.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
+    return (
+        frame.lazy()
+        .with_columns(*_derived())
+        .select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()])
+        .sort(LEADING_ORDER)  # the group-bys above leave rows in no particular order anyway
+        .collect()
+    )
+
+
+# Row order of the request table: inference requests first, and the completed ones first among
+# them. The feature context's `inference` and `completed` tables are then leading slices of the
+# table, which share its memory, instead of two filtered copies (2 x 200 MiB at 870k requests).
+LEADING_ORDER = (~is_inference()).cast(pl.UInt8) * 2 + (pl.col("outcome") != "completed").cast(pl.UInt8)
 
 
 def with_request_ids(requests: pl.DataFrame, layers: dict[str, pl.DataFrame]) -> pl.DataFrame:

@@ -19,6 +19,7 @@ from polars.expr.whenthen import ChainedThen, Then
 from coherence_diag import request_keys, schema
 from coherence_diag.errors import TraceError
 from coherence_diag.ingest import source as sources
+from coherence_diag.ingest.files import FileSource
 from coherence_diag.ingest.source import ORIGIN, RECORD, TraceSource
 
 # Reason codes of the audit table and what each means to a user.
@@ -78,7 +79,14 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
     if rows_total == 0:
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
     single = source.single_text
-    frames = _collect_all(source, [_layer_plan(lf, layer, present, single) for layer in schema.LAYERS])
+    plans = [_layer_plan(lf, layer, present, single) for layer in schema.LAYERS]
+    if _rescan_is_cheap(source):
+        # One layer after the other: each Parquet scan reads only its layer's columns and rows,
+        # and one layer's buffers are in flight at a time (10M rows: peak 1.70 -> 1.34 GiB and
+        # about a third less CPU than the five scans side by side in one collect_all).
+        frames = [_collect(source, plan) for plan in plans]
+    else:
+        frames = _collect_all(source, plans)  # CSV: one collect_all, as before
     read = {layer: frame for layer, frame in zip(schema.LAYERS, frames) if frame.height}
 
     audits: list[pl.DataFrame] = [unmapped] if not unmapped.is_empty() else []
@@ -101,7 +109,7 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
             checked = checked.with_columns(provenance)
             audits.append(_audit(checked, layer, source))
             checked = checked.filter(~bad).drop(ORIGIN, RECORD)
-        clean[layer] = checked.drop("_problem")
+        clean[layer] = _constants_as_scalars(checked.drop("_problem"))
 
     audit = (
         pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
@@ -136,6 +144,40 @@ def _layer_columns(name: str, present: set[str], layer: str, single: dict[str, s
     # Names become Categorical once, here: every later group-by, join and equality test on
     # them then works on integer codes instead of hashing strings again.
     return [expr.cast(pl.Categorical) if dtype == pl.String else expr]
+
+
+def _constants_as_scalars(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with every column that holds one value on all its rows (or only nulls) as a
+    literal: Polars keeps a literal column as one value and a length (a scalar column), not a
+    value per row. A layer keeps such columns for its whole analysis (an `env` label, a column
+    another layer fills, `attempt` 0 throughout): ~130 MiB of a 10M-row trace's ~1 GiB. The
+    values are the same; operations that need them per row expand them as they go."""
+    constants = []
+    for column in frame.iter_columns():
+        if column.dtype in (pl.String, pl.Int128) or column.dtype.is_nested():
+            continue  # ids and keys: distinct per request
+        if column.null_count() == frame.height:
+            constants.append(pl.lit(None, column.dtype).alias(column.name))
+        elif not column.null_count() and _one_value(column):
+            constants.append(pl.lit(column[0], column.dtype).alias(column.name))
+    return frame.with_columns(constants) if constants else frame
+
+
+def _one_value(column: pl.Series) -> bool:
+    """min == max on a column without nulls (of a Categorical: of its codes, one per name)."""
+    values = column.to_physical() if column.dtype == pl.Categorical else column
+    if values.min() != values.max():
+        return False
+    if values.dtype.is_float():
+        # min/max skip NaN, and -0.0 == 0.0 though they print differently: the same bits only.
+        return not values.is_nan().any() and (values[0] != 0.0 or (1.0 / values).n_unique() == 1)
+    return True
+
+
+def _rescan_is_cheap(source: TraceSource) -> bool:
+    """Scanning the source once per layer costs little: Parquet files (column and row-group
+    pruning) or frames in memory; not CSV text, which would be parsed again for every layer."""
+    return not (isinstance(source, FileSource) and any(f.fmt == "csv" for f in source.files))
 
 
 def _collect(source: TraceSource, lf: pl.LazyFrame) -> pl.DataFrame:

@@ -432,12 +432,15 @@ def _phase_edges(gpu: pl.DataFrame | None) -> pl.LazyFrame | None:
     execs = gpu.lazy().filter(
         (pl.col("event") == "exec") & pl.col("request_key").is_not_null() & pl.col("dur_ms").is_not_null()
     )
-    phase = pl.col("phase").cast(pl.String)
+    # Narrow first, the phase compared as Categorical (no text per span) and masked aggregations
+    # instead of filters inside `agg`: 0.65 -> 0.33 s CPU at 1.75M spans, the same integers.
+    phase = pl.col("phase")
     end_ns = pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)
     return (
-        execs.group_by("request_key")
-        .agg(end_ns.filter(phase == "prefill").max().alias("_prefill_end_ns"),
-             pl.col("ts").filter(phase == "decode").min().alias("_decode_ns"))
+        execs.select("request_key", "ts", "dur_ms", "phase")
+        .group_by("request_key")
+        .agg(pl.when(phase == "prefill").then(end_ns).max().alias("_prefill_end_ns"),
+             pl.when(phase == "decode").then(pl.col("ts")).min().alias("_decode_ns"))
         .filter(pl.col("_prefill_end_ns").is_not_null() & pl.col("_decode_ns").is_not_null())
         .select(
             "request_key",

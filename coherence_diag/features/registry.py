@@ -98,15 +98,23 @@ class FeatureContext:
 
     @cached_property
     def inference(self) -> pl.DataFrame:
-        return self.requests.filter(is_inference())
+        return leading_rows(self.requests, is_inference())
 
     @cached_property
     def completed(self) -> pl.DataFrame:
-        return self.inference.filter(pl.col("outcome") == "completed")
+        return leading_rows(self.inference, pl.col("outcome") == "completed")
 
     def layer(self, name: str) -> pl.DataFrame | None:
         frame = self.layers.get(name)
         return None if frame is None or frame.is_empty() else frame
+
+
+def leading_rows(frame: pl.DataFrame, condition: pl.Expr) -> pl.DataFrame:
+    """`frame.filter(condition)`: a slice of `frame` (no copy) when the rows that meet the
+    condition come first, as the request table orders them (paths.LEADING_ORDER), else a filter."""
+    mask = frame.select(condition.fill_null(False)).to_series()
+    n = int(mask.sum())
+    return frame.head(n) if mask.head(n).all() else frame.filter(condition)
 
 
 @dataclass
