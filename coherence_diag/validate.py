@@ -69,6 +69,14 @@ class ValidatedTrace:
 
 
 def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> ValidatedTrace:
+    result = validate_rows(source)
+    _enforce_budget(result, max_bad_fraction)
+    return result
+
+
+def validate_rows(source: TraceSource) -> ValidatedTrace:
+    """`validate` without the --max-bad-fraction budget: for a work unit (scale/units.py), whose
+    rows are part of a trace and whose budget is checked on the counters summed over all units."""
     lf = source.scan()
     present = source.columns
     # The row count of a Parquet trace comes from its metadata; every known layer is read in
@@ -92,7 +100,7 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
     audits: list[pl.DataFrame] = [unmapped] if not unmapped.is_empty() else []
     if rows_total - int(unmapped["rows"].sum()) > sum(frame.height for frame in read.values()):
         audits.append(_unknown_layer_audit(lf, source))
-    _require_columns(source, read, present)
+    require_columns(source, read, present)
 
     clean: dict[str, pl.DataFrame] = {}
     rows_by_layer: dict[str, int] = {}
@@ -114,9 +122,7 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
     audit = (
         pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
     ).sort("file", "layer", "reason", "column")
-    result = ValidatedTrace(source, clean, rows_total, rows_by_layer, audit)
-    _enforce_budget(result, max_bad_fraction)
-    return result
+    return ValidatedTrace(source, clean, rows_total, rows_by_layer, audit)
 
 
 # --- plans -------------------------------------------------------------------------------
@@ -432,7 +438,7 @@ def _unknown_layer_audit(lf: pl.LazyFrame, source: TraceSource) -> pl.DataFrame:
     )
 
 
-def _require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], present: set[str]) -> None:
+def require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], present: set[str]) -> None:
     """A layer/event that is present needs its required columns to exist somewhere in the trace."""
     problems = []
     pairs = {(layer, event) for layer, frame in layers.items() for event in frame["event"].unique().to_list()}
@@ -452,18 +458,22 @@ def _require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], prese
 
 
 def _enforce_budget(result: ValidatedTrace, max_bad_fraction: float) -> None:
-    audit = result.audit
-    bad_rows = int(audit.filter(~pl.col("warning"))["rows"].sum()) if not audit.is_empty() else 0
     usable = sum(frame.height for frame in result.layers.values())
-    too_many = bad_rows > max_bad_fraction * result.rows_total
+    enforce_budget(result.audit, result.rows_total, usable, result.source.display_path, max_bad_fraction)
+
+
+def enforce_budget(audit: pl.DataFrame, rows_total: int, usable: int, path: str, max_bad_fraction: float) -> None:
+    """TraceError when no row is usable or more rows than tolerated were set aside (the audit's
+    non-warning rows); also the global check of work units' summed counters (scale/reduce.py)."""
+    bad_rows = int(audit.filter(~pl.col("warning"))["rows"].sum()) if not audit.is_empty() else 0
+    too_many = bad_rows > max_bad_fraction * rows_total
     if usable > 0 and not too_many:
         return
-    path = result.source.display_path
     if usable == 0:
-        headline = f"{path}: no usable rows (all {result.rows_total} rows were set aside)"
+        headline = f"{path}: no usable rows (all {rows_total} rows were set aside)"
     else:
         headline = (
-            f"{path}: {bad_rows} of {result.rows_total} rows ({bad_rows / result.rows_total:.1%}) are invalid, "
+            f"{path}: {bad_rows} of {rows_total} rows ({bad_rows / rows_total:.1%}) are invalid, "
             f"more than the {max_bad_fraction:.1%} tolerated (--max-bad-fraction)"
         )
     raise TraceError(headline + ":\n" + format_audit(audit), path=path)

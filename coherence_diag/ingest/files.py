@@ -18,7 +18,7 @@ from __future__ import annotations
 import codecs
 import glob as globlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,9 +90,13 @@ class FileSource:
             present.add("layer")
         return present
 
-    def scan(self) -> pl.LazyFrame:
-        """The whole trace as one LazyFrame with ORIGIN (file index) and RECORD (row in file)."""
-        frames = [_canonical(i, f, self.extra_columns) for i, f in enumerate(self.files)]
+    def scan(self, where: Callable[[SourceFile], pl.Expr | None] | None = None) -> pl.LazyFrame:
+        """The whole trace as one LazyFrame with ORIGIN (file index) and RECORD (row in file).
+
+        `where(file)`: an optional predicate on the file's columns as stored, applied in its scan
+        before any cast, so that Parquet row-group statistics can skip what it excludes (work
+        units, scale/slices.py); RECORD stays the row's place in the whole file."""
+        frames = [_canonical(i, f, self.extra_columns, None if where is None else where(f)) for i, f in enumerate(self.files)]
         return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
 
     def scan_file(self, index: int) -> pl.LazyFrame:
@@ -375,7 +379,7 @@ def _scan_file(f: SourceFile) -> pl.LazyFrame:
     return pl.scan_csv(f.path, schema_overrides=f.columns, infer_schema=False, glob=False)
 
 
-def _canonical(index: int, f: SourceFile, extras: dict[str, pl.DataType]) -> pl.LazyFrame:
+def _canonical(index: int, f: SourceFile, extras: dict[str, pl.DataType], where: pl.Expr | None = None) -> pl.LazyFrame:
     exprs: list[pl.Expr] = []
     for name, dtype in f.columns.items():
         if name in schema.COLUMNS:
@@ -389,7 +393,8 @@ def _canonical(index: int, f: SourceFile, extras: dict[str, pl.DataType]) -> pl.
             pl.lit(f.layer_hint)
         )
     exprs.append(pl.lit(index, pl.Int32).alias(ORIGIN))
-    return _scan_file(f).with_row_index(RECORD).select(*exprs, pl.col(RECORD))
+    rows = _scan_file(f).with_row_index(RECORD)
+    return (rows if where is None else rows.filter(where)).select(*exprs, pl.col(RECORD))
 
 
 def _cast_known(name: str, dtype: pl.DataType) -> pl.Expr:
