@@ -342,7 +342,9 @@ def _attach_steal(requests: pl.DataFrame, hyper: pl.DataFrame | None) -> pl.Data
         hyper.lazy()
         .filter((pl.col("event") == "sample") & pl.col("steal_frac").is_not_null() & pl.col("host").is_not_null())
         .select("host", pl.col("ts").alias("dispatch_ns"), pl.col("steal_frac").alias(alias))
-        .sort("host", "dispatch_ns")
+        # Stable: of a host's samples at one instant the as-of join takes the last in trace
+        # order, whatever the trace's size or split into units (an unstable sort made it vary).
+        .sort("host", "dispatch_ns", maintain_order=True)
         .collect()
     )
     matched = (

@@ -27,10 +27,6 @@ MS = 1_000_000
 T0 = 1_767_225_600 * S  # on every window grid
 ONE_BYTE = 1  # a budget no window fits: one window per unit
 
-# paths._attach_steal sorts a host's hypervisor samples with an unstable sort, so where a host has
-# several samples with the same `ts` (one per device) and different `steal_frac`, the single pass
-# picks one of them depending on the input's size: not reproducible by any split of the rows.
-TIED_STEAL_SAMPLES = {"migration-reconfiguration-risk.parquet"}
 
 
 def single_pass(path: Path | str, max_bad_fraction: float = 1.0) -> Reduced:
@@ -62,36 +58,11 @@ def assert_same(units: Reduced, single: Reduced, *, last_bit: bool = False) -> N
 # --- the shipped samples, in slices of one window --------------------------------------------
 
 
-@pytest.mark.parametrize("path", [p for p in SAMPLES if p.name not in TIED_STEAL_SAMPLES], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
 def test_every_sample_split_into_one_window_units_reduces_to_the_single_pass(path):
     units = run_units(path, budget_bytes=ONE_BYTE, window_s=60.0, max_bad_fraction=1.0)
     assert len(units.plan.units) >= 5 and units.crossing_requests > 0
     assert_same(units, single_pass(path))
-
-
-@pytest.mark.xfail(strict=True, reason="paths._attach_steal picks among same-ts samples of a host by an unstable sort")
-@pytest.mark.parametrize("name", sorted(TIED_STEAL_SAMPLES))
-def test_samples_with_tied_steal_samples_reduce_to_the_single_pass(name):
-    path = SAMPLES[0].parent / name
-    assert_same(run_units(path, budget_bytes=ONE_BYTE, window_s=30.0, max_bad_fraction=1.0), single_pass(path))
-
-
-@pytest.mark.parametrize("name", sorted(TIED_STEAL_SAMPLES))
-def test_samples_with_tied_steal_samples_differ_only_where_the_tie_is(name):
-    path = SAMPLES[0].parent / name
-    units, single = run_units(path, budget_bytes=ONE_BYTE, window_s=30.0, max_bad_fraction=1.0), single_pass(path)
-    steal = "steal_frac_at_dispatch"
-    assert_frame_equal(units.requests.drop(steal), single.requests.drop(steal), check_exact=True)
-    differ = units.requests.filter(units.requests[steal].ne_missing(single.requests[steal]))
-    hyper = validate.validate(ingest.open_trace(path)).layers["hypervisor"].filter(pl.col("steal_frac").is_not_null())
-    tied = hyper.group_by("host", "ts").agg(pl.col("steal_frac").n_unique().alias("values")).filter(pl.col("values") > 1)
-    # every difference is a dispatch whose latest sample of its host is such a tie
-    latest = (
-        differ.select(KEY, "host", "dispatch_ns")
-        .sort("dispatch_ns")
-        .join_asof(hyper.select("host", pl.col("ts")).unique().sort("ts"), left_on="dispatch_ns", right_on="ts", by="host")
-    )
-    assert latest.join(tied, on=["host", "ts"], how="anti").is_empty()
 
 
 # --- generated traces --------------------------------------------------------------------------
@@ -147,8 +118,8 @@ def traces(draw) -> pl.DataFrame:
             rows.append({"layer": "gpu", "event": "device_info", "ts": T0 + at * MS, "device": device, "host": host,
                          "pool": draw(st.sampled_from(["p", "d"])), "accelerator": draw(st.sampled_from(["H100", "L40S"])),
                          "virtualized": draw(st.booleans())})
-    for host in sorted(set(DEVICES.values())):  # distinct times per host: see TIED_STEAL_SAMPLES
-        for at in draw(st.lists(at_ms, max_size=6, unique=True)):
+    for host in sorted(set(DEVICES.values())):  # tied times too: the as-of join takes the last in trace order
+        for at in draw(st.lists(at_ms, max_size=6)):
             rows.append({"layer": "hypervisor", "event": "sample", "ts": T0 + at * MS, "host": host, "steal_frac": draw(st.floats(0, 1))})
     for at in draw(st.lists(at_ms, max_size=3)):
         rows.append({"layer": "gpu", "event": "sample", "ts": T0 + at * MS, "device": "gpu-0", "gpu_util": draw(st.sampled_from([0.5, 1.5]))})
