@@ -18,6 +18,10 @@ import polars as pl
 from coherence_diag.request_keys import KEY
 
 NS_PER_MS = 1_000_000
+# Multiply, never divide, by the constant: Polars turns a column / constant into a multiply by its
+# reciprocal except on 1-2-row frames, so a division gives other last bits on a tiny unit than
+# on the whole trace; the multiply gives the same bits at every length.
+MS_PER_NS = 1 / NS_PER_MS
 # How old a telemetry sample may be and still describe the moment of a dispatch.
 ASOF_TOLERANCE_NS = 60_000 * NS_PER_MS
 
@@ -245,7 +249,7 @@ def _combine(name: str, parts: list[str], dtype: pl.DataType, smallest: bool) ->
 def exact_ms_sum(ms: pl.Expr) -> pl.Expr:
     """Sum of millisecond values in integer nanoseconds: a float sum inside a parallel group-by
     depends on the order rows arrive in, an integer sum does not (same trace, same bits)."""
-    return (ms * NS_PER_MS).round().cast(pl.Int64).sum() / NS_PER_MS
+    return (ms * NS_PER_MS).round().cast(pl.Int64).sum() * MS_PER_NS
 
 
 def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
@@ -363,13 +367,13 @@ def _attach_steal(requests: pl.DataFrame, hyper: pl.DataFrame | None) -> pl.Data
 
 
 def _ms_between(later: str, earlier: str) -> pl.Expr:
-    return (pl.col(later) - pl.col(earlier)).cast(pl.Float64) / NS_PER_MS
+    return (pl.col(later) - pl.col(earlier)).cast(pl.Float64) * MS_PER_NS
 
 
 def _derived() -> list[pl.Expr]:
     completed = pl.col("complete_ns").is_not_null()
     ready_ns = pl.max_horizontal("_prefill_end_ns", "_kv_end_ns")
-    decode_queue = ((pl.col("decode_dispatch_ns") - ready_ns).cast(pl.Float64) / NS_PER_MS).clip(lower_bound=0.0)
+    decode_queue = ((pl.col("decode_dispatch_ns") - ready_ns).cast(pl.Float64) * MS_PER_NS).clip(lower_bound=0.0)
     outcome = (
         pl.when(completed)
         .then(pl.lit("completed"))

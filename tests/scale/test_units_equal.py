@@ -43,12 +43,9 @@ def single_pass(path: Path | str, max_bad_fraction: float = 1.0) -> Reduced:
     )
 
 
-def assert_same(units: Reduced, single: Reduced, *, last_bit: bool = False) -> None:
-    """Exactly equal; `last_bit`: float columns may differ in their last bit (TINY_FRAMES)."""
-    if last_bit:
-        assert_frame_equal(units.requests, single.requests, rel_tol=4e-16, abs_tol=0.0)
-    else:
-        assert_frame_equal(units.requests, single.requests, check_exact=True)
+def assert_same(units: Reduced, single: Reduced) -> None:
+    """Exactly equal, to the last bit of every float."""
+    assert_frame_equal(units.requests, single.requests, check_exact=True)
     assert_frame_equal(units.devices, single.devices, check_exact=True)
     assert_frame_equal(units.audit, single.audit, check_exact=True)
     assert (units.rows_total, units.rows_by_layer, units.usable_by_layer) == (single.rows_total, single.rows_by_layer, single.usable_by_layer)
@@ -172,7 +169,7 @@ def test_generated_traces_with_requests_crossing_slice_edges_reduce_to_the_singl
     stored = pl.col("ts") if ts_type == pl.Int64 else pl.col("ts").cast(pl.Datetime("ns")).cast(ts_type)
     frame.with_columns(stored).write_parquet(path, row_group_size=row_group_rows, statistics=True)
     units = run_units(path, budget_bytes=ONE_BYTE, window_s=1.0, max_bad_fraction=1.0)
-    assert_same(units, single_pass(path), last_bit=True)
+    assert_same(units, single_pass(path))
     # --max-bad-fraction is checked on the summed counters (as run_units does): same verdict, same message
     try:
         single_pass(path, max_bad_fraction=0.0)
@@ -208,15 +205,8 @@ def test_a_request_crossing_an_edge_is_stitched_with_the_look_back_steal_sample(
 
 
 # Polars divides a column by a scalar with a reciprocal multiply, except on one- or two-row
-# columns (and per group in some aggregations): paths.exact_ms_sum and _ms_between (`/ NS_PER_MS`)
-# may then give another last bit for the same request in a small unit than in the whole trace
-# (0.1 against 0.09999999999999999). The samples' units are large enough to be bit-identical; the
-# generated traces are compared to the last bit. Fix, in paths.py: multiply by 1 / NS_PER_MS, the
-# same bits at every length.
-TINY_FRAMES = "paths divides by NS_PER_MS: Polars rounds differently in 1-2 row frames"
-
-
-@pytest.mark.xfail(strict=True, reason=TINY_FRAMES)
+# columns: a division in paths.py gave 0.1 in a tiny unit against 0.09999999999999999 in the whole
+# trace. paths.py multiplies by MS_PER_NS instead, the same bits at every length.
 def test_a_request_alone_in_its_unit_has_the_single_pass_bits(tmp_path):
     path = tmp_path / "t.parquet"
     pl.DataFrame(BACKGROUND[:4] + BACKGROUND[4 * 12: 4 * 12 + 4], schema=_SCHEMA).write_parquet(path)  # one inside, one across
