@@ -21,9 +21,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 from coherence_diag import schema
 from coherence_diag.errors import TraceError
@@ -257,6 +260,9 @@ def _inspect(path: Path, problems: _Problems, *, single: bool) -> SourceFile | N
 
 
 def _parquet_metadata(path: Path, problems: _Problems) -> pq.FileMetaData | None:
+    # Imported here: pyarrow takes ~0.2 s to import, which a CSV trace or a converted source never needs.
+    import pyarrow.parquet as pq
+
     """The footer (reading it catches truncated and corrupt files); its statistics serve
     `_single_text_columns`."""
     try:
