@@ -525,6 +525,7 @@ def explain(
         ),
     ] = None,
     format: Annotated[ExplanationFormat, typer.Option("--format", "-f", help="Output format (json only with --trace).")] = "terminal",
+    output: OutputOption = None,
     window: WindowOption = DEFAULT_WINDOW_S,
     max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
     rules: RulesOption = None,
@@ -535,10 +536,15 @@ def explain(
     from coherence_diag import docgen
 
     with _errors_to_exit_codes():
+        _check_outputs((output,), (trace,))
         if trace is None:
             if format != "terminal":
                 raise InputError(f"--format {format} explains a rule on a trace: give --trace TRACE")
-            typer.echo(docgen.explain(name, list(rules or [])))
+            text = docgen.explain(name, list(rules or [])) + "\n"
+            if output is None:
+                sys.stdout.write(text)
+            else:
+                write_atomic(output, text)
             return
         from coherence_diag.analysis import analyze as run_analysis
         from coherence_diag.rules.loader import find_rule, load_rules
@@ -546,7 +552,7 @@ def explain(
         find_rule(name, load_rules(list(rules or [])))  # an unknown rule fails before the (slow) analysis
         with _progress(progress) as step:
             result = run_analysis(trace, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step)
-        emit("explanation", format, result.explain(name), None, result.report.trace.path)
+        emit("explanation", format, result.explain(name), output, result.report.trace.path)
 
 
 @app.command(cls=PairCommand)

@@ -119,3 +119,22 @@ def test_analyze_features_terminal(run_cli, trace_file):
     assert result.exit_code == 0, result.output
     assert "features (docs/features.md)" in result.stdout and "tail_ratio" in result.stdout
     assert "features (docs/features.md)" not in run_cli("analyze", trace_file).stdout
+
+
+def test_explain_writes_to_output_what_it_prints(run_cli, tmp_path):
+    printed = run_cli("explain", "burst-amplification", "--trace", SAMPLE, "--format", "json")
+    out = tmp_path / "explain.json"
+    written = run_cli("explain", "burst-amplification", "--trace", SAMPLE, "--format", "json", "-o", out)
+    assert written.exit_code == 0, written.output
+    assert written.stdout == "" and out.read_text() == printed.stdout
+    doc = tmp_path / "rule.txt"
+    assert run_cli("explain", "slot-locking", "--output", doc).exit_code == 0
+    assert doc.read_text() == run_cli("explain", "slot-locking").stdout
+
+
+def test_explain_refuses_to_write_over_its_trace(run_cli, tmp_path):
+    trace = tmp_path / "t.parquet"
+    trace.write_bytes(SAMPLE.read_bytes())
+    result = run_cli("explain", "burst-amplification", "--trace", trace, "-o", trace)
+    assert result.exit_code == 2 and "refusing to write" in result.stderr
+    assert trace.read_bytes() == SAMPLE.read_bytes()
