@@ -24,6 +24,7 @@ from coherence_diag.rules import engine
 from coherence_diag.rules.explain import RuleExplanation, explain_rule
 from coherence_diag.rules.loader import Rule, find_rule, load_rules
 from coherence_diag.scale import footers, layout
+from coherence_diag.scale.read import ScaleOptions, read_in_units
 
 ProgressCallback = Callable[[str], None]
 
@@ -72,15 +73,32 @@ def analyze(
     rules_dirs: list[Path] | None = None,
     progress: ProgressCallback | None = None,
     with_features: bool = False,
+    scale: ScaleOptions | None = None,
 ) -> Analysis:
     """Read, validate and analyze the trace at `path`, or an opened source such as converted
     inputs (convert.open_sources) (`with_features`: the report lists every computed feature,
-    `Report.features`)."""
+    `Report.features`). A trace larger than `scale`'s memory budget (or with a scheduler) is read
+    in work units (scale/read.py); the report is the same as from one pass."""
     if not window_s > 0:  # checked before the (slow) read
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
+    if not 0 <= max_bad_fraction <= 1:
+        raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
     (progress or (lambda _msg: None))("reading and validating trace")
-    trace = read_trace(path, max_bad_fraction=max_bad_fraction)
-    return analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features)
+    trace, requests = read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)
+    return analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features, requests=requests)
+
+
+def read_for_analysis(
+    path: str | Path | ingest.TraceSource,
+    *,
+    window_s: float = timeseries.DEFAULT_WINDOW_S,
+    max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
+    scale: ScaleOptions | None = None,
+) -> tuple[validate.ValidatedTrace, pl.DataFrame | None]:
+    """The validated trace, and its request table when work units built it (None: build it from
+    the trace): in units when `scale` says so (scale/read.py), else in one pass."""
+    in_units = read_in_units(path, scale or ScaleOptions(), window_s=window_s, max_bad_fraction=max_bad_fraction)
+    return in_units if in_units is not None else (read_trace(path, max_bad_fraction=max_bad_fraction), None)
 
 
 def read_trace(
@@ -100,14 +118,17 @@ def analyze_trace(
     rules_dirs: list[Path] | None = None,
     progress: ProgressCallback | None = None,
     with_features: bool = False,
+    requests: pl.DataFrame | None = None,
 ) -> Analysis:
-    """Analyze an already validated trace (`analyze` = `read_trace` + this)."""
+    """Analyze an already validated trace (`analyze` = `read_trace` + this); `requests`: its
+    request table when already built (work units build it as they read)."""
     if not window_s > 0:
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
     step = progress or (lambda _msg: None)
 
-    step("building request paths")
-    requests = paths.request_paths(trace.layers)
+    if requests is None:
+        step("building request paths")
+        requests = paths.request_paths(trace.layers)
 
     step("computing metrics")
     span = metrics.observation_span(trace.layers)

@@ -37,6 +37,7 @@ from coherence_diag.compare import compare_analyses
 from coherence_diag.errors import InputError
 from coherence_diag.gate import Policy, evaluate
 from coherence_diag.model import SEVERITIES, Comparison, Finding, GateResult, Report
+from coherence_diag.scale.read import ScaleOptions
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 from coherence_diag.validate import DEFAULT_MAX_BAD_FRACTION
 
@@ -60,6 +61,13 @@ class BatchOptions:
     rules_dirs: tuple[str, ...] = ()
     baseline: str | None = None  # a trace every trace is compared with (`compare`)
     policy: Policy | None = None  # a gate policy every trace is checked against (`gate`)
+    # Traces larger than this are read in work units (scale/read.py; None: the machine's default).
+    memory_budget_bytes: int | None = None
+    scheduler: str | None = None  # work units on Dask (`local`, tcp://HOST:PORT, `dask`)
+
+    @property
+    def scale(self) -> ScaleOptions:
+        return ScaleOptions(self.memory_budget_bytes, self.scheduler)
 
 
 @dataclass(frozen=True)
@@ -180,7 +188,12 @@ def analyze_entry(name: str, path: str, options: BatchOptions, progress: analysi
     rules_dirs = [Path(d) for d in options.rules_dirs]
     try:
         result = analysis.analyze(
-            path, window_s=options.window_s, max_bad_fraction=options.max_bad_fraction, rules_dirs=rules_dirs, progress=progress
+            path,
+            window_s=options.window_s,
+            max_bad_fraction=options.max_bad_fraction,
+            rules_dirs=rules_dirs,
+            progress=progress,
+            scale=options.scale,
         )
     except InputError as exc:
         return Analyzed(TraceEntry(name=name, path=path, error=str(exc)))
@@ -214,6 +227,7 @@ def baseline_analysis(options: BatchOptions) -> analysis.Analysis:
             window_s=options.window_s,
             max_bad_fraction=options.max_bad_fraction,
             rules_dirs=[Path(d) for d in options.rules_dirs],
+            scale=options.scale,
         )
     return _BASELINES[key]
 

@@ -41,6 +41,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 # the first the default.
 if TYPE_CHECKING:
     from coherence_diag.ingest import TraceSource
+    from coherence_diag.scale.read import ScaleOptions
 
     ReportFormat: TypeAlias = str
     ComparisonFormat: TypeAlias = str
@@ -100,16 +101,21 @@ def _errors_to_exit_codes() -> Iterator[None]:
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator:
-    """A spinner on stderr naming the current step, only when stderr is a terminal."""
-    if not (enabled and sys.stderr.isatty()):
-        yield None
-        return
-    from rich.markup import escape
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """The current step on stderr (a spinner; a bar over work units when a large trace is read in
+    units), only when stderr is a terminal: a StepProgress, or None."""
+    from coherence_diag.render.progress import step_progress
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("starting", total=None)
-        yield lambda msg: bar.update(task, description=escape(msg))  # env names come from the trace
+    with step_progress(err_console, enabled) as step:
+        yield step
+
+
+def _scale(memory_budget: str | None, scheduler: str | None, step: object | None) -> ScaleOptions:
+    """The ScaleOptions of --memory-budget and --scheduler, with the unit bar of `step`."""
+    from coherence_diag.scale.plan import parse_bytes
+    from coherence_diag.scale.read import ScaleOptions
+
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+    return ScaleOptions(budget, scheduler or None, getattr(step, "units", None))
 
 
 # Options shared by the commands, declared once. The defaults are the library's
@@ -127,6 +133,22 @@ MaxBadFractionOption = Annotated[
     ),
 ]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr when it is a terminal.")]
+MemoryBudgetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-budget",
+        help="Read a Parquet trace whose estimated peak exceeds this (e.g. 4GiB, 512MiB) in time-slice work units, each "
+        "estimated within it (default: half the machine's memory). Same report; docs/scale.md says what it bounds today.",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run the work units on Dask: local (this machine's cores), tcp://HOST:PORT, or dask (DASK_SCHEDULER_ADDRESS); "
+        "needs the [dask] extra. Same output as in-process.",
+    ),
+]
 RulesOption = Annotated[list[Path] | None, typer.Option("--rules", help="Also load the rule files (*.yaml) of this directory; repeatable.")]
 JobsOption = Annotated[
     int | None,
@@ -246,6 +268,8 @@ def analyze(
     features: Annotated[
         bool, typer.Option("--features", help="Also report every computed feature (its value, or why it is undefined).")
     ] = False,
+    memory_budget: MemoryBudgetOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Analyze a trace, or foreign telemetry given with --from: metrics, coherence indices and findings."""
     from coherence_diag.analysis import analyze as run_analysis
@@ -255,7 +279,13 @@ def analyze(
         with _progress(progress) as step:
             source = _trace_or_inputs(trace, from_, set_, map_, start)
             result = run_analysis(
-                source, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, with_features=features
+                source,
+                window_s=window,
+                max_bad_fraction=max_bad_fraction,
+                rules_dirs=rules,
+                progress=step,
+                with_features=features,
+                scale=_scale(memory_budget, scheduler, step),
             )
         emit("report", format, result.report, output)
 
@@ -276,6 +306,8 @@ def compare(
     max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
     rules: RulesOption = None,
     progress: ProgressOption = True,
+    memory_budget: MemoryBudgetOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Compare two traces (before/after), or two environments of one trace (migration)."""
     from coherence_diag import compare as comparing
@@ -289,12 +321,25 @@ def compare(
         with _progress(progress) as step:
             if candidate is not None:
                 result = comparing.compare_traces(
-                    base, candidate, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step
+                    base,
+                    candidate,
+                    window_s=window,
+                    max_bad_fraction=max_bad_fraction,
+                    rules_dirs=rules,
+                    progress=step,
+                    scale=_scale(memory_budget, scheduler, step),
                 )
             else:
                 base_env, candidate_env = env if env else (None, None)
                 result = comparing.compare_envs(
-                    base, base_env, candidate_env, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step
+                    base,
+                    base_env,
+                    candidate_env,
+                    window_s=window,
+                    max_bad_fraction=max_bad_fraction,
+                    rules_dirs=rules,
+                    progress=step,
+                    scale=_scale(memory_budget, scheduler, step),
                 )
         emit("comparison", format, result, output)
 
@@ -380,16 +425,21 @@ def report(
     max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
     rules: RulesOption = None,
     progress: ProgressOption = True,
+    memory_budget: MemoryBudgetOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
-    """Write one self-contained offline HTML report per trace, an index (worst first) and summary.json."""
+    """Write one self-contained offline HTML report per trace, an index (worst first) and summary.json.
+    With --scheduler, the traces are analyzed one after the other, each on the Dask cluster."""
     from coherence_diag.batch import BatchOptions
     from coherence_diag.gate import load_policy
     from coherence_diag.render.progress import progress_bar
     from coherence_diag.reports import build_reports
+    from coherence_diag.scale.plan import parse_bytes
 
     with _errors_to_exit_codes():
         checked = load_policy(policy, list(rules or [])) if policy is not None else None  # a bad policy fails before any trace is read
-        options = BatchOptions(window, max_bad_fraction, tuple(str(r) for r in rules or ()), baseline, checked)
+        budget = parse_bytes(memory_budget) if memory_budget is not None else None
+        options = BatchOptions(window, max_bad_fraction, tuple(str(r) for r in rules or ()), baseline, checked, budget, scheduler or None)
         with progress_bar(err_console, progress) as step:
             result = build_reports(traces, out, options=options, jobs=jobs, progress=step)
         for entry in result.failed:
@@ -571,6 +621,8 @@ def gate(
     window: WindowOption = DEFAULT_WINDOW_S,
     max_bad_fraction: MaxBadFractionOption = DEFAULT_MAX_BAD_FRACTION,
     progress: ProgressOption = True,
+    memory_budget: MemoryBudgetOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Check a trace against a policy: exit 0 if it passes, 1 if it fails, 2 on bad input or policy."""
     from coherence_diag.analysis import analyze as run_analysis
@@ -582,9 +634,12 @@ def gate(
         checked = load_policy(policy, list(rules or []))
         with _progress(progress) as step:
             source = _trace_or_inputs(trace, from_, set_, map_, start)
-            report = run_analysis(source, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
+            scale = _scale(memory_budget, scheduler, step)
+            report = run_analysis(
+                source, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, scale=scale
+            ).report
             base = (
-                run_analysis(baseline, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step).report
+                run_analysis(baseline, window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, scale=scale).report
                 if baseline is not None
                 else None
             )

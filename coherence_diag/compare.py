@@ -47,6 +47,7 @@ from coherence_diag.model import (
 )
 from coherence_diag.rules import engine
 from coherence_diag.rules.loader import Rule, load_rules
+from coherence_diag.scale.read import ScaleOptions
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 from coherence_diag.validate import DEFAULT_MAX_BAD_FRACTION, ValidatedTrace
 
@@ -81,14 +82,15 @@ def compare_traces(
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     rules_dirs: list[Path] | None = None,
     progress: analysis.ProgressCallback | None = None,
+    scale: ScaleOptions | None = None,
 ) -> Comparison:
     """Compare trace `candidate` against trace `base` (e.g. after a change against before it)."""
     sides = []
     for name, path in (("base", base), ("candidate", candidate)):
         step = _side_progress(progress, name)
         step("reading and validating trace")
-        trace = analysis.read_trace(path, max_bad_fraction=max_bad_fraction)
-        sides.append(_analyze_side(trace, None, window_s, rules_dirs, step))
+        trace, requests = analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)
+        sides.append(_analyze_side(trace, None, window_s, rules_dirs, step, requests))
     (progress or _quiet)("comparing")
     return _compare(sides[0], sides[1], rules_dirs)
 
@@ -111,6 +113,7 @@ def compare_envs(
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     rules_dirs: list[Path] | None = None,
     progress: analysis.ProgressCallback | None = None,
+    scale: ScaleOptions | None = None,
 ) -> Comparison:
     """Compare two `env` values of one trace (e.g. the source and target of a migration).
 
@@ -118,7 +121,8 @@ def compare_envs(
     come first (median time), the candidate the later one.
     """
     (progress or _quiet)("reading and validating trace")
-    trace = analysis.read_trace(path, max_bad_fraction=max_bad_fraction)
+    # Each side's request paths are built from its env's rows: units' request table is not used.
+    trace, _requests = analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)
     present = trace_envs(trace)
     if base_env is None and candidate_env is None:
         if len(present) != 2:
@@ -195,8 +199,10 @@ def _analyze_side(
     window_s: float,
     rules_dirs: list[Path] | None,
     progress: analysis.ProgressCallback | None = None,
+    requests: pl.DataFrame | None = None,
 ) -> _SideAnalysis:
-    return _side_of(analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress), env)
+    result = analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress, requests=requests)
+    return _side_of(result, env)
 
 
 def _side_of(result: analysis.Analysis, env: str | None) -> _SideAnalysis:

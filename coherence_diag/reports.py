@@ -130,13 +130,16 @@ def build_reports(
         raise InputError(f"--jobs must be at least 1, got {jobs}")
     _check_usage(traces, out, options)
     tasks = [_Task(name, path, options) for name, path in zip(report_names(traces), traces)]
-    in_process = jobs == 1 or len(tasks) == 1
+    # With a Dask scheduler, each trace's work units use the cluster: traces one after the other.
+    in_process = jobs == 1 or len(tasks) == 1 or bool(options.scheduler)
     with _chart_executor(jobs, len(tasks)) as drawing:  # started first: it warms up while the baseline and traces are read
         if options.baseline is not None:  # an unusable baseline is bad usage: exit 2 before any output
             if in_process:
                 baseline_analysis(options)  # kept for this process, where the traces are then analyzed
             else:
-                analysis.read_trace(options.baseline, max_bad_fraction=options.max_bad_fraction)
+                analysis.read_for_analysis(
+                    options.baseline, window_s=options.window_s, max_bad_fraction=options.max_bad_fraction, scale=options.scale
+                )
         out.mkdir(parents=True, exist_ok=True)
         pages = _Pages(out, drawing, len(tasks), progress or (lambda _done, _total, _message: None))
         if in_process:

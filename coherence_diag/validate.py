@@ -74,9 +74,11 @@ def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_F
     return result
 
 
-def validate_rows(source: TraceSource) -> ValidatedTrace:
+def validate_rows(source: TraceSource, *, keep_order: bool = False) -> ValidatedTrace:
     """`validate` without the --max-bad-fraction budget: for a work unit (scale/units.py), whose
-    rows are part of a trace and whose budget is checked on the counters summed over all units."""
+    rows are part of a trace and whose budget is checked on the counters summed over all units.
+    `keep_order`: the clean layers keep ORIGIN and RECORD (file and row of each row), by which
+    the units' rows are put back in the trace's order (scale/reduce.py)."""
     lf = source.scan()
     present = source.columns
     # The row count of a Parquet trace comes from its metadata; every known layer is read in
@@ -87,7 +89,7 @@ def validate_rows(source: TraceSource) -> ValidatedTrace:
     if rows_total == 0:
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
     single = source.single_text
-    plans = [_layer_plan(lf, layer, present, single) for layer in schema.LAYERS]
+    plans = [_layer_plan(lf, layer, present, single, provenance=keep_order) for layer in schema.LAYERS]
     if _rescan_is_cheap(source):
         # One layer after the other: each Parquet scan reads only its layer's columns and rows,
         # and one layer's buffers are in flight at a time (10M rows: peak 1.70 -> 1.34 GiB and
@@ -106,18 +108,25 @@ def validate_rows(source: TraceSource) -> ValidatedTrace:
     rows_by_layer: dict[str, int] = {}
     for layer, frame in read.items():
         rows_by_layer[layer] = frame.height
-        checked = _mark_problems(frame, layer, present)
+        # The checks compare whole rows (exact duplicates): file and row are not part of them.
+        order = frame.select(ORIGIN, RECORD) if keep_order else None
+        checked = _mark_problems(frame if order is None else frame.drop(ORIGIN, RECORD), layer, present)
         if layer == "scheduler":
             checked = _mark_inconsistent_requests(checked)
         bad = checked["_problem"].is_not_null()
-        if bad.any():
+        if bad.any() or order is not None:
             # Only a layer with problems pays for provenance (file and row of each row): the
             # same plan read again, in the same order, for the audit's file names and examples.
-            provenance = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select(ORIGIN, RECORD))
-            checked = checked.with_columns(provenance)
-            audits.append(_audit(checked, layer, source))
-            checked = checked.filter(~bad).drop(ORIGIN, RECORD)
-        clean[layer] = _constants_as_scalars(checked.drop("_problem"))
+            if order is None:
+                order = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select(ORIGIN, RECORD))
+            checked = checked.with_columns(order)
+            if bad.any():
+                audits.append(_audit(checked, layer, source))
+                checked = checked.filter(~bad)
+            if not keep_order:
+                checked = checked.drop(ORIGIN, RECORD)
+        # Units' layers are concatenated (materialising scalars): they stay plain columns there.
+        clean[layer] = checked.drop("_problem") if keep_order else constants_as_scalars(checked.drop("_problem"))
 
     audit = (
         pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
@@ -152,7 +161,7 @@ def _layer_columns(name: str, present: set[str], layer: str, single: dict[str, s
     return [expr.cast(pl.Categorical) if dtype == pl.String else expr]
 
 
-def _constants_as_scalars(frame: pl.DataFrame) -> pl.DataFrame:
+def constants_as_scalars(frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with every column that holds one value on all its rows (or only nulls) as a
     literal: Polars keeps a literal column as one value and a length (a scalar column), not a
     value per row. A layer keeps such columns for its whole analysis (an `env` label, a column

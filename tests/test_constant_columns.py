@@ -34,7 +34,7 @@ def _signs(frame: pl.DataFrame) -> list[float | None]:
 @given(st.lists(st.tuples(_floats, _ints, _names, _flags), min_size=1, max_size=6))
 def test_layer_reads_the_same_with_constant_columns_as_literals(rows):
     frame = _frame(rows)
-    kept = validate._constants_as_scalars(frame)
+    kept = validate.constants_as_scalars(frame)
     assert_frame_equal(kept, frame, check_exact=True)
     assert _signs(kept) == _signs(frame)  # -0.0 is not collapsed into 0.0
     # Operations downstream see the same values through filters and group-bys.

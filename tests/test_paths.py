@@ -134,6 +134,19 @@ def test_attributes_are_the_smallest_or_largest_value_on_any_row_of_the_request(
     assert reqs["r3"]["pool"] == "q" and reqs["r3"]["output_tokens"] == 4 and reqs["r3"]["arrive_ns"] is None
 
 
+@pytest.mark.parametrize("decode_first", [False, True])
+def test_two_dispatches_at_one_instant_give_the_same_path_in_either_row_order(tmp_path, decode_first):
+    """Which tied dispatch is the prefill's does not depend on the rows' order (or chunking): the
+    smallest pool and device name is the first dispatch's, the largest the last's."""
+    dispatches = [
+        _sched("r1", "dispatch", 5, pool="prefill", device="g0"),
+        _sched("r1", "dispatch", 5, pool="decode", device="g1"),
+    ]
+    rows = [_sched("r1", "arrive", 0), *(dispatches[::-1] if decode_first else dispatches), _sched("r1", "complete", 50)]
+    r1 = analyze(_write(tmp_path, rows)).requests.row(0, named=True)
+    assert (r1["pool"], r1["decode_pool"], r1["prefill_device"], r1["decode_device"]) == ("decode", "prefill", "g0", "g1")
+
+
 def test_an_attribute_with_one_value_on_every_row_is_that_value_for_every_request(tmp_path):
     rows = [
         _sched(rid, event, t, env="onprem", priority=2)

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from coherence_diag.errors import InputError
 
-ProgressCallback = Callable[[str], None]
+# After each finished task: (label, tasks done, tasks in all, the task's result).
+ProgressCallback = Callable[[str, int, int, Any], None]
 
 _INSTALL = "pip install 'coherence-diag[dask]'"
 
@@ -47,7 +48,8 @@ class InProcess:
         results = []
         for done, a in enumerate(args, start=1):
             results.append(fn(*a))
-            _report(progress, label, done, len(args))
+            if progress is not None:
+                progress(label, done, len(args), results[-1])
         return results
 
 
@@ -68,16 +70,12 @@ class DaskExecutor:
         futures = [self.client.submit(fn, *a, pure=False) for a in args]
         try:
             for done, future in enumerate(as_completed(futures), start=1):
-                future.result()  # raises the task's own error (a TraceError names the file)
-                _report(progress, label, done, len(futures))
+                result = future.result()  # raises the task's own error (a TraceError names the file)
+                if progress is not None:
+                    progress(label, done, len(futures), result)
             return [f.result() for f in futures]
         finally:
             self.client.cancel(futures)
-
-
-def _report(progress: ProgressCallback | None, label: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(f"{label}: {done}/{total}")
 
 
 @contextmanager

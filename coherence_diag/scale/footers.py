@@ -30,6 +30,9 @@ class RowGroup:
     layer_min: str | None = None  # None: no usable statistics; per-layer files give their layer
     layer_max: str | None = None
     bytes_by_column: dict[str, int] = field(default_factory=dict)  # uncompressed, as in the footer
+    # Every `ts` of the group is null (its statistics count nulls and have no range): its rows
+    # belong to no time slice (units.py reads them apart), so it needs no range to be planned.
+    ts_nulls_only: bool = False
 
     @property
     def has_ts_stats(self) -> bool:
@@ -78,14 +81,16 @@ def _footer(path: str, fmt: str, layer_hint: str | None) -> FileFooter:
         group = meta.row_group(g)
         sizes = {names[i]: group.column(i).total_uncompressed_size for i in range(group.num_columns)}
         ts_min = ts_max = None
+        nulls_only = False
         if ts_scale is not None:
             stats = group.column(names.index("ts")).statistics
             if stats is not None and stats.has_min_max and group.num_rows:
                 ts_min, ts_max = int(stats.min_raw) * ts_scale, int(stats.max_raw) * ts_scale
+            nulls_only = stats is not None and stats.has_null_count and stats.null_count == group.num_rows > 0
         layer_min, layer_max = layer_hint, layer_hint
         if "layer" in names:
             layer_min, layer_max = _layer_range(group.column(names.index("layer")).statistics, layer_hint)
-        groups.append(RowGroup(group.num_rows, ts_min, ts_max, layer_min, layer_max, sizes))
+        groups.append(RowGroup(group.num_rows, ts_min, ts_max, layer_min, layer_max, sizes, nulls_only))
     return FileFooter(path, fmt, tuple(groups))
 
 

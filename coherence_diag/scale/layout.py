@@ -60,10 +60,10 @@ def check_layout(footers: list[FileFooter]) -> Layout:
     time_amp = None
     if csv:
         pass  # said above
-    elif any(not g.has_ts_stats for g in groups):
+    elif any(not g.has_ts_stats and not g.ts_nulls_only for g in groups):
         problems.append("row groups without `ts` statistics")
-    elif groups:
-        time_amp = time_amplification(groups)
+    elif timed := [g for g in groups if not g.ts_nulls_only]:
+        time_amp = time_amplification(timed)
         if time_amp > PROBE_SLICES / 2:
             problems.append(f"rows not clustered by time (each 1/{PROBE_SLICES} of the time span reads {time_amp / PROBE_SLICES:.0%} of the rows)")
 

@@ -93,21 +93,22 @@ def plan_units(
 
     if any(f.fmt != "parquet" for f in footers):
         return empty("CSV files have no statistics; `normalize` the trace first")
-    if any(not g.has_ts_stats for g in groups):
+    timed = [g for g in groups if not g.ts_nulls_only]  # the others hold only rows of no slice
+    if any(not g.has_ts_stats for g in timed):
         return empty("row groups without `ts` statistics; `normalize` the trace first")
-    if not groups:
+    if not timed:
         return empty(None)
 
-    size = np.array([_bytes(g, wanted) for g in groups], dtype=np.float64)
-    lo = np.array([g.ts_min_ns for g in groups], dtype=np.int64)
-    hi = np.array([g.ts_max_ns for g in groups], dtype=np.int64) + 1  # exclusive
+    size = np.array([_bytes(g, wanted) for g in timed], dtype=np.float64)
+    lo = np.array([g.ts_min_ns for g in timed], dtype=np.int64)
+    hi = np.array([g.ts_max_ns for g in timed], dtype=np.int64) + 1  # exclusive
     start = int(lo.min()) // window_ns * window_ns
     windows = -(-(int(hi.max()) - start) // window_ns)
     cell_ns = window_ns * max(1, math.ceil(windows / MAX_CELLS))
     cells = -(-(int(hi.max()) - start) // cell_ns)
 
     spread = _spread(lo - start, hi - start, size, cell_ns, cells)
-    hyper = np.array([g.holds_layer("hypervisor") for g in groups])
+    hyper = np.array([g.holds_layer("hypervisor") for g in timed])
     hyper_spread = _spread(lo[hyper] - start, hi[hyper] - start, size[hyper], cell_ns, cells) if hyper.any() else np.zeros(cells)
 
     # Prefix sums: bytes of cells [i, j) = P[j] - P[i]; the look-back of a unit starting at cell i

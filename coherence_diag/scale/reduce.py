@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -21,18 +21,32 @@ import polars as pl
 from coherence_diag import paths, schema, validate
 from coherence_diag.errors import InputError, TraceError
 from coherence_diag.ingest import FileSource, open_trace
-from coherence_diag.ingest.source import AUDIT_SCHEMA, EXAMPLES, empty_audit
+from coherence_diag.ingest.source import AUDIT_SCHEMA, EXAMPLES, ORIGIN, RECORD, empty_audit
 from coherence_diag.request_keys import KEY
-from coherence_diag.scale.executors import Executor, InProcess, ProgressCallback
+from coherence_diag.scale.executors import Executor, InProcess
 from coherence_diag.scale.footers import read_footers
 from coherence_diag.scale.plan import Unit, UnitPlan, plan_units
 from coherence_diag.scale.slices import RowFilter, RowsSource, SliceSource
-from coherence_diag.scale.units import Census, TraceRef, UnitResult, census, counters, request_table, unit_task, validated_layer
+from coherence_diag.scale.units import Census, LayerPart, TraceRef, UnitResult, census, counters, request_table, unit_task, validated_layer
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 
 # Past this many separate look-back spans, the stitch reads fewer, wider ones (a superset of
 # hypervisor rows: samples outside a dispatch's tolerance are never matched, so still exact).
 MAX_STEAL_SPANS = 64
+
+
+@dataclass(frozen=True)
+class UnitTick:
+    """Progress of a run of units, after each finished task (for a progress bar)."""
+
+    stage: str  # "census" (the first pass over every unit) or "units"
+    done: int  # tasks of this stage finished
+    total: int  # tasks of this stage
+    rows_done: int  # rows read so far, over both passes
+    rows_total: int  # rows both passes read (twice the trace's rows)
+
+
+UnitProgress = Callable[[UnitTick], None]
 
 
 @dataclass
@@ -47,6 +61,9 @@ class Reduced:
     audit: pl.DataFrame  # as validate.ValidatedTrace.audit
     plan: UnitPlan
     crossing_requests: int  # request keys whose rows span more than one unit (stitched)
+    # With `with_layers`: validation's clean layers (validate.ValidatedTrace.layers), the units'
+    # rows put back in the trace's order (file, row); else empty.
+    layers: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 def run_units(
@@ -56,17 +73,19 @@ def run_units(
     window_s: float = DEFAULT_WINDOW_S,
     max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
     executor: Executor | None = None,
-    progress: ProgressCallback | None = None,
+    progress: UnitProgress | None = None,
+    with_layers: bool = False,
+    plan: UnitPlan | None = None,
 ) -> Reduced:
-    """Plan the trace at `path` into units within `budget_bytes`, run them, stitch and reduce."""
+    """Plan the trace at `path` into units within `budget_bytes` (or run `plan`), run them, stitch
+    and reduce (`with_layers`: also gather the validated layers, for the analysis)."""
     source = open_trace(path)
-    plan = plan_units(read_footers(source), budget_bytes=budget_bytes, window_s=window_s)
-    if plan.unplannable:
-        raise InputError(f"{source.display_path}: cannot be split into work units: {plan.unplannable}")
+    plan = plan or plan_trace(source, budget_bytes=budget_bytes, window_s=window_s)
     ref = TraceRef(str(path))
     run = executor or InProcess()
     slots: list[Unit | None] = [*plan.units, None]  # None: the rows whose ts is null
-    counts = run.map(census, [(ref, u) for u in slots], progress=progress, label="census")
+    on_task = _ticks(progress, 2 * plan.rows)
+    counts = run.map(census, [(ref, u) for u in slots], progress=on_task, label="census")
     if sum(c.rows for c in counts) + int(source.unmapped()["rows"].sum()) == 0:
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
     _require_columns(source, counts)
@@ -75,19 +94,80 @@ def run_units(
     shared_crossing, shared_devices = run.share(crossing), run.share(devices)
     # A unit whose every row is a crossing request's still gives those rows to the stitch.
     own = [c.rows - _rows_of(c.keys, crossing) for c in counts]
-    tasks = [(ref, u, shared_crossing, shared_devices, n) for u, n, c in zip(slots, own, counts) if c.rows]
-    results = run.map(unit_task, tasks, progress=progress, label="units")
-    stitched = stitch(source, [r.crossing_rows for r in results if r.crossing_rows is not None], devices)
-    return reduce(source, [*results, stitched], devices, plan, crossing.len(), max_bad_fraction)
+    tasks = [(ref, u, shared_crossing, shared_devices, n, with_layers) for u, n, c in zip(slots, own, counts) if c.rows]
+    results = run.map(unit_task, tasks, progress=on_task, label="units")
+    stitched = stitch(source, [r.crossing_rows for r in results if r.crossing_rows is not None], devices, with_layers)
+    reduced = reduce(source, [*results, stitched], devices, plan, crossing.len(), max_bad_fraction)
+    if with_layers:
+        reduced.layers = merge_layers([r.layers for r in (*results, stitched)])
+    return reduced
 
 
-def stitch(source: FileSource, rows: Sequence[pl.DataFrame], devices: pl.DataFrame | None) -> UnitResult:
+def _ticks(progress: UnitProgress | None, rows_total: int) -> Callable[[str, int, int, object], None] | None:
+    """The executors' per-task callback, counting the rows each finished task read."""
+    if progress is None:
+        return None
+    rows_done = 0
+
+    def on_task(stage: str, done: int, total: int, result: object) -> None:
+        nonlocal rows_done
+        if isinstance(result, Census):
+            rows_done += result.rows
+        elif isinstance(result, UnitResult):
+            rows_done += result.rows_total + (0 if result.crossing_rows is None else result.crossing_rows.height)
+        progress(UnitTick(stage, done, total, rows_done, max(rows_total, rows_done)))
+
+    return on_task
+
+
+def plan_trace(source: FileSource, *, budget_bytes: int, window_s: float = DEFAULT_WINDOW_S) -> UnitPlan:
+    """The trace's work units within `budget_bytes` (InputError when its files cannot be planned)."""
+    plan = plan_units(read_footers(source), budget_bytes=budget_bytes, window_s=window_s)
+    if plan.unplannable:
+        raise InputError(f"{source.display_path}: cannot be split into work units: {plan.unplannable}")
+    return plan
+
+
+def merge_layers(parts: Sequence[dict[str, LayerPart]]) -> dict[str, pl.DataFrame]:
+    """Each layer's validated rows from every part, in the trace's order (the single pass reads
+    the files in order and each file's rows in order: ORIGIN, RECORD), as `validate` keeps them.
+    One layer at a time, one column at a time, each part's column released once gathered: the
+    peak is the merged layers plus one column, not two copies of everything."""
+    layers: dict[str, pl.DataFrame] = {}
+    for layer in schema.LAYERS:
+        found = [p.pop(layer) for p in parts if layer in p]
+        if not found:
+            continue
+        order = pl.concat([f.frame.select(pl.col(ORIGIN).cast(pl.UInt64) * 2**32 + pl.col(RECORD).cast(pl.UInt64)) for f in found])
+        perm = order.to_series().arg_sort()
+        in_order = bool((perm.diff().drop_nulls() == 1).all())
+        columns = []
+        for name, dtype in found[0].schema.items():
+            if name in (ORIGIN, RECORD):
+                continue
+            if all(name not in f.frame.columns for f in found):
+                columns.append(pl.repeat(None, len(perm), dtype=dtype, eager=True).alias(name))
+                continue
+            pieces = [f.frame[name] if name in f.frame.columns else pl.repeat(None, f.height, dtype=dtype, eager=True).alias(name) for f in found]
+            column = pl.concat(pieces, rechunk=in_order)
+            columns.append(column if in_order else column.gather(perm))
+            for f in found:  # this column's pieces are no longer needed
+                if name in f.frame.columns:
+                    f.frame = f.frame.drop(name)
+        layers[layer] = validate.constants_as_scalars(pl.DataFrame(columns))
+    return layers
+
+
+def stitch(source: FileSource, rows: Sequence[pl.DataFrame], devices: pl.DataFrame | None, with_layers: bool = False) -> UnitResult:
     """The crossing requests: their gathered rows validated and made into request paths."""
     frames = [f for f in rows if f.height]
     if not frames:
         return UnitResult()
-    trace = validate.validate_rows(RowsSource(source, pl.concat(frames, how="vertical")))
-    result = counters(trace)
+    # In the trace's order (file, row), as the single pass sees them: ties (two dispatches at one
+    # instant, an exact duplicate: the later one is set aside) are then resolved the same way.
+    gathered = pl.concat(frames, how="vertical").sort(ORIGIN, RECORD)
+    trace = validate.validate_rows(RowsSource(source, gathered), keep_order=with_layers)
+    result = counters(trace, with_layers)
     requests = request_table(trace.layers, devices, None)
     spans = steal_spans(requests)
     hyper = validated_layer(SliceSource(source, RowFilter(spans=spans, layers=("hypervisor",))), "hypervisor") if spans else None

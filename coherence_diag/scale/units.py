@@ -28,7 +28,7 @@ import polars as pl
 
 from coherence_diag import paths, request_keys, schema, validate
 from coherence_diag.ingest import FileSource, open_trace
-from coherence_diag.ingest.source import empty_audit
+from coherence_diag.ingest.source import ORIGIN, RECORD, empty_audit
 from coherence_diag.request_keys import KEY
 from coherence_diag.scale.plan import Unit
 from coherence_diag.scale.slices import ROUTED_LAYERS, RowFilter, RowsSource, SliceSource, routed_to
@@ -53,6 +53,25 @@ class Census:
 
 
 @dataclass
+class LayerPart:
+    """A unit's validated rows of one layer, without the columns that are null on all of them (a
+    layer's columns absent from the trace, or filled by other layers: most of a layer's columns),
+    which are put back, as nulls, only where another part has values (reduce.merge_layers)."""
+
+    frame: pl.DataFrame  # the columns with a value on some row, ORIGIN and RECORD
+    schema: dict[str, pl.DataType]  # every column of the layer, in order
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> LayerPart:
+        kept = [c.name for c in frame.iter_columns() if c.name in (ORIGIN, RECORD) or c.null_count() < frame.height]
+        return cls(frame.select(kept), dict(frame.schema))
+
+    @property
+    def height(self) -> int:
+        return self.frame.height
+
+
+@dataclass
 class UnitResult:
     rows_total: int = 0
     rows_by_layer: dict[str, int] = field(default_factory=dict)  # rows read per known layer
@@ -60,6 +79,9 @@ class UnitResult:
     audit: pl.DataFrame = field(default_factory=empty_audit)
     requests: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=paths.PATH_SCHEMA))
     crossing_rows: pl.DataFrame | None = None  # raw rows of the crossing requests (units only)
+    # The validated rows of each layer read, with ORIGIN and RECORD (their place in the trace),
+    # for the analysis past the request paths; only when the run asks for them (`with_layers`).
+    layers: dict[str, LayerPart] = field(default_factory=dict)
 
 
 def slice_rows(unit: Unit | None) -> RowFilter:
@@ -84,15 +106,19 @@ def census(ref: TraceRef, unit: Unit | None) -> Census:
     return Census(int(count.item()), keys, pairs, devices)
 
 
-def unit_task(ref: TraceRef, unit: Unit | None, crossing: pl.Series, devices: pl.DataFrame | None, own_rows: int) -> UnitResult:
+def unit_task(
+    ref: TraceRef, unit: Unit | None, crossing: pl.Series, devices: pl.DataFrame | None, own_rows: int, with_layers: bool = False
+) -> UnitResult:
     """Validation counters and audit of the unit's `own_rows` rows (those not of crossing
-    requests), the request table of the requests inside it, and the crossing requests' raw rows.
+    requests), the request table of the requests inside it, and the crossing requests' raw rows
+    (`with_layers`: and the validated rows, in UnitResult.layers).
     `unit` None: the rows with a null `ts` (all set aside; counters and audit only)."""
     source = ref.open()
     rows = slice_rows(unit)
     # The rows with a null ts go nowhere else, whatever their request (set aside, row by row).
-    trace = validate.validate_rows(SliceSource(source, rows, without_keys=None if unit is None else crossing)) if own_rows else None
-    result = UnitResult() if trace is None else counters(trace)
+    own = SliceSource(source, rows, without_keys=None if unit is None else crossing)
+    trace = validate.validate_rows(own, keep_order=with_layers) if own_rows else None
+    result = UnitResult() if trace is None else counters(trace, with_layers)
     if unit is None:
         return result
     if not crossing.is_empty() and "request_id" in source.columns:
@@ -115,19 +141,22 @@ def collect_all(source: FileSource, plans: list[pl.LazyFrame]) -> list[pl.DataFr
         raise source.read_error(exc) from None
 
 
-def counters(trace: validate.ValidatedTrace) -> UnitResult:
+def counters(trace: validate.ValidatedTrace, with_layers: bool = False) -> UnitResult:
+    """The counters and audit of a validated part (`with_layers`: validated with keep_order,
+    whose layers the result keeps)."""
     return UnitResult(
         rows_total=trace.rows_total,
         rows_by_layer=dict(trace.rows_by_layer),
         usable_by_layer={layer: frame.height for layer, frame in trace.layers.items()},
         audit=trace.audit,
+        layers={name: LayerPart.of(frame) for name, frame in trace.layers.items()} if with_layers else {},
     )
 
 
 def request_table(layers: dict[str, pl.DataFrame], devices: pl.DataFrame | None, hypervisor: pl.DataFrame | None) -> pl.DataFrame:
     """paths.request_paths of `layers`, with the trace's validated `device_info` rows in place of
     the slice's own and `hypervisor` rows (the look-back) before the slice's."""
-    layers = dict(layers)
+    layers = {name: frame.drop(ORIGIN, RECORD, strict=False) for name, frame in layers.items()}
     gpu = [frame.filter(pl.col("event") != "device_info") for frame in (layers.pop("gpu", None),) if frame is not None]
     gpu += [devices] if devices is not None else []
     if gpu and (joined := pl.concat(gpu, how="vertical")).height:

@@ -85,6 +85,22 @@ def test_csv_and_statistics_free_traces_cannot_be_planned_from_footers():
     assert bare.units == () and "statistics" in (bare.unplannable or "")
 
 
+def test_a_row_group_of_null_timestamps_only_needs_no_range(tmp_path):
+    """Its rows belong to no time slice (they are validated apart, all set aside): the trace is
+    still planned, from its other row groups, and its rows are counted."""
+    import polars as pl
+
+    from coherence_diag.scale.footers import footers_of
+
+    path = tmp_path / "t.parquet"
+    frame = pl.DataFrame({"ts": [T0, T0 + S, None, None, None, T0 + 2 * S], "layer": ["queue"] * 6, "event": ["sample"] * 6})
+    frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))).write_parquet(path, row_group_size=2, statistics=True)
+    footers = footers_of(path)
+    assert [g.ts_nulls_only for g in footers[0].row_groups] == [False, True, False]
+    plan = plan_units(footers, budget_bytes=1 << 30)
+    assert plan.unplannable is None and plan.rows == 6 and len(plan.units) == 1
+
+
 @pytest.mark.parametrize(("text", "expected"), [("4GiB", 4 << 30), ("512MiB", 512 << 20), ("2G", 2 << 30), ("1.5GB", 3 << 29), ("1000", 1000)])
 def test_memory_sizes_parse_as_users_write_them(text, expected):
     assert parse_bytes(text) == expected
