@@ -8,7 +8,8 @@ their own) and prints, per stage: wall seconds, CPU seconds of the process (user
 threads: on a shared machine less load-dependent than wall), the peak RSS reached during the
 stage and the RSS after it. The peak of each stage is its own: the kernel's high-water mark
 (VmHWM) is reset before every stage (`echo 5 > /proc/self/clear_refs`, Linux). `--groups` also
-times each feature group and index computation on its own line.
+times each feature group and index computation on its own line. The bytes of the layers before
+and after the projection (projection.py; `estimated_size` summed) are printed at the end.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def main() -> int:
     parser.add_argument("--groups", action="store_true", help="one line per feature group and index")
     args = parser.parse_args()
 
-    import coherence_diag.analysis  # noqa: F401  imports before the first clock
-    from coherence_diag import features, indices, ingest, metrics, paths, validate
+    import coherence_diag.analysis as analysis_module  # imports before the first clock
+    from coherence_diag import features, indices, ingest, metrics, paths, projection, validate
     from coherence_diag.features import registry
     from coherence_diag.rules import engine
     from coherence_diag.rules.loader import load_rules
@@ -107,8 +108,17 @@ def main() -> int:
         trace = validate.validate(source)
     with prof.stage("request paths"):
         requests = paths.request_paths(trace.layers)
-    with prof.stage("metrics"):
+    full_bytes = sum(frame.estimated_size() for frame in trace.layers.values())
+    with prof.stage("projection (and what it needs first)"):
+        # As analysis.analyze_trace: the span, env values and request ids of every row, then
+        # the projection; rebinding `trace` frees the full frames.
         span = metrics.observation_span(trace.layers)
+        analysis_module._envs(trace.layers)
+        request_ids = paths.request_id_rows(trace.layers.get("scheduler"), requests)
+        trace = dataclasses.replace(trace, layers=projection.project_layers(trace.layers))
+    projected_bytes = sum(frame.estimated_size() for frame in trace.layers.values())
+    ids_bytes = request_ids.estimated_size() if request_ids is not None else 0
+    with prof.stage("metrics"):
         metric_values, _ = metrics.compute(requests, trace.layers, trace.columns, span)
     with prof.stage("feature context"):
         rules = load_rules([])
@@ -123,7 +133,12 @@ def main() -> int:
     with prof.stage("rules"):
         engine.evaluate(rules, values, ctx.columns, ctx.derived)
     prof.print()
-    print(f"rows {trace.rows_total:,}; process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print(f"layers {full_bytes / 2**20:,.1f} MiB -> projected {projected_bytes / 2**20:,.1f} MiB "
+          f"(+ request ids {ids_bytes / 2**20:,.1f} MiB)")
+    # The high-water mark is reset before every stage, so getrusage's maximum is only the last
+    # stage's: the process peak is the largest stage peak (where the reset works).
+    peak = max(r[3] for r in prof.rows) if prof.resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"rows {trace.rows_total:,}; process peak RSS {peak:,.0f} MiB")
     return 0
 
 

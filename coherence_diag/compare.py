@@ -89,8 +89,11 @@ def compare_traces(
     for name, path in (("base", base), ("candidate", candidate)):
         step = _side_progress(progress, name)
         step("reading and validating trace")
-        trace, requests = analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)
-        sides.append(_analyze_side(trace, None, window_s, rules_dirs, step, requests))
+        # Handed on, not kept in a variable: the analysis frees the full layers after the paths.
+        read = [*analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
+        requests = read.pop()
+        result = analysis.analyze_trace(read.pop(), window_s=window_s, rules_dirs=rules_dirs, progress=step, requests=requests)
+        sides.append(_side_of(result, None))
     (progress or _quiet)("comparing")
     return _compare(sides[0], sides[1], rules_dirs)
 
@@ -139,10 +142,15 @@ def compare_envs(
             raise InputError(
                 f"{trace.source.display_path}: no rows with env {env!r}; the trace holds: {', '.join(present) or 'no env values'}"
             )
-    base = _analyze_side(restrict_to_env(trace, base_env), base_env, window_s, rules_dirs, _side_progress(progress, f"env {base_env}"))
-    cand = _analyze_side(
-        restrict_to_env(trace, candidate_env), candidate_env, window_s, rules_dirs, _side_progress(progress, f"env {candidate_env}")
-    )
+    sides: list[_SideAnalysis] = []
+    for env in (base_env, candidate_env):
+        # Each side's rows are restricted in the call: the analysis frees them after the paths
+        # (the whole trace is kept for the next side).
+        result = analysis.analyze_trace(
+            restrict_to_env(trace, env), window_s=window_s, rules_dirs=rules_dirs, progress=_side_progress(progress, f"env {env}")
+        )
+        sides.append(_side_of(result, env))
+    base, cand = sides
     (progress or _quiet)("comparing")
     return _compare(base, cand, rules_dirs)
 
@@ -191,18 +199,6 @@ def compare_analyses(base: analysis.Analysis, candidate: analysis.Analysis, *, r
     """Compare two finished analyses of whole traces (one baseline analyzed once, compared with
     many candidates: `coherence-diag report --baseline`)."""
     return _compare(_side_of(base, None), _side_of(candidate, None), rules_dirs)
-
-
-def _analyze_side(
-    trace: ValidatedTrace,
-    env: str | None,
-    window_s: float,
-    rules_dirs: list[Path] | None,
-    progress: analysis.ProgressCallback | None = None,
-    requests: pl.DataFrame | None = None,
-) -> _SideAnalysis:
-    result = analysis.analyze_trace(trace, window_s=window_s, rules_dirs=rules_dirs, progress=progress, requests=requests)
-    return _side_of(result, env)
 
 
 def _side_of(result: analysis.Analysis, env: str | None) -> _SideAnalysis:

@@ -23,6 +23,10 @@ QUANTILES = (0.50, 0.95, 0.99)
 class ObservationSpan:
     start_ns: int | None
     end_ns: int | None
+    # First and last `ts` of the scheduler rows (rates are per second of scheduling), taken with
+    # the span from every row: after the request paths the analysis keeps only some of them.
+    scheduler_start_ns: int | None = None
+    scheduler_end_ns: int | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -34,18 +38,21 @@ class ObservationSpan:
 def observation_span(layers: dict[str, pl.DataFrame]) -> ObservationSpan:
     """First and last instant covered by any clean row (span rows count to their end)."""
     starts, ends = [], []
-    for frame in layers.values():
+    scheduler: tuple[int | None, int | None] = (None, None)
+    for name, frame in layers.items():
         if frame.is_empty():
             continue
         end = pl.col("ts")
         if "dur_ms" in frame.columns:
             end = pl.col("ts") + (pl.col("dur_ms").fill_null(0.0) * NS_PER_MS).cast(pl.Int64)
-        bounds = frame.select(pl.col("ts").min().alias("a"), end.max().alias("b")).row(0)
+        bounds = frame.select(pl.col("ts").min().alias("a"), end.max().alias("b"), pl.col("ts").max().alias("c")).row(0)
         starts.append(bounds[0])
         ends.append(bounds[1])
+        if name == "scheduler":
+            scheduler = (bounds[0], bounds[2])
     starts = [s for s in starts if s is not None]
     ends = [e for e in ends if e is not None]
-    return ObservationSpan(min(starts) if starts else None, max(ends) if ends else None)
+    return ObservationSpan(min(starts) if starts else None, max(ends) if ends else None, *scheduler)
 
 
 def compute(
@@ -72,7 +79,7 @@ def compute(
     rate = (lambda n: n / n_finished) if n_finished else (lambda n: None)
     with_slo = finished.filter(pl.col("slo_ms").is_not_null())
     slo_met = int(with_slo["slo_met"].sum()) if with_slo.height else 0
-    seconds = _scheduler_seconds(layers) or span.seconds
+    seconds = _scheduler_seconds(span) or span.seconds
 
     slo_attainment = slo_met / with_slo.height if with_slo.height else None
     goodput = slo_met / seconds if (with_slo.height and seconds) else None
@@ -143,12 +150,9 @@ def _counts(requests: pl.DataFrame) -> RequestCounts:
     return RequestCounts(**{k: int(v or 0) for k, v in row.items()})
 
 
-def _scheduler_seconds(layers: dict[str, pl.DataFrame]) -> float | None:
-    sched = layers.get("scheduler")
-    if sched is None or sched.is_empty():
-        return None
-    lo, hi = sched.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).row(0)
-    return (hi - lo) / 1e9 if hi > lo else None
+def _scheduler_seconds(span: ObservationSpan) -> float | None:
+    lo, hi = span.scheduler_start_ns, span.scheduler_end_ns
+    return (hi - lo) / 1e9 if lo is not None and hi is not None and hi > lo else None
 
 
 def _nominal_utilization(

@@ -109,14 +109,28 @@ def request_paths(layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
 LEADING_ORDER = (~is_inference()).cast(pl.UInt8) * 2 + (pl.col("outcome") != "completed").cast(pl.UInt8)
 
 
-def with_request_ids(requests: pl.DataFrame, layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """The request table with the id text of each key (REQUEST_SCHEMA): one id per key, so any
-    scheduler row of a key gives it."""
-    sched = layers.get("scheduler")
-    if sched is None or sched.is_empty():
+def with_request_ids(requests: pl.DataFrame, ids: pl.DataFrame | None) -> pl.DataFrame:
+    """The request table with the id text of each key (REQUEST_SCHEMA), from `ids`: scheduler rows
+    (`request_key`, `request_id`) with at least one row of every request, such as the scheduler
+    layer or `request_id_rows`. One id per key, so any row of a key gives it."""
+    if ids is None or ids.is_empty():
         return pl.DataFrame(schema=REQUEST_SCHEMA)
-    ids = sched.lazy().select(KEY, pl.col("request_id").cast(pl.String)).unique(KEY, keep="any")
-    return requests.lazy().join(ids, on=KEY, how="left").select(list(REQUEST_SCHEMA)).collect()
+    text = ids.lazy().select(KEY, pl.col("request_id").cast(pl.String)).unique(KEY, keep="any")
+    return requests.lazy().join(text, on=KEY, how="left").select(list(REQUEST_SCHEMA)).collect()
+
+
+def request_id_rows(sched: pl.DataFrame | None, requests: pl.DataFrame) -> pl.DataFrame | None:
+    """The (`request_key`, `request_id`) rows `with_request_ids` needs, kept when the scheduler
+    layer is not (projection.py): its `arrive` and `retry` rows, and every row of the requests that
+    have neither (their `arrive_ns` is null). About a fifth of the layer's rows, found without
+    hashing its keys (a `unique` over every row costs 0.4 s at 4.4M rows; this 0.02 s)."""
+    if sched is None:
+        return None
+    rows = pl.col("event").is_in(["arrive", "retry"])
+    unstarted = requests.filter(pl.col("arrive_ns").is_null())[KEY]
+    if unstarted.len():
+        rows = rows | pl.col(KEY).is_in(unstarted.implode())
+    return sched.lazy().filter(rows).select(KEY, "request_id").collect()
 
 
 # Request attributes: the smallest (largest) value on any of the request's scheduler rows.

@@ -115,7 +115,8 @@ class VisualInputs:
         self.columns = set(analysis.trace.columns)
         self.window_ns = max(1, int(round(self.report.window_s * 1e9)))
         self.fired = frozenset(f.rule for f in self.report.findings)
-        span = metrics.observation_span(self.layers)
+        # The span of every validated row, taken before the analysis projected its layers.
+        span = analysis.span if analysis.span is not None else metrics.observation_span(self.layers)
         self.span = None if span.start_ns is None or span.end_ns is None else (int(span.start_ns), int(span.end_ns))
         self._timelines: dict[Clock, pl.DataFrame] = {}
 
