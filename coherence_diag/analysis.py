@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -25,7 +26,8 @@ from coherence_diag.rules import engine
 from coherence_diag.rules.explain import RuleExplanation, explain_rule
 from coherence_diag.rules.loader import Rule, find_rule, load_rules
 from coherence_diag.scale import footers, layout
-from coherence_diag.scale.read import ScaleOptions, read_in_units
+from coherence_diag.scale.read import ScaleOptions, UnitsRead, read_in_units
+from coherence_diag.summary import RowSummary, summarize
 
 ProgressCallback = Callable[[str], None]
 
@@ -94,10 +96,20 @@ def analyze(
     (progress or (lambda _msg: None))("reading and validating trace")
     # Handed on without a reference staying here: analyze_trace frees the full layers after the
     # request paths (projection.py), which it cannot while this frame holds them.
-    read = [*read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
-    requests = read.pop()
+    read: list[object] = [read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
+    if isinstance(read[0], UnitsRead):
+        units = cast(UnitsRead, read.pop())
+        return analyze_trace(
+            units.trace,
+            window_s=window_s,
+            rules_dirs=rules_dirs,
+            progress=progress,
+            with_features=with_features,
+            requests=units.requests,
+            summary=units.summary,
+        )
     return analyze_trace(
-        read.pop(), window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features, requests=requests
+        cast(validate.ValidatedTrace, read.pop()), window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features
     )
 
 
@@ -107,11 +119,11 @@ def read_for_analysis(
     window_s: float = timeseries.DEFAULT_WINDOW_S,
     max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
     scale: ScaleOptions | None = None,
-) -> tuple[validate.ValidatedTrace, pl.DataFrame | None]:
-    """The validated trace, and its request table when work units built it (None: build it from
-    the trace): in units when `scale` says so (scale/read.py), else in one pass."""
+) -> validate.ValidatedTrace | UnitsRead:
+    """The validated trace, or, in work units when `scale` says so (scale/read.py), what the
+    units give (the trace already projected, its request table and row summary)."""
     in_units = read_in_units(path, scale or ScaleOptions(), window_s=window_s, max_bad_fraction=max_bad_fraction)
-    return in_units if in_units is not None else (read_trace(path, max_bad_fraction=max_bad_fraction), None)
+    return in_units if in_units is not None else read_trace(path, max_bad_fraction=max_bad_fraction)
 
 
 def read_trace(
@@ -132,10 +144,12 @@ def analyze_trace(
     progress: ProgressCallback | None = None,
     with_features: bool = False,
     requests: pl.DataFrame | None = None,
+    summary: RowSummary | None = None,
 ) -> Analysis:
     """Analyze an already validated trace (`analyze` = `read_trace` + this); `requests`: its
-    request table when already built (work units build it as they read). The trace's full
-    layers are freed after the request paths unless the caller still holds `trace`."""
+    request table and `summary` the summary of its rows when work units built them as they read
+    (their layers are then already projected). The trace's full layers are freed after the
+    request paths unless the caller still holds `trace`."""
     if not window_s > 0:
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
     step = progress or (lambda _msg: None)
@@ -145,10 +159,10 @@ def analyze_trace(
         requests = paths.request_paths(trace.layers)
     # What later readers need of every row, taken before the projection drops the rows and
     # columns no reader after the paths reads (projection.py; 10M rows: 1,053 -> 601 MiB).
-    span = metrics.observation_span(trace.layers)
-    envs = _envs(trace.layers)
-    request_ids = paths.request_id_rows(trace.layers.get("scheduler"), requests)
-    trace = dataclasses.replace(trace, layers=projection.project_layers(trace.layers))
+    rows = summary or summarize(trace.layers, requests)
+    span, envs, request_ids = rows.span, set(rows.envs), rows.request_ids
+    if summary is None:
+        trace = dataclasses.replace(trace, layers=projection.project_layers(trace.layers))
 
     step("computing metrics")
     metric_values, evaluability = metrics.compute(requests, trace.layers, trace.columns, span)
@@ -183,15 +197,6 @@ def analyze_trace(
         report=report, paths=requests, trace=trace, feature_values=values, columns=frozenset(ctx.columns), derived=dict(ctx.derived),
         rules=tuple(rule_set), context=ctx, span=span, request_ids=request_ids,
     )
-
-
-def _envs(layers: dict[str, pl.DataFrame]) -> set[str]:
-    """The `env` values of every layer's rows."""
-    envs: set[str] = set()
-    for frame in layers.values():
-        if "env" in frame.columns:
-            envs.update(frame["env"].drop_nulls().unique().to_list())
-    return envs
 
 
 def _facts(trace: validate.ValidatedTrace, requests: pl.DataFrame, span: metrics.ObservationSpan, envs: set[str]) -> TraceFacts:

@@ -47,7 +47,7 @@ from coherence_diag.model import (
 )
 from coherence_diag.rules import engine
 from coherence_diag.rules.loader import Rule, load_rules
-from coherence_diag.scale.read import ScaleOptions
+from coherence_diag.scale.read import ScaleOptions, UnitsRead
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 from coherence_diag.validate import DEFAULT_MAX_BAD_FRACTION, ValidatedTrace
 
@@ -90,9 +90,14 @@ def compare_traces(
         step = _side_progress(progress, name)
         step("reading and validating trace")
         # Handed on, not kept in a variable: the analysis frees the full layers after the paths.
-        read = [*analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
-        requests = read.pop()
-        result = analysis.analyze_trace(read.pop(), window_s=window_s, rules_dirs=rules_dirs, progress=step, requests=requests)
+        read: list[object] = [analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
+        if isinstance(read[0], UnitsRead):
+            units = cast(UnitsRead, read.pop())
+            result = analysis.analyze_trace(
+                units.trace, window_s=window_s, rules_dirs=rules_dirs, progress=step, requests=units.requests, summary=units.summary
+            )
+        else:
+            result = analysis.analyze_trace(cast(ValidatedTrace, read.pop()), window_s=window_s, rules_dirs=rules_dirs, progress=step)
         sides.append(_side_of(result, None))
     (progress or _quiet)("comparing")
     return _compare(sides[0], sides[1], rules_dirs)
@@ -124,8 +129,11 @@ def compare_envs(
     come first (median time), the candidate the later one.
     """
     (progress or _quiet)("reading and validating trace")
-    # Each side's request paths are built from its env's rows: units' request table is not used.
-    trace, _requests = analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)
+    # Each side's request paths are built from its env's rows, all of them: work units, which
+    # give the analysis projected layers, do not serve here.
+    if scale is not None and scale.explicit:
+        raise InputError("--memory-budget and --scheduler apply to two traces; comparing two envs of one trace reads it in one pass")
+    trace = analysis.read_trace(path, max_bad_fraction=max_bad_fraction)
     present = trace_envs(trace)
     if base_env is None and candidate_env is None:
         if len(present) != 2:

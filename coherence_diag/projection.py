@@ -133,23 +133,28 @@ READS: dict[str, LayerReads] = {
 }
 
 
-def project_layers(layers: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+def project_layers(layers: dict[str, pl.DataFrame], keep: tuple[str, ...] = ()) -> dict[str, pl.DataFrame]:
     """The layers as the readers after the request paths see them: of each layer in READS, the
     rows of its events (in their order) and its columns; a layer not in READS is dropped.
 
     A layer that had rows keeps at least one (its first) even when none is of a read event:
     readers tell a trace without a layer (None) from a layer without the rows they look for.
-    Kept columns are not copied (a scalar literal stays one); rows are, when some are dropped."""
+    Kept columns are not copied (a scalar literal stays one); rows are, when some are dropped.
+    `keep`: other columns kept where present (work units keep each row's place in the trace).
+
+    Projecting the concatenation of disjoint parts' projections again (in the trace's order)
+    gives the projection of the whole when no request's rows are split between parts: the extra
+    first rows of parts without a read event go, the rows each part kept stay."""
     out: dict[str, pl.DataFrame] = {}
     for name, frame in layers.items():
         reads = READS.get(name)
         if reads is not None:
-            out[name] = _project(frame, reads)
+            out[name] = _project(frame, reads, keep)
     return out
 
 
-def _project(frame: pl.DataFrame, reads: LayerReads) -> pl.DataFrame:
-    wanted = set(reads.columns)
+def _project(frame: pl.DataFrame, reads: LayerReads, keep_columns: tuple[str, ...] = ()) -> pl.DataFrame:
+    wanted = set(reads.columns) | set(keep_columns)
     narrow = frame.select(c for c in frame.columns if c in wanted)
     events = frame["event"].unique().drop_nulls().cast(pl.String).to_list()
     if set(events) <= set(reads.events):

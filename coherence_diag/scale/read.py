@@ -24,6 +24,8 @@ from coherence_diag.ingest import FileSource, TraceSource, open_trace
 from coherence_diag.scale.executors import Executor, executor
 from coherence_diag.scale.plan import UnitPlan
 from coherence_diag.scale.reduce import UnitProgress, plan_trace, run_units
+from coherence_diag.summary import RowSummary
+from coherence_diag.summary import merge as merge_summaries
 
 DEFAULT_BUDGET_SHARE = 0.5  # of the machine's physical memory
 FALLBACK_BUDGET_BYTES = 4 * 1024**3  # where the physical memory cannot be read
@@ -55,11 +57,21 @@ def default_budget_bytes() -> int:
         return FALLBACK_BUDGET_BYTES
 
 
+@dataclass
+class UnitsRead:
+    """What work units give the analysis: the validated trace with its layers already projected
+    (projection.py), its request table, and the summary of every validated row (summary.py)."""
+
+    trace: validate.ValidatedTrace
+    requests: pl.DataFrame
+    summary: RowSummary
+
+
 def read_in_units(
     path: str | Path | TraceSource, options: ScaleOptions, *, window_s: float, max_bad_fraction: float
-) -> tuple[validate.ValidatedTrace, pl.DataFrame] | None:
-    """The validated trace and its request table, read in work units; None when the trace is
-    better read in one pass (it fits the budget and no scheduler was asked for)."""
+) -> UnitsRead | None:
+    """The trace read in work units; None when the trace is better read in one pass (it fits
+    the budget and no scheduler was asked for)."""
     if isinstance(path, TraceSource) and not isinstance(path, FileSource):
         if options.explicit:
             raise InputError("--memory-budget and --scheduler apply to a trace file; converted --from inputs are read in one pass")
@@ -91,7 +103,7 @@ def read_in_units(
     # The single pass's row order: inference requests first, completed ones first among them
     # (paths.LEADING_ORDER), which the feature context slices without copying.
     requests = reduced.requests.sort(paths.LEADING_ORDER, maintain_order=True)
-    return trace, requests
+    return UnitsRead(trace, requests, reduced.summary or merge_summaries([]))
 
 
 def plan_trace_or_none(source: FileSource, budget: int, window_s: float) -> UnitPlan | None:

@@ -22,12 +22,26 @@ from coherence_diag import paths, schema, validate
 from coherence_diag.errors import InputError, TraceError
 from coherence_diag.ingest import FileSource, open_trace
 from coherence_diag.ingest.source import AUDIT_SCHEMA, EXAMPLES, ORIGIN, RECORD, empty_audit
+from coherence_diag.projection import project_layers
 from coherence_diag.request_keys import KEY
 from coherence_diag.scale.executors import Executor, InProcess
 from coherence_diag.scale.footers import read_footers
 from coherence_diag.scale.plan import Unit, UnitPlan, plan_units
 from coherence_diag.scale.slices import RowFilter, RowsSource, SliceSource
-from coherence_diag.scale.units import Census, LayerPart, TraceRef, UnitResult, census, counters, request_table, unit_task, validated_layer
+from coherence_diag.scale.units import (
+    Census,
+    LayerPart,
+    TraceRef,
+    UnitResult,
+    census,
+    counters,
+    keep_projected,
+    request_table,
+    unit_task,
+    validated_layer,
+)
+from coherence_diag.summary import RowSummary
+from coherence_diag.summary import merge as merge_summaries
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 
 # Past this many separate look-back spans, the stitch reads fewer, wider ones (a superset of
@@ -61,9 +75,11 @@ class Reduced:
     audit: pl.DataFrame  # as validate.ValidatedTrace.audit
     plan: UnitPlan
     crossing_requests: int  # request keys whose rows span more than one unit (stitched)
-    # With `with_layers`: validation's clean layers (validate.ValidatedTrace.layers), the units'
-    # rows put back in the trace's order (file, row); else empty.
+    # With `with_layers`: validation's clean layers as the analysis reads them after the request
+    # paths (projection.project_layers), the units' rows put back in the trace's order (file,
+    # row), and the summary of every validated row (summary.py); else empty and None.
     layers: dict[str, pl.DataFrame] = field(default_factory=dict)
+    summary: RowSummary | None = None
 
 
 def run_units(
@@ -99,7 +115,10 @@ def run_units(
     stitched = stitch(source, [r.crossing_rows for r in results if r.crossing_rows is not None], devices, with_layers)
     reduced = reduce(source, [*results, stitched], devices, plan, crossing.len(), max_bad_fraction)
     if with_layers:
-        reduced.layers = merge_layers([r.layers for r in (*results, stitched)])
+        parts = (*results, stitched)
+        # Projected again: parts without a read event of a layer each kept its first row.
+        reduced.layers = project_layers(merge_layers([r.layers for r in parts]))
+        reduced.summary = merge_summaries([r.summary for r in parts if r.summary is not None])
     return reduced
 
 
@@ -167,11 +186,13 @@ def stitch(source: FileSource, rows: Sequence[pl.DataFrame], devices: pl.DataFra
     # instant, an exact duplicate: the later one is set aside) are then resolved the same way.
     gathered = pl.concat(frames, how="vertical").sort(ORIGIN, RECORD)
     trace = validate.validate_rows(RowsSource(source, gathered), keep_order=with_layers)
-    result = counters(trace, with_layers)
+    result = counters(trace)
     requests = request_table(trace.layers, devices, None)
     spans = steal_spans(requests)
     hyper = validated_layer(SliceSource(source, RowFilter(spans=spans, layers=("hypervisor",))), "hypervisor") if spans else None
     result.requests = requests if hyper is None else request_table(trace.layers, devices, hyper)
+    if with_layers:
+        keep_projected(result, trace)
     return result
 
 

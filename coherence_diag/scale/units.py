@@ -29,9 +29,11 @@ import polars as pl
 from coherence_diag import paths, request_keys, schema, validate
 from coherence_diag.ingest import FileSource, open_trace
 from coherence_diag.ingest.source import ORIGIN, RECORD, empty_audit
+from coherence_diag.projection import project_layers
 from coherence_diag.request_keys import KEY
 from coherence_diag.scale.plan import Unit
 from coherence_diag.scale.slices import ROUTED_LAYERS, RowFilter, RowsSource, SliceSource, routed_to
+from coherence_diag.summary import RowSummary, summarize
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class UnitResult:
     # The validated rows of each layer read, with ORIGIN and RECORD (their place in the trace),
     # for the analysis past the request paths; only when the run asks for them (`with_layers`).
     layers: dict[str, LayerPart] = field(default_factory=dict)
+    summary: RowSummary | None = None  # of the validated rows, before their projection
 
 
 def slice_rows(unit: Unit | None) -> RowFilter:
@@ -97,12 +100,14 @@ def census(ref: TraceRef, unit: Unit | None) -> Census:
     if unit is not None and "request_id" in source.columns:
         routed = pl.col("layer").is_in(list(ROUTED_LAYERS)) & pl.col("request_id").is_not_null()
         plans.append(lf.filter(routed).select(request_keys.hashed_key(pl.col("request_id"))).group_by(KEY).agg(pl.len().alias("rows")))
-    if unit is not None:
-        plans.append(lf.filter((pl.col("layer") == "gpu") & (pl.col("event") == "device_info")))
     frames = collect_all(source, plans)
     count, pairs = frames[0], frames[1]
-    keys = frames[2] if len(frames) == 4 else pl.DataFrame(schema={KEY: pl.Int128, "rows": pl.UInt32})
-    devices = frames[-1] if unit is not None else lf.head(0).collect()
+    keys = frames[2] if len(frames) == 3 else pl.DataFrame(schema={KEY: pl.Int128, "rows": pl.UInt32})
+    # The device rows only where the slice has some: reading them decodes every column of the
+    # slice's gpu row groups (1 GiB transient on a 2M-row slice), and most slices have none.
+    is_info = (pl.col("layer") == "gpu") & (pl.col("event") == "device_info")
+    has_info = unit is not None and not pairs.filter(is_info).is_empty()
+    devices = collect_all(source, [lf.filter(is_info)])[0] if has_info else lf.head(0).collect()
     return Census(int(count.item()), keys, pairs, devices)
 
 
@@ -118,8 +123,10 @@ def unit_task(
     # The rows with a null ts go nowhere else, whatever their request (set aside, row by row).
     own = SliceSource(source, rows, without_keys=None if unit is None else crossing)
     trace = validate.validate_rows(own, keep_order=with_layers) if own_rows else None
-    result = UnitResult() if trace is None else counters(trace, with_layers)
+    result = UnitResult() if trace is None else counters(trace)
     if unit is None:
+        if with_layers and trace is not None:  # layers whose rows all lack a ts are still layers
+            keep_projected(result, trace)
         return result
     if not crossing.is_empty() and "request_id" in source.columns:
         lf = source.scan(where=rows.stored).filter(rows.canonical() & routed_to(crossing))
@@ -130,7 +137,16 @@ def unit_task(
         return result
     lookback = validated_layer(SliceSource(source, RowFilter(spans=((unit.read_from_ns, unit.start_ns),), layers=("hypervisor",))), "hypervisor")
     result.requests = request_table(trace.layers, devices, lookback)
+    if with_layers:
+        keep_projected(result, trace)
     return result
+
+
+def keep_projected(result: UnitResult, trace: validate.ValidatedTrace) -> None:
+    """Into `result` (whose request table is built): the summary of the part's validated rows
+    and their projection (projection.py), with each row's place in the trace (ORIGIN, RECORD)."""
+    result.summary = summarize(trace.layers, result.requests)
+    result.layers = {name: LayerPart.of(frame) for name, frame in project_layers(trace.layers, keep=(ORIGIN, RECORD)).items()}
 
 
 def collect_all(source: FileSource, plans: list[pl.LazyFrame]) -> list[pl.DataFrame]:
@@ -141,15 +157,13 @@ def collect_all(source: FileSource, plans: list[pl.LazyFrame]) -> list[pl.DataFr
         raise source.read_error(exc) from None
 
 
-def counters(trace: validate.ValidatedTrace, with_layers: bool = False) -> UnitResult:
-    """The counters and audit of a validated part (`with_layers`: validated with keep_order,
-    whose layers the result keeps)."""
+def counters(trace: validate.ValidatedTrace) -> UnitResult:
+    """The counters and audit of a validated part."""
     return UnitResult(
         rows_total=trace.rows_total,
         rows_by_layer=dict(trace.rows_by_layer),
         usable_by_layer={layer: frame.height for layer, frame in trace.layers.items()},
         audit=trace.audit,
-        layers={name: LayerPart.of(frame) for name, frame in trace.layers.items()} if with_layers else {},
     )
 
 

@@ -55,8 +55,8 @@ def test_a_trace_that_fits_the_budget_is_read_in_one_pass():
 def test_a_trace_over_the_default_budget_is_read_in_units(monkeypatch):
     monkeypatch.setattr(read, "default_budget_bytes", lambda: 1)
     path = SAMPLES[0]
-    trace, requests = read_in_units(path, ScaleOptions(), window_s=60.0, max_bad_fraction=0.01) or (None, None)
-    assert trace is not None and requests is not None and requests.height > 0
+    got = read_in_units(path, ScaleOptions(), window_s=60.0, max_bad_fraction=0.01)
+    assert got is not None and got.requests.height > 0 and got.summary.span.start_ns is not None
 
 
 def test_progress_counts_both_passes_over_every_unit_and_every_row():
@@ -77,6 +77,12 @@ def test_compare_in_units_gives_the_single_pass_comparison():
         return registry.render_text("comparison", "json", compare.compare_traces(base, candidate, window_s=60.0, scale=scale))
 
     assert comparison(TINY_UNITS) == comparison(None)
+
+
+def test_an_env_comparison_of_one_trace_refuses_work_units():
+    path = next(p for p in SAMPLES if p.stem == "migration-reconfiguration-risk")
+    with pytest.raises(InputError, match="two envs of one trace"):
+        compare.compare_envs(path, scale=TINY_UNITS)
 
 
 def test_converted_inputs_cannot_be_read_in_units():

@@ -16,10 +16,12 @@ from polars.testing import assert_frame_equal
 
 from coherence_diag import ingest, paths, validate
 from coherence_diag.errors import InputError, TraceError
+from coherence_diag.projection import project_layers
 from coherence_diag.request_keys import KEY
 from coherence_diag.scale.executors import executor
 from coherence_diag.scale.reduce import Reduced, run_units
 from coherence_diag.scale.slices import RowFilter, SliceSource
+from coherence_diag.summary import summarize
 
 SAMPLES = sorted(Path(__file__).resolve().parents[2].glob("sample_traces/*.parquet"))
 S = 1_000_000_000
@@ -57,9 +59,19 @@ def assert_same(units: Reduced, single: Reduced) -> None:
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
 def test_every_sample_split_into_one_window_units_reduces_to_the_single_pass(path):
-    units = run_units(path, budget_bytes=ONE_BYTE, window_s=60.0, max_bad_fraction=1.0)
+    units = run_units(path, budget_bytes=ONE_BYTE, window_s=60.0, max_bad_fraction=1.0, with_layers=True)
     assert len(units.plan.units) >= 5 and units.crossing_requests > 0
     assert_same(units, single_pass(path))
+    # The layers the analysis reads after the paths, and what it takes of every row before.
+    trace = validate.validate(ingest.open_trace(path), max_bad_fraction=1.0)
+    projected = project_layers(trace.layers)
+    assert list(units.layers) == list(projected)
+    for layer, frame in projected.items():
+        assert_frame_equal(units.layers[layer], frame, check_exact=True)
+    whole = summarize(trace.layers, paths.request_paths(trace.layers))
+    assert units.summary is not None
+    assert (units.summary.span, units.summary.envs) == (whole.span, whole.envs)
+    assert_frame_equal(units.summary.request_ids.sort(KEY), whole.request_ids.sort(KEY))
 
 
 # --- generated traces --------------------------------------------------------------------------
