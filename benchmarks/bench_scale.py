@@ -4,15 +4,17 @@ process under a hard memory cap:
 
 - tiling itself (the generator's own peak RSS);
 - `normalize` of the 10M-row slice within a memory budget (the external sort);
-- `analyze` in-process (today's single pass) on the first 1, 2, ... shards and on all of them.
+- `analyze` in-process (single pass) on the first 1, 2, ... shards and on all of them;
+- `analyze` of all shards in work units (`--memory-budget`, in-process) and on a Dask
+  LocalCluster of 1 and of 2 workers (`--scheduler local`; the client's peak RSS: the workers are
+  other processes, each held by Dask's own per-worker memory limit).
 
     python benchmarks/bench_scale.py --copies 10 --cap-gib 6 --report docs/benchmarks.md
 
 The cap: a watchdog thread reads the child's resident set (/proc/PID/status, VmRSS) every 20 ms
 and kills its process group past --cap-gib; the run is then recorded as "over the cap" with the
 time it ran, never as a result. This machine is shared: a full 100M-row in-process analysis
-would need ~25 GB. Configurations that do not exist yet (`--memory-budget`, `--scheduler local`
-with 1 and 2 workers) are recorded as not yet available, never estimated.
+would need ~25 GB.
 """
 
 from __future__ import annotations
@@ -53,7 +55,25 @@ done = normalize(sys.argv[1], Path(sys.argv[2]), budget_bytes=int(sys.argv[3]))
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": done.rows, "chunks": done.chunks}))
 """
 
-NOT_YET = ("analyze --memory-budget 4GiB (units, in-process)", "analyze --scheduler local, 1 worker", "analyze --scheduler local, 2 workers")
+UNITS_CHILD = r"""
+import json, sys, time
+import coherence_diag.analysis
+from coherence_diag import analyze
+from coherence_diag.render.json_report import render
+from coherence_diag.scale.executors import executor
+from coherence_diag.scale.read import ScaleOptions
+
+def main():
+    path, budget, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    t = time.perf_counter()
+    with executor("local" if workers else None, workers=workers or None) as run:
+        result = analyze(path, scale=ScaleOptions(memory_budget_bytes=budget, executor=run if workers else None))
+    render(result.report)
+    print(json.dumps({"seconds": time.perf_counter() - t, "rows": result.report.trace.rows}))
+
+if __name__ == "__main__":  # Dask spawns its workers
+    main()
+"""
 
 
 def run_capped(child: str, args: list[str], cap_bytes: int) -> dict:
@@ -124,6 +144,7 @@ def main() -> int:
     parser.add_argument("--analyze", default="1,2,10", help="analyze in-process the first N shards, for each N listed")
     parser.add_argument("--cap-gib", type=float, default=6.0, help="kill a child whose resident set passes this")
     parser.add_argument("--normalize-budget-gib", type=float, default=1.0)
+    parser.add_argument("--units-budget-gib", type=float, default=4.0, help="--memory-budget of the work-unit runs")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     cap = int(args.cap_gib * 2**30)
@@ -141,13 +162,17 @@ def main() -> int:
     for n in (int(x) for x in args.analyze.split(",") if x):
         n = min(n, args.copies)
         rows.append(("analyze in-process (single pass)", n * slice_rows, n, run_capped(ANALYZE_CHILD, [str(first_shards(tiled, n))], cap)))
-    rows += [(name, args.copies * slice_rows, args.copies, None) for name in NOT_YET]
+    budget = int(args.units_budget_gib * 2**30)
+    everything = str(first_shards(tiled, args.copies))
+    for workers, name in ((0, "in-process"), (1, "--scheduler local, 1 worker"), (2, "--scheduler local, 2 workers")):
+        label = f"analyze in work units, --memory-budget {args.units_budget_gib:g}GiB, {name}"
+        rows.append((label, args.copies * slice_rows, args.copies, run_capped(UNITS_CHILD, [everything, str(budget), str(workers)], cap)))
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
     for name, n_rows, shards, result in rows:
         if result is None:
-            outcome, wall, peak = "not yet available", "-", "-"
+            outcome, wall, peak = "not run", "-", "-"
         elif result["over_cap"]:
             outcome, wall, peak = f"over the {args.cap_gib:g} GiB cap: killed after {result['elapsed_s']:.0f} s", "-", f">{args.cap_gib * 1024:,.0f}"
         else:
