@@ -19,9 +19,9 @@ so the sort is external, in three passes:
 3. sort: each chunk's files are read, sorted a column at a time and appended to the output a
    row group at a time.
 
-Measured on the 10M-row bench trace (docs/scale.md), the peak RSS stays within the budget plus
-~250 MiB (Python, Polars, pages the allocator keeps) for budgets of 512 MiB to 2 GiB; the
-temporary files take about the output's size on disk. A trace that fits in one chunk is sorted
+The bound is the budget plus ~250 MiB (Python, Polars, pages the allocator keeps); measured on
+the 10M-row bench trace (docs/scale.md), the peak RSS was 447, 948 and 1,905-2,063 MiB for
+budgets of 512 MiB, 1 GiB and 2 GiB. The temporary files take about the output's size on disk. A trace that fits in one chunk is sorted
 in memory in one go. Both paths write the same file, byte for byte, whatever the budget (every
 row group reaches the writer as one contiguous Arrow chunk). Either way the output is written
 under a temporary name and moved into place: a failed run leaves nothing.
@@ -47,8 +47,8 @@ from coherence_diag.outputs import replacing, write_atomic
 
 ROW_GROUP_ROWS = 131_072  # 128 Ki rows: fine-grained skipping, still good compression
 DEFAULT_BUDGET_BYTES = 2 << 30
-# Chunks hold (budget - RESERVE_BYTES) / SORT_FACTOR bytes (see `_plan_rows`).
-SORT_FACTOR = 2
+# Chunks hold (budget - RESERVE_BYTES) / SORT_FACTOR bytes in memory (fitted: see `_plan_rows`).
+SORT_FACTOR = 2.5
 RESERVE_BYTES = 384 << 20
 # The spill pass reads the trace in pieces of budget / (PIECE_FACTOR x bytes per row) rows.
 PIECE_FACTOR = 8
@@ -168,13 +168,14 @@ def _plan_rows(budget_bytes: int, row_bytes: float, row_group_rows: int) -> tupl
     """Rows per chunk (sorted in memory at once) and per piece (read at once by the spill pass).
 
     Measured on the 10M-row bench trace (docs/scale.md), the sort pass peaks at about 500 MiB
-    (Python, Polars, pages the allocator keeps) plus 1.8x the chunk's bytes in memory: one copy
-    of the chunk, one column being gathered, a row group for the writer, and the allocator's
-    pages from the chunk before. A chunk of (budget - RESERVE_BYTES) / SORT_FACTOR bytes keeps the
-    peak within the budget plus ~250 MiB from a budget of 512 MiB; below ~400 MiB the chunks
-    are one row group each and the peak stays at ~550 MiB. The spill pass holds a piece, the
-    part of it being filtered and Polars' read buffers: a piece of budget / PIECE_FACTOR bytes
-    keeps it below the sort pass."""
+    (Python, Polars, what the spill pass leaves) plus up to ~2x a chunk's bytes in memory: the
+    chunk, the column being gathered, a row group for the writer, and pages the allocator keeps
+    from the chunk before, which vary from run to run (by ~150 MiB at 2 GiB). Chunks of
+    (budget - RESERVE_BYTES) / SORT_FACTOR bytes kept the peak at about the budget from 512 MiB
+    to 2 GiB (at most 2,063 MiB at 2 GiB), which leaves most of the documented 250 MiB above it
+    to other traces; below ~530 MiB the chunks are one row group each (~450 MiB). The spill
+    pass holds a piece, the part of it being filtered and Polars' read buffers: pieces of
+    budget / PIECE_FACTOR bytes keep it well below the sort pass."""
     chunk_rows = max(row_group_rows, int((budget_bytes - RESERVE_BYTES) / (SORT_FACTOR * row_bytes)))
     piece_rows = min(chunk_rows, max(row_group_rows, int(budget_bytes / (PIECE_FACTOR * row_bytes))))
     return chunk_rows, piece_rows
