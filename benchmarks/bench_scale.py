@@ -3,13 +3,15 @@
 process under a hard memory cap:
 
 - tiling itself (the generator's own peak RSS);
-- `normalize` of the 10M-row slice within a memory budget (the external sort);
+- `normalize` of the 10M-row slice within each memory budget of --normalize-budgets (the
+  external sort; its peak should stay within the budget plus ~250 MiB, docs/scale.md);
 - `analyze` in-process (single pass) on the first 1, 2, ... shards and on all of them;
 - `analyze` of all shards in work units (`--memory-budget`, in-process) and on a Dask
   LocalCluster of 1 and of 2 workers (`--scheduler local`; the client's peak RSS: the workers are
   other processes, each held by Dask's own per-worker memory limit).
 
     python benchmarks/bench_scale.py --copies 10 --cap-gib 6 --report docs/benchmarks.md
+    python benchmarks/bench_scale.py --copies 0 --analyze "" --report docs/benchmarks.md  # normalize only
 
 The cap: a watchdog thread reads the child's resident set (/proc/PID/status, VmRSS) every 20 ms
 and kills its process group past --cap-gib; the run is then recorded as "over the cap" with the
@@ -140,33 +142,37 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows of the simulated slice")
-    parser.add_argument("--copies", type=int, default=10, help="tiled copies of the slice (shards)")
+    parser.add_argument("--copies", type=int, default=10, help="tiled copies of the slice (shards); 0: no tiled trace, normalize only")
     parser.add_argument("--analyze", default="1,2,10", help="analyze in-process the first N shards, for each N listed")
     parser.add_argument("--cap-gib", type=float, default=6.0, help="kill a child whose resident set passes this")
-    parser.add_argument("--normalize-budget-gib", type=float, default=1.0)
+    parser.add_argument("--normalize-budgets", default="0.5,1,2", help="normalize the slice within each of these budgets (GiB)")
     parser.add_argument("--units-budget-gib", type=float, default=4.0, help="--memory-budget of the work-unit runs")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     cap = int(args.cap_gib * 2**30)
 
     slice_path = make_trace(args.rows, "healthy", 1)
-    tiled, tiling = tiled_trace(slice_path, args.copies, cap)
     slice_rows = pq.read_metadata(slice_path).num_rows
     rows: list[tuple[str, int, int, dict | None]] = []
-    if tiling is not None:
-        rows.append((f"tile {args.copies} copies of the slice into shards (streaming)", tiling["rows"], args.copies, tiling))
+    tiled = None
+    if args.copies:
+        tiled, tiling = tiled_trace(slice_path, args.copies, cap)
+        if tiling is not None:
+            rows.append((f"tile {args.copies} copies of the slice into shards (streaming)", tiling["rows"], args.copies, tiling))
     out = DATA / "normalized-slice.parquet"
-    budget = int(args.normalize_budget_gib * 2**30)
-    rows.append((f"normalize the slice, --memory-budget {args.normalize_budget_gib:g}GiB", slice_rows, 1, run_capped(NORMALIZE_CHILD, [str(slice_path), str(out), str(budget)], cap)))
-    out.unlink(missing_ok=True)
-    for n in (int(x) for x in args.analyze.split(",") if x):
-        n = min(n, args.copies)
-        rows.append(("analyze in-process (single pass)", n * slice_rows, n, run_capped(ANALYZE_CHILD, [str(first_shards(tiled, n))], cap)))
-    budget = int(args.units_budget_gib * 2**30)
-    everything = str(first_shards(tiled, args.copies))
-    for workers, name in ((0, "in-process"), (1, "--scheduler local, 1 worker"), (2, "--scheduler local, 2 workers")):
-        label = f"analyze in work units, --memory-budget {args.units_budget_gib:g}GiB, {name}"
-        rows.append((label, args.copies * slice_rows, args.copies, run_capped(UNITS_CHILD, [everything, str(budget), str(workers)], cap)))
+    for gib in (float(x) for x in args.normalize_budgets.split(",") if x):
+        budget = int(gib * 2**30)
+        rows.append((f"normalize the slice, --memory-budget {gib:g}GiB", slice_rows, 1, run_capped(NORMALIZE_CHILD, [str(slice_path), str(out), str(budget)], cap)))
+        out.unlink(missing_ok=True)
+    if tiled is not None:
+        for n in (int(x) for x in args.analyze.split(",") if x):
+            n = min(n, args.copies)
+            rows.append(("analyze in-process (single pass)", n * slice_rows, n, run_capped(ANALYZE_CHILD, [str(first_shards(tiled, n))], cap)))
+        units_budget = int(args.units_budget_gib * 2**30)
+        everything = str(first_shards(tiled, args.copies))
+        for workers, name in ((0, "in-process"), (1, "--scheduler local, 1 worker"), (2, "--scheduler local, 2 workers")):
+            label = f"analyze in work units, --memory-budget {args.units_budget_gib:g}GiB, {name}"
+            rows.append((label, args.copies * slice_rows, args.copies, run_capped(UNITS_CHILD, [everything, str(units_budget), str(workers)], cap)))
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"

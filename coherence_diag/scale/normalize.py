@@ -8,22 +8,32 @@ columns cast to their declared types, schema columns first, `ts` a UTC timestamp
 (layer, ts) keep the input's order (file, then record), so the output depends only on the input.
 
 Memory: Polars' streaming sort holds the whole table (5.6 GiB to sort the 10M-row bench trace),
-so the sort is external. One streaming pass counts rows per (layer, second); consecutive
-seconds of a layer are grouped into chunks of `budget / (SORT_FACTOR x bytes per row)` rows
-(a chunk may pass that by the rows of its last second); a second streaming pass spills every row into its chunk's temporary file (next to the
-output); then each chunk is read, sorted and appended to the output. Peak memory is about the
-budget (one chunk, plus at most one second of one layer), and the
-temporary files take about the size of the output on disk. A trace that fits the budget is
-sorted in memory in one go. Either way the output is written under a temporary name and moved
-into place: a failed run leaves nothing.
+so the sort is external, in three passes:
+
+1. count: one streaming query counts rows per (layer, second) (two columns);
+   consecutive seconds of a layer form chunks of about (budget - RESERVE_BYTES) / SORT_FACTOR
+   bytes in memory (a chunk may pass that by the rows of its last second);
+2. spill: the trace is read in pieces of about budget / PIECE_FACTOR bytes, each its own query
+   (`_pieces`); each piece's rows of each chunk go to a temporary file of their own next to the
+   output;
+3. sort: each chunk's files are read, sorted a column at a time and appended to the output a
+   row group at a time.
+
+The bound is the budget plus ~250 MiB (Python, Polars, pages the allocator keeps); measured on
+the 10M-row bench trace (docs/scale.md), the peak RSS was 447, 948 and 1,905-2,063 MiB for
+budgets of 512 MiB, 1 GiB and 2 GiB. The temporary files take about the output's size on disk. A trace that fits in one chunk is sorted
+in memory in one go. Both paths write the same file, byte for byte, whatever the budget (every
+row group reaches the writer as one contiguous Arrow chunk). Either way the output is written
+under a temporary name and moved into place: a failed run leaves nothing.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -37,8 +47,11 @@ from coherence_diag.outputs import replacing, write_atomic
 
 ROW_GROUP_ROWS = 131_072  # 128 Ki rows: fine-grained skipping, still good compression
 DEFAULT_BUDGET_BYTES = 2 << 30
-# A chunk is held decoded, sorted (a second copy) and converted to Arrow for writing (a third).
-SORT_FACTOR = 3
+# Chunks hold (budget - RESERVE_BYTES) / SORT_FACTOR bytes in memory (fitted: see `_plan_rows`).
+SORT_FACTOR = 2.5
+RESERVE_BYTES = 384 << 20
+# The spill pass reads the trace in pieces of budget / (PIECE_FACTOR x bytes per row) rows.
+PIECE_FACTOR = 8
 _GRAIN_NS = 1_000_000_000  # chunks are whole seconds of one layer
 _SAMPLE_ROWS = 10_000  # rows decoded to estimate the bytes a row takes in memory
 _BUCKET, _CHUNK = "_bucket", "_chunk"
@@ -73,20 +86,20 @@ def normalize(
     sample = frame.head(_SAMPLE_ROWS).collect()
     if sample.is_empty():
         raise TraceError(f"{trace}: the trace has no rows; nothing to normalize", path=str(trace))
-    row_bytes = max(1.0, sample.estimated_size() / sample.height)
-    chunk_rows = max(row_group_rows, int(budget_bytes / (SORT_FACTOR * row_bytes)))
+    chunk_rows, piece_rows = _plan_rows(budget_bytes, _row_bytes(sample), row_group_rows)
 
     step("counting rows per layer and second")
     bucketed = frame.with_columns((pl.col("ts") // _GRAIN_NS).alias(_BUCKET))
     chunks = chunk_table(bucketed.group_by("layer", _BUCKET).agg(pl.len()).collect(engine="streaming"), chunk_rows)
     rows = int(chunks["len"].sum())
+    pieces = _pieces(source, frame.collect_schema(), piece_rows)
     with replacing(output) as tmp, _Appender(tmp, row_group_rows) as appender:
         n_chunks = 1 if rows <= chunk_rows else int(chunks.select(pl.col(_CHUNK).max()).item()) + 1
         if n_chunks == 1:
             step(f"sorting {rows:,} rows in memory")
-            appender.add(_sorted(frame.collect()))
+            appender.add(_read_sorted(lambda: pl.concat(pieces, rechunk=False)))
         else:
-            _external_sort(bucketed, chunks, n_chunks, output, appender, step)
+            _external_sort(pieces, chunks, n_chunks, output, appender, step)
     sidecar = None
     given = provenance_path(str(trace).rstrip("/"))
     if given.is_file():  # a converted trace keeps its provenance: the rows are the same
@@ -106,41 +119,95 @@ def chunk_table(counts: pl.DataFrame, chunk_rows: int) -> pl.DataFrame:
     ).drop("_local")
 
 
-def _external_sort(bucketed: pl.LazyFrame, chunks: pl.DataFrame, n: int, output: Path, appender: _Appender, step: Progress) -> None:
+def _external_sort(pieces: Iterator[pl.DataFrame], chunks: pl.DataFrame, n: int, output: Path, appender: _Appender, step: Progress) -> None:
     spill = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".spill", dir=output.parent if str(output.parent) else "."))
     try:
         step(f"spilling {int(chunks['len'].sum()):,} rows into {n} chunks")
-        mapping = chunks.select("layer", _BUCKET, _CHUNK).lazy()
-        tagged = bucketed.join(mapping, on=["layer", _BUCKET], how="left", nulls_equal=True).drop(_BUCKET)
-        writers: dict[int, pq.ParquetWriter] = {}
-        try:
-            for batch in tagged.collect_batches():
-                for (chunk,), part in batch.partition_by(_CHUNK, as_dict=True, include_key=False).items():
-                    table = part.to_arrow(compat_level=pl.CompatLevel.oldest())
-                    if chunk not in writers:
-                        writers[chunk] = pq.ParquetWriter(spill / f"{chunk:06d}.parquet", table.schema, compression="lz4")
-                    writers[chunk].write_table(table)
-        finally:
-            for writer in writers.values():
-                writer.close()
+        mapping = chunks.select("layer", _BUCKET, _CHUNK)
+        parts: dict[int, list[Path]] = {}
+        for index, piece in enumerate(pieces):
+            # Only the keys are joined (the piece's columns are not copied), and each chunk's rows
+            # are filtered out of the piece: a piece meets few chunks (`partition_by` took 1.5x
+            # the memory and 6x the time on the bench trace). Each part is a file of its own: an
+            # open Parquet writer per chunk held ~5 MiB each (400 MiB for 81 chunks).
+            keys = piece.select("layer", (pl.col("ts") // _GRAIN_NS).alias(_BUCKET))
+            tag = keys.join(mapping, on=["layer", _BUCKET], how="left", nulls_equal=True, maintain_order="left")[_CHUNK]
+            for chunk in tag.unique(maintain_order=True).to_list():
+                path = spill / f"{chunk:06d}-{index:06d}.parquet"
+                piece.filter(tag == chunk).write_parquet(path, compression="lz4", statistics=False)
+                parts.setdefault(chunk, []).append(path)
+            del piece, keys, tag  # before the next piece is read
         for chunk in range(n):
             step(f"sorting chunk {chunk + 1} of {n}")
-            path = spill / f"{chunk:06d}.parquet"
-            if path.exists():
-                appender.add(_sorted(pl.read_parquet(path)))
+            if chunk in parts:
+                appender.add(_read_sorted(partial(pl.read_parquet, parts.pop(chunk))))
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows in output order and output columns: schema columns first, then the input's others."""
-    known = [c for c in schema.COLUMNS if c in frame.columns]
-    extra = [c for c in frame.columns if c not in schema.COLUMNS and c not in (ORIGIN, RECORD, _BUCKET, _CHUNK)]
-    return (
-        frame.sort("layer", "ts", ORIGIN, RECORD, nulls_last=True)
-        .select(*known, *extra)
-        .with_columns(pl.from_epoch("ts", time_unit="ns").dt.replace_time_zone("UTC"))
-    )
+def _pieces(source: FileSource, columns: pl.Schema, rows: int) -> Iterator[pl.DataFrame]:
+    """The trace's rows in frames of at most `rows` rows, file by file, each with the columns of
+    the union `source.scan()` (a column a file lacks is null). Each piece is its own query: a
+    Parquet file is read by row ranges (Polars reads only the row groups a range meets), a CSV
+    file in batches of one streaming query (a row range of a CSV file is found by reading it
+    from the start). One streaming query over a Parquet trace held 1.3-2.1 GiB whatever the
+    batch size (its reader runs ahead of the consumer), and a row range of the union of several
+    files is not pushed into them (1.6 s per range at 30M rows)."""
+    for index, file in enumerate(source.files):
+        frame = source.scan_file(index)
+        if file.fmt == "parquet":
+            total = int(frame.select(pl.len()).collect().item())
+            batches: Iterable[pl.DataFrame] = (frame.slice(offset, rows).collect() for offset in range(0, total, rows))
+        else:
+            batches = frame.collect_batches(chunk_size=rows)
+        for batch in batches:
+            yield batch.select(pl.col(c).cast(t) if c in batch.columns else pl.lit(None, t).alias(c) for c, t in columns.items())
+
+
+def _plan_rows(budget_bytes: int, row_bytes: float, row_group_rows: int) -> tuple[int, int]:
+    """Rows per chunk (sorted in memory at once) and per piece (read at once by the spill pass).
+
+    Measured on the 10M-row bench trace (docs/scale.md), the sort pass peaks at about 500 MiB
+    (Python, Polars, what the spill pass leaves) plus up to ~2x a chunk's bytes in memory: the
+    chunk, the column being gathered, a row group for the writer, and pages the allocator keeps
+    from the chunk before, which vary from run to run (by ~150 MiB at 2 GiB). Chunks of
+    (budget - RESERVE_BYTES) / SORT_FACTOR bytes kept the peak at about the budget from 512 MiB
+    to 2 GiB (at most 2,063 MiB at 2 GiB), which leaves most of the documented 250 MiB above it
+    to other traces; below ~530 MiB the chunks are one row group each (~450 MiB). The spill
+    pass holds a piece, the part of it being filtered and Polars' read buffers: pieces of
+    budget / PIECE_FACTOR bytes keep it well below the sort pass."""
+    chunk_rows = max(row_group_rows, int((budget_bytes - RESERVE_BYTES) / (SORT_FACTOR * row_bytes)))
+    piece_rows = min(chunk_rows, max(row_group_rows, int(budget_bytes / (PIECE_FACTOR * row_bytes))))
+    return chunk_rows, piece_rows
+
+
+def _read_sorted(read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """The frame `read()` returns, in output order and with the output columns: schema columns
+    first, then the input's others. The rows are gathered a column at a time, each input column
+    released once gathered, so the sort holds about one copy of the rows (`DataFrame.sort`
+    gathers every column at once: two copies). `read` is called here so that nothing else holds
+    the input."""
+    frame = read()
+    order = frame.select(pl.arg_sort_by("layer", "ts", ORIGIN, RECORD, nulls_last=True)).to_series()
+    names = [c for c in schema.COLUMNS if c in frame.columns]
+    names += [c for c in frame.columns if c not in schema.COLUMNS and c not in (ORIGIN, RECORD, _BUCKET, _CHUNK)]
+    columns = [frame[c] for c in names]
+    del frame
+    for i in range(len(columns)):
+        columns[i] = columns[i].gather(order)
+    return pl.DataFrame(columns).with_columns(pl.from_epoch("ts", time_unit="ns").dt.replace_time_zone("UTC"))
+
+
+def _row_bytes(sample: pl.DataFrame) -> float:
+    """Bytes a row of `sample` takes in memory. `estimated_size` counts a text column's characters
+    but not its 16-byte views, which hold strings of up to 12 bytes: a row of the 10M-row bench
+    trace takes ~480 bytes (RSS of a decoded chunk), not the 264 it says."""
+    text = [c for c, t in sample.schema.items() if t == pl.String]
+    if not text:
+        return max(1.0, sample.estimated_size() / sample.height)
+    length = pl.col(text).str.len_bytes()
+    inline = sample.select(pl.sum_horizontal(length.filter(length <= 12).sum())).item()
+    return max(1.0, (sample.estimated_size() - inline) / sample.height + 16 * len(text))
 
 
 class _Appender:
@@ -158,18 +225,29 @@ class _Appender:
         return self
 
     def add(self, frame: pl.DataFrame) -> None:
-        for (layer,), part in frame.partition_by("layer", as_dict=True, maintain_order=True).items():
-            table = part.to_arrow(compat_level=pl.CompatLevel.oldest())
+        """`frame` sorted by layer. Each layer's rows go to Arrow a row group at a time (a whole
+        chunk converted at once would be one more copy of it): first what tops up the carry, then
+        whole row groups. Each row group is handed to the writer as one contiguous chunk: chunk
+        boundaries inside a row group can change its encoding (where a dictionary falls back to
+        plain: seen on the bench trace's `request_id`), and the file would depend on the budget."""
+        offset = 0
+        for length in frame.select(pl.col("layer").rle().struct.field("len"))["len"].to_list():
+            layer, end = frame["layer"][offset], offset + length
             if self.carry is not None and layer != self.layer:
                 self._write(self.carry)
                 self.carry = None
             self.layer = layer
-            if self.carry is not None:
-                table = pa.concat_tables([self.carry, table])
-            whole = len(table) // self.rows * self.rows
-            if whole:
-                self._write(table.slice(0, whole))
-            self.carry = table.slice(whole) if whole < len(table) else None
+            while offset < end:
+                take = min(self.rows - (0 if self.carry is None else len(self.carry)), end - offset)
+                table = frame.slice(offset, take).to_arrow(compat_level=pl.CompatLevel.oldest())
+                offset += take
+                if self.carry is not None:
+                    table = pa.concat_tables([self.carry, table]).combine_chunks()
+                if len(table) < self.rows:
+                    self.carry = table
+                else:
+                    self.carry = None
+                    self._write(table)
 
     def _write(self, table: pa.Table) -> None:
         if self.writer is None:

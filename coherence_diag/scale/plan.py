@@ -27,9 +27,13 @@ from coherence_diag.paths import ASOF_TOLERANCE_NS
 from coherence_diag.scale.footers import FileFooter, RowGroup
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 
-# Measured: `analyze` of the 10,160,955-row bench trace (docs/benchmarks.md) peaks at ~2,300 MiB
-# for 307 MiB of uncompressed column chunks in its footer, i.e. ~7.5x. To re-measure on units.
-PEAK_PER_FOOTER_BYTE = 7.5
+# Measured on units (benchmarks/bench_units.py; docs/scale.md): on the 10,160,955-row bench trace
+# normalised (213 MiB of uncompressed column chunks in its footer), a unit's census + unit_task,
+# each in a fresh process, peaks at about 420 MiB + 12x the footer bytes it reads (3,254 MiB for
+# the whole trace as one unit: 15x). 26 keeps every unit within its budget at 1 GiB (largest
+# 935 MiB), 2 GiB (1,384) and 4 GiB (2,281); no factor can at 512 MiB, which the fixed part
+# nearly fills (718 MiB at 26). Re-measure when unit tasks change.
+PEAK_PER_FOOTER_BYTE = 26.0
 # The planning grid has at most this many cells (a day at 1 ms windows would be 86M): beyond it,
 # cells are whole multiples of the window, so slices stay aligned to windows.
 MAX_CELLS = 1 << 20

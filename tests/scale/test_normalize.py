@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coherence_diag import analyze
+from coherence_diag.ingest import ORIGIN, RECORD, open_trace
 from coherence_diag.render.json_report import render
 from coherence_diag.scale.footers import footers_of
 from coherence_diag.scale.layout import check_layout
@@ -60,15 +61,35 @@ def test_rows_come_out_sorted_by_layer_then_time_in_row_groups_of_one_layer(shuf
     assert check_layout(footers_of(out)).time_skips
 
 
-def test_the_external_sort_writes_the_same_rows_as_the_in_memory_sort(shuffled, tmp_path):
-    in_memory = normalize(shuffled, tmp_path / "mem.parquet", row_group_rows=100)
-    chunked = normalize(shuffled, tmp_path / "ext.parquet", row_group_rows=100, budget_bytes=20_000)
+@pytest.fixture
+def per_layer(tmp_path):
+    """One file per layer, in no order: the files have different columns (one has an extra)."""
+    frame = make_trace(TraceSpec(n_requests=120, seed=8)).sample(fraction=1.0, shuffle=True, seed=2)
+    layers = tmp_path / "layers"
+    layers.mkdir()
+    for (layer,), part in frame.partition_by("layer", as_dict=True).items():
+        part = part.drop("layer").select(c for c in part.columns if c != "layer" and part[c].null_count() < part.height)
+        write(part.with_columns(pl.lit(3).alias("extra_n")) if layer == "gpu" else part, layers / f"{layer}.parquet")
+    return layers
+
+
+@pytest.mark.parametrize("trace", ["shuffled", "per_layer"])
+def test_the_external_sort_writes_the_same_file_as_the_in_memory_sort(trace, request, tmp_path):
+    source = request.getfixturevalue(trace)
+    in_memory = normalize(source, tmp_path / "mem.parquet", row_group_rows=100)
+    chunked = normalize(source, tmp_path / "ext.parquet", row_group_rows=100, budget_bytes=20_000)
     assert in_memory.chunks == 1 and chunked.chunks > 5
-    assert _rows(tmp_path / "mem.parquet").equals(_rows(tmp_path / "ext.parquet"))
-    assert [g.rows for f in footers_of(tmp_path / "mem.parquet") for g in f.row_groups] == [
-        g.rows for f in footers_of(tmp_path / "ext.parquet") for g in f.row_groups
-    ]
+    assert file_digest(tmp_path / "mem.parquet") == file_digest(tmp_path / "ext.parquet")
     assert not list(tmp_path.glob(".*"))  # no spill or temporary file left behind
+
+
+def test_the_rows_are_the_union_of_the_files_sorted(per_layer, tmp_path):
+    """The pieces read file by file give the rows and columns of the trace's union scan."""
+    normalize(per_layer, tmp_path / "n.parquet", row_group_rows=100, budget_bytes=20_000)
+    union = open_trace(per_layer).scan().sort("layer", "ts", ORIGIN, RECORD, nulls_last=True).drop(ORIGIN, RECORD).collect()
+    rows = _rows(tmp_path / "n.parquet").with_columns(pl.col("ts").dt.epoch("ns"))
+    assert sorted(rows.columns) == sorted(union.columns) and "extra_n" in rows.columns
+    assert rows.equals(union.select(rows.columns))
 
 
 @pytest.mark.parametrize("sample", ["retry-amplification", "interconnect-capacity-inaccessibility"])
