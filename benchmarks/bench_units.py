@@ -99,12 +99,14 @@ def import_only_peak(workdir: Path, cap_bytes: int) -> float:
     return float(run_capped(TASK_CHILD, [str(task), str(result)], cap_bytes)["peak_mib"])
 
 
-def measure(trace: Path, budget_bytes: int, window_s: float, workdir: Path, cap_bytes: int) -> tuple[list[dict[str, Any]], Any, float]:
+def measure(
+    trace: Path, budget_bytes: int, window_s: float, workdir: Path, cap_bytes: int, with_layers: bool = False
+) -> tuple[list[dict[str, Any]], Any, float]:
     from coherence_diag.scale.reduce import run_units
 
     executor = ChildProcesses(workdir, cap_bytes)
     start = time.perf_counter()
-    reduced = run_units(str(trace), budget_bytes=budget_bytes, window_s=window_s, executor=executor)
+    reduced = run_units(str(trace), budget_bytes=budget_bytes, window_s=window_s, executor=executor, with_layers=with_layers)
     wall = time.perf_counter() - start
     rows: dict[int | None, dict[str, Any]] = {}
     for task in executor.tasks:
@@ -124,6 +126,7 @@ def main() -> int:
     parser.add_argument("--budgets", default="0.5,1,2", help="unit budgets to plan with, GiB, comma-separated")
     parser.add_argument("--window", type=float, default=1.0, help="analysis window (s): units are whole windows")
     parser.add_argument("--cap-gib", type=float, default=6.0, help="kill a child whose resident set passes this")
+    parser.add_argument("--with-layers", action="store_true", help="unit tasks as `analyze` runs them (also projected layers and row summary)")
     parser.add_argument("--factor", type=float, help="plan with this PEAK_PER_FOOTER_BYTE instead of plan.py's (to try a value)")
     args = parser.parse_args()
 
@@ -139,7 +142,7 @@ def main() -> int:
         print(f"{args.trace}: PEAK_PER_FOOTER_BYTE = {PEAK_PER_FOOTER_BYTE:g}; a child importing the unit code peaks at {base:,.0f} MiB")
         for gib in (float(x) for x in args.budgets.split(",") if x):
             budget = int(gib * 2**30)
-            units, reduced, wall = measure(args.trace, budget, args.window, workdir, cap)
+            units, reduced, wall = measure(args.trace, budget, args.window, workdir, cap, args.with_layers)
             print(f"\nbudget {gib:g} GiB ({budget / 2**20:,.0f} MiB): {len(reduced.plan.units)} units, {len(reduced.plan.over_budget)} over budget, "
                   f"{reduced.crossing_requests:,} crossing requests, {reduced.requests.height:,} requests, run_units {wall:.1f} s")
             print(f"{'unit [start, end) s':<24} {'estimate':>9} {'footer':>7} {'census':>7} {'task':>7} {'(before result)':>15} {'peak':>7} {'peak/est':>8} {'per byte':>8} {'s':>6}")
