@@ -19,6 +19,7 @@ from coherence_diag import analysis, ingest, projection, schema, validate
 from coherence_diag.render.json_report import render
 from coherence_diag.request_keys import KEY
 from coherence_diag.visuals import build_visuals
+from tests.tracegen import TRACE_SPECS as specs
 from tests.tracegen import TraceSpec, make_trace, write
 
 SAMPLES = sorted(Path(__file__).resolve().parents[1].glob("sample_traces/*.parquet"))
@@ -130,21 +131,6 @@ def test_every_sample_gives_the_same_report_with_and_without_the_projection(path
     assert_invisible(projected, full, visuals=path in SOME_SAMPLES)
 
 
-specs = st.builds(
-    TraceSpec,
-    n_requests=st.integers(5, 80),
-    seed=st.integers(0, 10_000),
-    rate_per_s=st.floats(2.0, 100.0),
-    timeout_frac=st.floats(0.0, 0.3),
-    drop_frac=st.floats(0.0, 0.2),
-    retry_frac=st.floats(0.0, 0.4),
-    batch_jobs=st.integers(0, 3),
-    slo_ms=st.one_of(st.none(), st.floats(50.0, 2000.0)),
-    gpu=st.booleans(),
-    network=st.booleans(),
-    queue=st.booleans(),
-    hypervisor=st.booleans(),
-)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

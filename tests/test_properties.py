@@ -10,23 +10,9 @@ from hypothesis import strategies as st
 
 from coherence_diag import analyze
 from coherence_diag.render.json_report import render, report_to_dict
+from tests.tracegen import TRACE_SPECS as specs
 from tests.tracegen import TraceSpec, make_trace, write
 
-specs = st.builds(
-    TraceSpec,
-    n_requests=st.integers(5, 80),
-    seed=st.integers(0, 10_000),
-    rate_per_s=st.floats(2.0, 100.0),
-    timeout_frac=st.floats(0.0, 0.3),
-    drop_frac=st.floats(0.0, 0.2),
-    retry_frac=st.floats(0.0, 0.4),
-    batch_jobs=st.integers(0, 3),
-    slo_ms=st.one_of(st.none(), st.floats(50.0, 2000.0)),
-    gpu=st.booleans(),
-    network=st.booleans(),
-    queue=st.booleans(),
-    hypervisor=st.booleans(),
-)
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
+from hypothesis import strategies as st
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_NS = int(T0.timestamp()) * 1_000_000_000
@@ -158,3 +159,21 @@ def write(frame: pl.DataFrame, path, fmt: str | None = None) -> None:
         frame.write_parquet(path)
     else:
         frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.9fZ")).write_csv(path)
+
+
+# Hypothesis: TraceSpecs over the generator's range (tests of properties that hold on any trace).
+TRACE_SPECS = st.builds(
+    TraceSpec,
+    n_requests=st.integers(5, 80),
+    seed=st.integers(0, 10_000),
+    rate_per_s=st.floats(2.0, 100.0),
+    timeout_frac=st.floats(0.0, 0.3),
+    drop_frac=st.floats(0.0, 0.2),
+    retry_frac=st.floats(0.0, 0.4),
+    batch_jobs=st.integers(0, 3),
+    slo_ms=st.one_of(st.none(), st.floats(50.0, 2000.0)),
+    gpu=st.booleans(),
+    network=st.booleans(),
+    queue=st.booleans(),
+    hypervisor=st.booleans(),
+)
