@@ -319,28 +319,13 @@ def compare(
         if candidate is None and env and len(env) != 2:
             raise InputError(f"--env must be given exactly twice (base env, candidate env), got {len(env)}")
         with _progress(progress) as step:
+            scale = _scale(memory_budget, scheduler, step)
+            options = dict(window_s=window, max_bad_fraction=max_bad_fraction, rules_dirs=rules, progress=step, scale=scale)
             if candidate is not None:
-                result = comparing.compare_traces(
-                    base,
-                    candidate,
-                    window_s=window,
-                    max_bad_fraction=max_bad_fraction,
-                    rules_dirs=rules,
-                    progress=step,
-                    scale=_scale(memory_budget, scheduler, step),
-                )
+                result = comparing.compare_traces(base, candidate, **options)
             else:
                 base_env, candidate_env = env if env else (None, None)
-                result = comparing.compare_envs(
-                    base,
-                    base_env,
-                    candidate_env,
-                    window_s=window,
-                    max_bad_fraction=max_bad_fraction,
-                    rules_dirs=rules,
-                    progress=step,
-                    scale=_scale(memory_budget, scheduler, step),
-                )
+                result = comparing.compare_envs(base, base_env, candidate_env, **options)
         emit("comparison", format, result, output)
 
 

@@ -47,7 +47,7 @@ from coherence_diag.model import (
 )
 from coherence_diag.rules import engine
 from coherence_diag.rules.loader import Rule, load_rules
-from coherence_diag.scale.read import ScaleOptions, UnitsRead
+from coherence_diag.scale.read import ScaleOptions
 from coherence_diag.timeseries import DEFAULT_WINDOW_S
 from coherence_diag.validate import DEFAULT_MAX_BAD_FRACTION, ValidatedTrace
 
@@ -88,16 +88,9 @@ def compare_traces(
     sides = []
     for name, path in (("base", base), ("candidate", candidate)):
         step = _side_progress(progress, name)
-        step("reading and validating trace")
-        # Handed on, not kept in a variable: the analysis frees the full layers after the paths.
-        read: list[object] = [analysis.read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
-        if isinstance(read[0], UnitsRead):
-            units = cast(UnitsRead, read.pop())
-            result = analysis.analyze_trace(
-                units.trace, window_s=window_s, rules_dirs=rules_dirs, progress=step, requests=units.requests, summary=units.summary
-            )
-        else:
-            result = analysis.analyze_trace(cast(ValidatedTrace, read.pop()), window_s=window_s, rules_dirs=rules_dirs, progress=step)
+        result = analysis.analyze(
+            path, window_s=window_s, max_bad_fraction=max_bad_fraction, rules_dirs=rules_dirs, progress=step, scale=scale
+        )
         sides.append(_side_of(result, None))
     (progress or _quiet)("comparing")
     return _compare(sides[0], sides[1], rules_dirs)
