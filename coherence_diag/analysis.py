@@ -21,6 +21,7 @@ import polars as pl
 
 from coherence_diag import __version__, features, indices, ingest, metrics, paths, projection, timeseries, validate
 from coherence_diag.errors import InputError
+from coherence_diag.layer_store import Layers
 from coherence_diag.model import Report, TraceFacts, iso_utc
 from coherence_diag.rules import engine
 from coherence_diag.rules.explain import RuleExplanation, explain_rule
@@ -162,7 +163,7 @@ def analyze_trace(
     rows = summary or summarize(trace.layers, requests)
     span, envs, request_ids = rows.span, set(rows.envs), rows.request_ids
     if summary is None:
-        trace = dataclasses.replace(trace, layers=projection.project_layers(trace.layers))
+        trace = dataclasses.replace(trace, layers=Layers(projection.project_layers(trace.layers)))
 
     step("computing metrics")
     metric_values, evaluability = metrics.compute(requests, trace.layers, trace.columns, span)

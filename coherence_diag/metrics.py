@@ -8,10 +8,13 @@ checked against numpy on the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
+from coherence_diag.layer_store import Layers
 from coherence_diag.model import Evaluability, Metrics, Quantiles, RequestCounts
 from coherence_diag.paths import NS_PER_MS, is_inference
 from coherence_diag.timeseries import busy_intervals
@@ -35,7 +38,7 @@ class ObservationSpan:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-def observation_span(layers: dict[str, pl.DataFrame]) -> ObservationSpan:
+def observation_span(layers: Mapping[str, pl.DataFrame]) -> ObservationSpan:
     """First and last instant covered by any clean row (span rows count to their end)."""
     starts, ends = [], []
     scheduler: tuple[int | None, int | None] = (None, None)
@@ -57,11 +60,12 @@ def observation_span(layers: dict[str, pl.DataFrame]) -> ObservationSpan:
 
 def compute(
     requests: pl.DataFrame,
-    layers: dict[str, pl.DataFrame],
+    layers: Mapping[str, pl.DataFrame],
     columns: set[str],
     span: ObservationSpan,
 ) -> tuple[Metrics, dict[str, Evaluability]]:
     evaluability: dict[str, Evaluability] = {}
+    store = Layers.of(layers)
     # Narrow before filtering: a filter gathers every column it is given.
     used = ["workload_class", "outcome", "latency_ms", "queue_wait_ms", "ttft_ms", "slo_ms", "slo_met"]
     inference = requests.select(used).filter(is_inference())
@@ -87,12 +91,12 @@ def compute(
         for name in ("slo_attainment", "goodput_rps"):
             evaluability[f"metrics.{name}"] = Evaluability(False, ("slo_ms",), "requests carry no latency objective")
 
-    nominal, source, missing_nominal = _nominal_utilization(layers, span)
+    nominal, source, missing_nominal = _nominal_utilization(store, span)
     if nominal is None:
         evaluability["metrics.nominal_utilization"] = Evaluability(
             False, missing_nominal, "no GPU utilization samples and no execution spans"
         )
-    effective, missing_effective, why = _effective_utilization(nominal, requests, layers, columns)
+    effective, missing_effective, why = _effective_utilization(nominal, requests, store, columns)
     if effective is None:
         evaluability["metrics.effective_utilization"] = Evaluability(False, missing_effective, why)
 
@@ -156,16 +160,15 @@ def _scheduler_seconds(span: ObservationSpan) -> float | None:
 
 
 def _nominal_utilization(
-    layers: dict[str, pl.DataFrame], span: ObservationSpan
+    layers: Layers, span: ObservationSpan
 ) -> tuple[float | None, str | None, tuple[str, ...]]:
     """Mean over devices of each device's mean `gpu_util`; else exec busy time over device time."""
-    gpu = layers.get("gpu")
-    if gpu is None or gpu.is_empty():
+    if not layers.has_rows("gpu"):
         return None, None, ("gpu_util", "dur_ms")
-    # Lazy and narrow: only device and gpu_util are gathered from the wide GPU layer.
+    samples = cast(pl.DataFrame, layers.read("gpu", ("event", "device", "gpu_util"), events=("sample",)))
     per_device = (
-        gpu.lazy()
-        .filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null())
+        samples.lazy()
+        .filter(pl.col("gpu_util").is_not_null())
         .select("device", "gpu_util")
         .group_by("device")
         .agg(pl.col("gpu_util").mean())
@@ -175,18 +178,19 @@ def _nominal_utilization(
     if per_device.height:
         value = per_device.select(pl.col("gpu_util").mean()).item()
         return float(value), "gpu_util", ()
+    gpu = cast(pl.DataFrame, layers.read("gpu", ("ts", "event", "device", "dur_ms"), events=("exec", "device_info")))
     spans = gpu.filter(pl.col("event") == "exec")
     if spans.is_empty() or span.seconds is None:
         return None, None, ("gpu_util", "dur_ms")
     devices = pl.concat([spans["device"], gpu.filter(pl.col("event") == "device_info")["device"]]).drop_nulls().n_unique()
     whole = (span.end_ns or 0) - (span.start_ns or 0) + 1
-    busy_ms = busy_intervals(gpu.lazy(), window_ns=whole).select(pl.col("busy_ms").sum()).collect().item()
+    busy_ms = busy_intervals(spans.lazy(), window_ns=whole).select(pl.col("busy_ms").sum()).collect().item()
     value = busy_ms / (devices * span.seconds * 1000.0)
     return min(1.0, float(value)), "exec_busy_time", ()
 
 
 def _effective_utilization(
-    nominal: float | None, requests: pl.DataFrame, layers: dict[str, pl.DataFrame], columns: set[str]
+    nominal: float | None, requests: pl.DataFrame, layers: Layers, columns: set[str]
 ) -> tuple[float | None, tuple[str, ...], str | None]:
     """Nominal utilization times the share of execution time that produced useful work.
 
@@ -197,10 +201,9 @@ def _effective_utilization(
     """
     if "slo_ms" not in columns:
         return None, ("slo_ms",), "requests carry no latency objective, so useful work is undefined"
-    gpu = layers.get("gpu")
     if nominal is None:
         return None, ("gpu_util", "dur_ms"), "nominal utilization is not available"
-    spans = gpu.select("event", "dur_ms", "request_key", "phase").filter(pl.col("event") == "exec") if gpu is not None else None
+    spans = layers.read("gpu", ("event", "dur_ms", "request_key", "phase"), events=("exec",))
     if spans is None or spans.is_empty():
         return None, ("dur_ms",), "no GPU execution spans to attribute busy time to requests"
     # Useful time per request is its attributed exec time (paths.exec_ms): no span-level join.

@@ -13,6 +13,8 @@ from its arrive/retry to its first dispatch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
 from coherence_diag.request_keys import KEY
@@ -84,7 +86,7 @@ REQUEST_SCHEMA: dict[str, pl.DataType] = {
 PATH_SCHEMA = {c: t for c, t in REQUEST_SCHEMA.items() if c != "request_id"}
 
 
-def request_paths(layers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def request_paths(layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     """One row per request seen in the scheduler layer (PATH_SCHEMA: REQUEST_SCHEMA without the
     id text, which `with_request_ids` adds)."""
     sched = layers.get("scheduler")

@@ -18,6 +18,7 @@ tests/test_projection.py compares reports (every feature) with and without the p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -133,7 +134,7 @@ READS: dict[str, LayerReads] = {
 }
 
 
-def project_layers(layers: dict[str, pl.DataFrame], keep: tuple[str, ...] = ()) -> dict[str, pl.DataFrame]:
+def project_layers(layers: Mapping[str, pl.DataFrame], keep: tuple[str, ...] = ()) -> dict[str, pl.DataFrame]:
     """The layers as the readers after the request paths see them: of each layer in READS, the
     rows of its events (in their order) and its columns; a layer not in READS is dropped.
 

@@ -8,7 +8,7 @@ lie in one part, so `paths.request_id_rows` of each part keeps what it keeps of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -23,7 +23,7 @@ class RowSummary:
     request_ids: pl.DataFrame | None  # paths.request_id_rows (None: no scheduler layer)
 
 
-def summarize(layers: dict[str, pl.DataFrame], requests: pl.DataFrame) -> RowSummary:
+def summarize(layers: Mapping[str, pl.DataFrame], requests: pl.DataFrame) -> RowSummary:
     """The summary of validated `layers` (whole, before projection) and their request table."""
     envs: set[str] = set()
     for frame in layers.values():

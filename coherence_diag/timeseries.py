@@ -9,11 +9,13 @@ Column meanings are in docs/paths.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import polars as pl
 
+from coherence_diag.layer_store import Layers
 from coherence_diag.paths import NS_PER_MS, is_inference
 
 DEFAULT_WINDOW_S = 1.0
@@ -40,14 +42,16 @@ def sort_entity_windows(entity: str) -> list[pl.Expr]:
     return [pl.col(entity).to_physical(), pl.col("window_start_ns")]
 
 
-def build(requests: pl.LazyFrame, layers: dict[str, pl.DataFrame], window_s: float = DEFAULT_WINDOW_S) -> TimeSeries:
+def build(requests: pl.LazyFrame, layers: Mapping[str, pl.DataFrame], window_s: float = DEFAULT_WINDOW_S) -> TimeSeries:
     window_ns = int(round(window_s * 1e9))
+    store = Layers.of(layers)
+    queue = store.read("queue", ("ts", "event", "queue", "pool", "depth"))
     plans = [
-        _pools(requests, layers.get("queue"), window_ns),
-        _devices(layers.get("gpu"), window_ns),
-        _queues(layers.get("queue"), window_ns),
-        _links(layers.get("network"), window_ns),
-        _hosts(layers.get("hypervisor"), window_ns),
+        _pools(requests, queue, window_ns),
+        _devices(store, window_ns),
+        _queues(queue, window_ns),
+        _links(store.read("network", ("ts", "event", "link", "link_util", "retransmits", "dur_ms", "bytes")), window_ns),
+        _hosts(store.read("hypervisor", ("ts", "event", "host", "steal_frac", "cotenant_util", "vgpu_wait_ms")), window_ns),
     ]
     pools, devices, queues, links, hosts = pl.collect_all(plans)
     return TimeSeries(window_ns, pools, devices, queues, links, hosts)
@@ -96,15 +100,16 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
     return frame.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(sort_entity_windows("pool"))
 
 
-def _devices(gpu: pl.DataFrame | None, window_ns: int) -> pl.LazyFrame:
+def _devices(layers: Layers, window_ns: int) -> pl.LazyFrame:
     schema = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
     signals = ["gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w"]
+    gpu = layers.read("gpu", ("ts", "event", "device", "dur_ms"))
     if gpu is None:
         return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
     busy = busy_intervals(gpu.lazy(), window_ns)
+    sampled = layers.read("gpu", ("ts", "event", "device", *signals), events=("sample",))
     samples = (
-        gpu.lazy()
-        .filter(pl.col("event") == "sample")
+        cast(pl.DataFrame, sampled).lazy()
         .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *signals)
         .collect()
     )

@@ -10,6 +10,7 @@ against that budget.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -49,7 +50,7 @@ _EXAMPLES = sources.EXAMPLES
 @dataclass
 class ValidatedTrace:
     source: TraceSource
-    layers: dict[str, pl.DataFrame]  # clean rows of each layer present, internal columns dropped
+    layers: Mapping[str, pl.DataFrame]  # clean rows of each layer present, internal columns dropped
     rows_total: int
     rows_by_layer: dict[str, int]  # rows read per known layer, before any was set aside
     audit: pl.DataFrame  # one row per (file, layer, reason, column): rows, example_rows, warning
@@ -169,13 +170,22 @@ def constants_as_scalars(frame: pl.DataFrame) -> pl.DataFrame:
     values are the same; operations that need them per row expand them as they go."""
     constants = []
     for column in frame.iter_columns():
-        if column.dtype in (pl.String, pl.Int128) or column.dtype.is_nested():
-            continue  # ids and keys: distinct per request
-        if column.null_count() == frame.height:
-            constants.append(pl.lit(None, column.dtype).alias(column.name))
-        elif not column.null_count() and _one_value(column):
-            constants.append(pl.lit(column[0], column.dtype).alias(column.name))
+        is_constant, value = constant_value(column)
+        if is_constant:
+            constants.append(pl.lit(value, column.dtype).alias(column.name))
     return frame.with_columns(constants) if constants else frame
+
+
+def constant_value(column: pl.Series) -> tuple[bool, object]:
+    """(True, the value) when `column` holds one value on all its rows (None: only nulls), as
+    `constants_as_scalars` keeps it; (False, None) otherwise (ids and keys never are)."""
+    if column.dtype in (pl.String, pl.Int128) or column.dtype.is_nested():
+        return False, None  # ids and keys: distinct per request
+    if column.null_count() == len(column):
+        return True, None
+    if not column.null_count() and _one_value(column):
+        return True, column[0]
+    return False, None
 
 
 def _one_value(column: pl.Series) -> bool:

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 
 import polars as pl
 
+from coherence_diag.layer_store import Layers
 from coherence_diag.features.service_model import PREDICTED_ESTIMATE, estimate_predicted
 from coherence_diag.metrics import Metrics
 from coherence_diag.model import FeatureReading
@@ -50,7 +51,7 @@ class FeatureContext:
     """Everything a feature may read. Tables are built lazily and cached."""
 
     requests: pl.DataFrame
-    layers: dict[str, pl.DataFrame]
+    layers: Layers  # projected (projection.py), in memory or on disk (layer_store.py)
     columns: set[str]
     metrics: Metrics
     window_s: float
@@ -67,7 +68,7 @@ class FeatureContext:
 
     @classmethod
     def build(
-        cls, requests: pl.DataFrame, layers: dict[str, pl.DataFrame], columns: set[str], metrics: Metrics, window_s: float
+        cls, requests: pl.DataFrame, layers: Mapping[str, pl.DataFrame], columns: set[str], metrics: Metrics, window_s: float
     ) -> "FeatureContext":
         """The context of one analysis; its time series are built on first use.
 
@@ -76,6 +77,7 @@ class FeatureContext:
         so that features comparing realized with expected service still measure something; the
         context records the estimate in `derived`."""
         derived: dict[str, str] = {}
+        layers = Layers.of(layers)
         if "predicted_ms" not in columns:
             estimated = estimate_predicted(requests, layers)
             if estimated is not None:
@@ -104,9 +106,17 @@ class FeatureContext:
     def completed(self) -> pl.DataFrame:
         return leading_rows(self.inference, pl.col("outcome") == "completed")
 
-    def layer(self, name: str) -> pl.DataFrame | None:
-        frame = self.layers.get(name)
-        return None if frame is None or frame.is_empty() else frame
+    def layer(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+        """Layer `name`'s rows (of `events` when given) with those of `columns` it has (every
+        column when None: avoid, a layer may be on disk); None when the trace has no such rows.
+        Ask for what you read: a large trace's layers are read from disk, one column at a time."""
+        if not self.layers.has_rows(name):
+            return None
+        return self.layers.read(name, columns, events=events)
+
+    def has_layer(self, name: str) -> bool:
+        """The trace has rows of layer `name`."""
+        return self.layers.has_rows(name)
 
 
 def leading_rows(frame: pl.DataFrame, condition: pl.Expr) -> pl.DataFrame:

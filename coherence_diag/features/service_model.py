@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from coherence_diag.layer_store import Layers
 from coherence_diag.request_keys import KEY
 
 PREDICTED_ESTIMATE = (
@@ -35,11 +36,11 @@ def _tokens_of(phase: pl.Expr) -> pl.Expr:
 
 
 def estimate_predicted(
-    requests: pl.DataFrame, layers: dict[str, pl.DataFrame]
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]] | None:
+    requests: pl.DataFrame, layers: Layers
+) -> tuple[pl.DataFrame, Layers] | None:
     """The request table and layers with an estimated `predicted_ms` (requests: per path; scheduler
     `dispatch` rows: per request and device), or None when the trace has no exec spans to fit on."""
-    gpu = layers.get("gpu")
+    gpu = layers.read("gpu", ("event", KEY, "device", "phase", "dur_ms"), events=("exec",))
     if gpu is None or not {"dur_ms", "device"} <= set(gpu.columns) or requests.is_empty():
         return None
     phase = pl.col("phase").cast(pl.String) if "phase" in gpu.columns else pl.lit("other")
@@ -73,8 +74,9 @@ def estimate_predicted(
         .drop("_pred")
         .select(requests.columns)
     )
-    out_layers = dict(layers)
-    sched = layers.get("scheduler")
+    out_layers = layers
+    # Every row and column: the layer is replaced by one with the estimate (in memory).
+    sched = layers.read("scheduler")
     if sched is not None and "device" in sched.columns:
         keyed = per_device.with_columns(pl.col("device").cast(sched.schema["device"]), pl.lit("dispatch").alias("_ev"))
         joined = (
@@ -83,7 +85,7 @@ def estimate_predicted(
             .with_columns(pl.col("_pred").alias("predicted_ms"))
         )
         columns = list(sched.columns) + ([] if "predicted_ms" in sched.columns else ["predicted_ms"])
-        out_layers["scheduler"] = joined.select(columns)
+        out_layers = layers.replace("scheduler", joined.select(columns))
     return out_requests, out_layers
 
 

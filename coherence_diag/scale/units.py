@@ -22,6 +22,7 @@ a null `ts`), and rows validation compares with each other go together: exact du
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -173,7 +174,7 @@ def counters(trace: validate.ValidatedTrace) -> UnitResult:
     )
 
 
-def request_table(layers: dict[str, pl.DataFrame], devices: pl.DataFrame | None, hypervisor: pl.DataFrame | None) -> pl.DataFrame:
+def request_table(layers: Mapping[str, pl.DataFrame], devices: pl.DataFrame | None, hypervisor: pl.DataFrame | None) -> pl.DataFrame:
     """paths.request_paths of `layers`, with the trace's validated `device_info` rows in place of
     the slice's own and `hypervisor` rows (the look-back) before the slice's."""
     layers = {name: frame.drop(ORIGIN, RECORD, strict=False) for name, frame in layers.items()}

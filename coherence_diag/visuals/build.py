@@ -13,7 +13,7 @@ analysis window of the trace. Nothing here draws: render/charts.py turns a `Visu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,6 +26,7 @@ from coherence_diag.features import FeatureContext
 from coherence_diag.features.burst_amplification import burst_episodes, burst_mask
 from coherence_diag.features.fleet import FleetWindows, fleet_windows, pool_devices, pool_windows, runs
 from coherence_diag.features.retry_amplification import retry_storm
+from coherence_diag.layer_store import Layers
 from coherence_diag.model import Comparison, iso_utc
 from coherence_diag.model.visuals import MAX_EPISODES, Episode, Visual, VisualKind, VisualTable
 from coherence_diag.paths import NS_PER_MS, is_inference
@@ -111,7 +112,7 @@ class VisualInputs:
     def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
         self.report = analysis.report
-        self.layers = analysis.trace.layers
+        self.layers = Layers.of(analysis.trace.layers)
         self.columns = set(analysis.trace.columns)
         self.window_ns = max(1, int(round(self.report.window_s * 1e9)))
         self.fired = frozenset(f.rule for f in self.report.findings)
@@ -127,9 +128,9 @@ class VisualInputs:
         clock = self.clock(HEATMAP_BINS)
         return None if clock is None else iso_utc(clock.t0_ns)
 
-    def layer(self, name: str) -> pl.DataFrame | None:
-        frame = self.layers.get(name)
-        return None if frame is None or frame.is_empty() else frame
+    def layer(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+        """As FeatureContext.layer: the rows and columns a visual reads, None without such rows."""
+        return self.layers.read(name, columns, events=events) if self.layers.has_rows(name) else None
 
     @cached_property
     def context(self) -> FeatureContext:

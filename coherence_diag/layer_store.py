@@ -1,0 +1,150 @@
+"""The validated layers as the analysis reads them after the request paths (projection.py): in
+memory (one pass), or spilled to disk by work units (scale/reduce.py) when a trace is larger than
+memory (docs/scale.md, "Layers on disk").
+
+Readers ask for the columns they use and, optionally, the events whose rows they use
+(`Layers.read`): from memory that is a selection (no copy) and a filter; from disk it reads only
+those columns, one file per column, already in the trace's row order. Either way the reader gets
+the same rows, in the same order, with the same values, so reports do not depend on where the
+layers were kept.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from coherence_diag.validate import constant_value
+
+
+@dataclass
+class SpilledLayer:
+    """One layer on disk: each column in its own Parquet file, rows in the trace's order; a column
+    holding one value (or only nulls) on every row is kept as that value, not as a file."""
+
+    height: int
+    schema: dict[str, pl.DataType]
+    files: dict[str, Path]  # column -> file
+    constants: dict[str, Any] = field(default_factory=dict)  # column -> its one value (None: all null)
+
+    def column(self, name: str, mask: pl.Series | None = None) -> pl.Series:
+        n = self.height if mask is None else int(mask.sum())
+        if name in self.constants:
+            return pl.repeat(self.constants[name], n, dtype=self.schema[name], eager=True).alias(name)
+        series = pl.read_parquet(self.files[name]).to_series()
+        return series if mask is None else series.filter(mask)
+
+    def read(self, columns: Sequence[str], events: Sequence[str] | None) -> pl.DataFrame:
+        mask = None
+        if events is not None and "event" in self.schema:
+            mask = self.column("event").cast(pl.String).is_in(list(events)).fill_null(False)
+            if bool(mask.all()):
+                mask = None
+        return pl.DataFrame([self.column(c, mask) for c in columns]) if columns else pl.DataFrame()
+
+    @classmethod
+    def write(cls, directory: Path, frame_columns: Iterable[pl.Series], height: int, schema: dict[str, pl.DataType]) -> SpilledLayer:
+        """Spill columns (each already in the trace's row order) into `directory`, one at a time:
+        the caller may build each column only when asked for it (reduce.py gathers them)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        layer = cls(height=height, schema=dict(schema), files={})
+        for series in frame_columns:
+            is_constant, value = constant_value(series)
+            if is_constant:
+                layer.constants[series.name] = value
+                continue
+            path = directory / f"{len(layer.files):03d}.parquet"
+            # lz4: fast to write and read back; statistics are of no use (files are read whole).
+            series.to_frame().write_parquet(path, compression="lz4", statistics=False)
+            layer.files[series.name] = path
+        return layer
+
+
+class Layers(Mapping[str, pl.DataFrame]):
+    """A trace's projected layers by name. `layers[name]` is the whole layer (every column);
+    readers that may meet a layer on disk ask for what they use with `read`."""
+
+    def __init__(self, frames: Mapping[str, pl.DataFrame | SpilledLayer] | None = None, *, spill_dir: Path | None = None) -> None:
+        self._frames: dict[str, pl.DataFrame | SpilledLayer] = dict(frames or {})
+        # The directory of the spilled layers, removed with this object (`close`) or at exit.
+        self._spill_dir = spill_dir
+
+    @classmethod
+    def of(cls, layers: Mapping[str, pl.DataFrame] | Layers) -> Layers:
+        return layers if isinstance(layers, Layers) else cls(dict(layers))
+
+    def __getitem__(self, name: str) -> pl.DataFrame:
+        frame = self._frames[name]
+        return frame if isinstance(frame, pl.DataFrame) else frame.read(list(frame.schema), None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def spilled(self) -> bool:
+        return any(isinstance(f, SpilledLayer) for f in self._frames.values())
+
+    def height(self, name: str) -> int:
+        frame = self._frames.get(name)
+        return 0 if frame is None else frame.height
+
+    def schema(self, name: str) -> dict[str, pl.DataType]:
+        frame = self._frames.get(name)
+        return {} if frame is None else dict(frame.schema)
+
+    def has_rows(self, name: str) -> bool:
+        return self.height(name) > 0
+
+    def read(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+        """The layer's rows (of `events`, when given, in their order) with those of `columns` it
+        has (all when None), in the layer's column order; None when the trace has no such layer."""
+        frame = self._frames.get(name)
+        if frame is None:
+            return None
+        wanted = None if columns is None else set(columns)
+        selected = [c for c in frame.schema if wanted is None or c in wanted]
+        wanted_events = None if events is None else list(events)
+        if isinstance(frame, SpilledLayer):
+            return frame.read(selected, wanted_events)
+        if wanted_events is None or "event" not in frame.columns:
+            return frame.select(selected)
+        return frame.filter(pl.col("event").is_in(wanted_events)).select(selected)
+
+    def replace(self, name: str, frame: pl.DataFrame) -> Layers:
+        """A copy with layer `name` replaced by `frame` (in memory); the spilled files are shared."""
+        frames = dict(self._frames)
+        frames[name] = frame
+        return Layers(frames, spill_dir=self._spill_dir)
+
+    def close(self) -> None:
+        """Remove the spilled files (a no-op in memory)."""
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = None
+
+
+def spill_directory() -> Path:
+    """A fresh directory for spilled layers under the system's temporary directory
+    (TMPDIR to move it), removed when the analysis is closed or the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="coherence-diag-layers-"))
+    _TO_REMOVE.append(path)
+    return path
+
+
+_TO_REMOVE: list[Path] = []
+
+
+@atexit.register
+def _remove_all() -> None:
+    for path in _TO_REMOVE:
+        shutil.rmtree(path, ignore_errors=True)
