@@ -11,9 +11,9 @@ layers were kept.
 
 from __future__ import annotations
 
-import atexit
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +71,11 @@ class Layers(Mapping[str, pl.DataFrame]):
     """A trace's projected layers by name. `layers[name]` is the whole layer (every column);
     readers that may meet a layer on disk ask for what they use with `read`."""
 
-    def __init__(self, frames: Mapping[str, pl.DataFrame | SpilledLayer] | None = None, *, spill_dir: Path | None = None) -> None:
+    def __init__(
+        self, frames: Mapping[str, pl.DataFrame | SpilledLayer] | None = None, *, spill_dir: SpillDirectory | None = None
+    ) -> None:
         self._frames: dict[str, pl.DataFrame | SpilledLayer] = dict(frames or {})
-        # The directory of the spilled layers, removed with this object (`close`) or at exit.
+        # The directory of the spilled layers: removed once no Layers refers to it (or at exit).
         self._spill_dir = spill_dir
 
     @classmethod
@@ -126,25 +128,15 @@ class Layers(Mapping[str, pl.DataFrame]):
         frames[name] = frame
         return Layers(frames, spill_dir=self._spill_dir)
 
-    def close(self) -> None:
-        """Remove the spilled files (a no-op in memory)."""
-        if self._spill_dir is not None:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
-            self._spill_dir = None
 
+class SpillDirectory:
+    """A fresh directory for spilled tables under the system's temporary directory (TMPDIR to
+    move it), removed with its files when this object is garbage-collected or the process exits
+    (weakref.finalize runs at exit too): every Layers spilled into it holds it."""
 
-def spill_directory() -> Path:
-    """A fresh directory for spilled layers under the system's temporary directory
-    (TMPDIR to move it), removed when the analysis is closed or the process exits."""
-    path = Path(tempfile.mkdtemp(prefix="coherence-diag-layers-"))
-    _TO_REMOVE.append(path)
-    return path
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="coherence-diag-layers-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
-
-_TO_REMOVE: list[Path] = []
-
-
-@atexit.register
-def _remove_all() -> None:
-    for path in _TO_REMOVE:
-        shutil.rmtree(path, ignore_errors=True)
+    def remove(self) -> None:
+        self._remove()

@@ -157,13 +157,26 @@ def project_layers(layers: Mapping[str, pl.DataFrame], keep: tuple[str, ...] = (
 def _project(frame: pl.DataFrame, reads: LayerReads, keep_columns: tuple[str, ...] = ()) -> pl.DataFrame:
     wanted = set(reads.columns) | set(keep_columns)
     narrow = frame.select(c for c in frame.columns if c in wanted)
+    keep = _kept(frame, reads)
+    return narrow if keep is None else narrow.filter(keep)
+
+
+def kept_rows(name: str, frame: pl.DataFrame) -> pl.Series | None:
+    """Which rows of layer `name` the projection keeps (None: every row). `frame` needs only the
+    columns the row filter reads: `event`, and for the scheduler `request_key` and `attempt`
+    (scale/spill.py projects layers gathered a column at a time)."""
+    reads = READS.get(name)
+    return None if reads is None else _kept(frame, reads)
+
+
+def _kept(frame: pl.DataFrame, reads: LayerReads) -> pl.Series | None:
     events = frame["event"].unique().drop_nulls().cast(pl.String).to_list()
     if set(events) <= set(reads.events):
-        return narrow  # every row is read
+        return None  # every row is read
     keep = frame.select(_row_filter(frame, reads).fill_null(False)).to_series()
     if not keep.any() and frame.height:
         keep = keep.scatter(0, True)
-    return narrow.filter(keep)
+    return keep
 
 
 def _row_filter(frame: pl.DataFrame, reads: LayerReads) -> pl.Expr:

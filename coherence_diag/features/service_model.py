@@ -75,8 +75,9 @@ def estimate_predicted(
         .select(requests.columns)
     )
     out_layers = layers
-    # Every row and column: the layer is replaced by one with the estimate (in memory).
-    sched = layers.read("scheduler")
+    # Every row and column: the layer is replaced by one with the estimate (in memory; the
+    # projected scheduler layer is a few rows per request, its `dispatch` rows mostly).
+    sched = layers.read("scheduler", layers.schema("scheduler"))
     if sched is not None and "device" in sched.columns:
         keyed = per_device.with_columns(pl.col("device").cast(sched.schema["device"]), pl.lit("dispatch").alias("_ev"))
         joined = (

@@ -32,9 +32,17 @@ class Executor(Protocol):
         ...
 
     def map(
-        self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], *, progress: ProgressCallback | None = None, label: str = "units"
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[tuple[Any, ...]],
+        *,
+        progress: ProgressCallback | None = None,
+        label: str = "units",
+        keep: Callable[[Any], Any] | None = None,
     ) -> list[Any]:
-        """`[fn(*a) for a in args]`, in that order; `progress` after each finished task."""
+        """`[fn(*a) for a in args]`, in that order; `progress` after each finished task. `keep`,
+        in this process, on each result as it arrives (before the next: scale/spill.py writes
+        a result's tables to disk so that results do not pile up in memory)."""
         ...
 
 
@@ -43,11 +51,18 @@ class InProcess:
         return value
 
     def map(
-        self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], *, progress: ProgressCallback | None = None, label: str = "units"
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[tuple[Any, ...]],
+        *,
+        progress: ProgressCallback | None = None,
+        label: str = "units",
+        keep: Callable[[Any], Any] | None = None,
     ) -> list[Any]:
         results = []
         for done, a in enumerate(args, start=1):
-            results.append(fn(*a))
+            result = fn(*a)
+            results.append(result if keep is None else keep(result))
             if progress is not None:
                 progress(label, done, len(args), results[-1])
         return results
@@ -63,19 +78,31 @@ class DaskExecutor:
         return None if value is None else self.client.scatter(value, broadcast=True)
 
     def map(
-        self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], *, progress: ProgressCallback | None = None, label: str = "units"
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[tuple[Any, ...]],
+        *,
+        progress: ProgressCallback | None = None,
+        label: str = "units",
+        keep: Callable[[Any], Any] | None = None,
     ) -> list[Any]:
         from distributed import as_completed
 
         futures = [self.client.submit(fn, *a, pure=False) for a in args]
+        slot = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        pending = set(slot)
         try:
             for done, future in enumerate(as_completed(futures), start=1):
                 result = future.result()  # raises the task's own error (a TraceError names the file)
+                results[slot[future.key]] = result if keep is None else keep(result)
+                pending.discard(future.key)
+                future.release()  # the worker may drop its copy now
                 if progress is not None:
-                    progress(label, done, len(futures), result)
-            return [f.result() for f in futures]
+                    progress(label, done, len(futures), results[slot[future.key]])
+            return results
         finally:
-            self.client.cancel(futures)
+            self.client.cancel([f for f in futures if f.key in pending])
 
 
 @contextmanager

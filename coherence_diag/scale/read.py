@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from coherence_diag import paths, validate
+from coherence_diag import validate
 from coherence_diag.errors import InputError
 from coherence_diag.ingest import FileSource, TraceSource, open_trace
 from coherence_diag.scale.executors import Executor, executor
@@ -100,10 +100,9 @@ def read_in_units(
             plan=plan,
         )
     trace = validate.ValidatedTrace(source, reduced.layers, reduced.rows_total, reduced.rows_by_layer, reduced.audit)
-    # The single pass's row order: inference requests first, completed ones first among them
-    # (paths.LEADING_ORDER), which the feature context slices without copying.
-    requests = reduced.requests.sort(paths.LEADING_ORDER, maintain_order=True)
-    return UnitsRead(trace, requests, reduced.summary or merge_summaries([]))
+    # Already in the single pass's row order (spill.gather_requests): inference requests first,
+    # completed ones first among them (paths.LEADING_ORDER), which the feature context slices.
+    return UnitsRead(trace, reduced.requests, reduced.summary or merge_summaries([]))
 
 
 def plan_trace_or_none(source: FileSource, budget: int, window_s: float) -> UnitPlan | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -22,15 +23,15 @@ from coherence_diag import paths, schema, validate
 from coherence_diag.errors import InputError, TraceError
 from coherence_diag.ingest import FileSource, open_trace
 from coherence_diag.ingest.source import AUDIT_SCHEMA, EXAMPLES, ORIGIN, RECORD, empty_audit
-from coherence_diag.projection import project_layers
+from coherence_diag.layer_store import Layers, SpillDirectory
 from coherence_diag.request_keys import KEY
 from coherence_diag.scale.executors import Executor, InProcess
 from coherence_diag.scale.footers import read_footers
 from coherence_diag.scale.plan import Unit, UnitPlan, plan_units
 from coherence_diag.scale.slices import RowFilter, RowsSource, SliceSource
+from coherence_diag.scale.spill import Spill, gather_requests, spill_layers
 from coherence_diag.scale.units import (
     Census,
-    LayerPart,
     TraceRef,
     UnitResult,
     census,
@@ -77,8 +78,9 @@ class Reduced:
     crossing_requests: int  # request keys whose rows span more than one unit (stitched)
     # With `with_layers`: validation's clean layers as the analysis reads them after the request
     # paths (projection.project_layers), the units' rows put back in the trace's order (file,
-    # row), and the summary of every validated row (summary.py); else empty and None.
-    layers: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # row), on disk (spill.py), and the summary of every validated row (summary.py); else empty
+    # and None. The request table is then in the single pass's order (spill.gather_requests).
+    layers: Layers = field(default_factory=Layers)
     summary: RowSummary | None = None
 
 
@@ -111,14 +113,24 @@ def run_units(
     # A unit whose every row is a crossing request's still gives those rows to the stitch.
     own = [c.rows - _rows_of(c.keys, crossing) for c in counts]
     tasks = [(ref, u, shared_crossing, shared_devices, n, with_layers) for u, n, c in zip(slots, own, counts) if c.rows]
-    results = run.map(unit_task, tasks, progress=on_task, label="units")
-    stitched = stitch(source, [r.crossing_rows for r in results if r.crossing_rows is not None], devices, with_layers)
-    reduced = reduce(source, [*results, stitched], devices, plan, crossing.len(), max_bad_fraction)
-    if with_layers:
-        parts = (*results, stitched)
-        # Projected again: parts without a read event of a layer each kept its first row.
-        reduced.layers = project_layers(merge_layers([r.layers for r in parts]))
-        reduced.summary = merge_summaries([r.summary for r in parts if r.summary is not None])
+    if not with_layers:
+        results = run.map(unit_task, tasks, progress=on_task, label="units")
+        stitched = stitch(source, [r.crossing_rows for r in results if r.crossing_rows is not None], devices)
+        return reduce(source, [*results, stitched], devices, plan, crossing.len(), max_bad_fraction)
+    # The analysis's tables go to disk as each unit's result arrives (spill.py): in memory, the
+    # units' layers and request tables together would outgrow any budget on a large trace.
+    spill = Spill(SpillDirectory())
+    results = run.map(unit_task, tasks, progress=on_task, label="units", keep=spill.take)
+    stitched = spill.take(stitch(source, [r.crossing_rows for r in results if r.crossing_rows is not None], devices, with_layers))
+    parts = cast(list[UnitResult], [*results, stitched])
+    for r in parts:
+        r.crossing_rows = None  # stitched: no longer needed
+    spilled = [r.spilled for r in parts if r.spilled is not None]
+    layers = spill_layers([s.layers for s in spilled], spill.directory)
+    requests = gather_requests([s.requests for s in spilled])
+    reduced = reduce(source, parts, devices, plan, crossing.len(), max_bad_fraction, requests=requests)
+    reduced.layers = layers
+    reduced.summary = merge_summaries([r.summary for r in parts if r.summary is not None])
     return reduced
 
 
@@ -145,36 +157,6 @@ def plan_trace(source: FileSource, *, budget_bytes: int, window_s: float = DEFAU
     if plan.unplannable:
         raise InputError(f"{source.display_path}: cannot be split into work units: {plan.unplannable}")
     return plan
-
-
-def merge_layers(parts: Sequence[dict[str, LayerPart]]) -> dict[str, pl.DataFrame]:
-    """Each layer's validated rows from every part, in the trace's order (the single pass reads
-    the files in order and each file's rows in order: ORIGIN, RECORD), as `validate` keeps them.
-    One layer at a time, one column at a time, each part's column released once gathered: the
-    peak is the merged layers plus one column, not two copies of everything."""
-    layers: dict[str, pl.DataFrame] = {}
-    for layer in schema.LAYERS:
-        found = [p.pop(layer) for p in parts if layer in p]
-        if not found:
-            continue
-        order = pl.concat([f.frame.select(pl.col(ORIGIN).cast(pl.UInt64) * 2**32 + pl.col(RECORD).cast(pl.UInt64)) for f in found])
-        perm = order.to_series().arg_sort()
-        in_order = bool((perm.diff().drop_nulls() == 1).all())
-        columns = []
-        for name, dtype in found[0].schema.items():
-            if name in (ORIGIN, RECORD):
-                continue
-            if all(name not in f.frame.columns for f in found):
-                columns.append(pl.repeat(None, len(perm), dtype=dtype, eager=True).alias(name))
-                continue
-            pieces = [f.frame[name] if name in f.frame.columns else pl.repeat(None, f.height, dtype=dtype, eager=True).alias(name) for f in found]
-            column = pl.concat(pieces, rechunk=in_order)
-            columns.append(column if in_order else column.gather(perm))
-            for f in found:  # this column's pieces are no longer needed
-                if name in f.frame.columns:
-                    f.frame = f.frame.drop(name)
-        layers[layer] = validate.constants_as_scalars(pl.DataFrame(columns))
-    return layers
 
 
 def stitch(source: FileSource, rows: Sequence[pl.DataFrame], devices: pl.DataFrame | None, with_layers: bool = False) -> UnitResult:
@@ -228,14 +210,19 @@ def reduce(
     plan: UnitPlan,
     crossing_requests: int,
     max_bad_fraction: float,
+    *,
+    requests: pl.DataFrame | None = None,
 ) -> Reduced:
+    """The reduced tables of `results`; `requests`: their request table already gathered (else
+    their tables concatenated and sorted by `request_key`)."""
     unmapped = source.unmapped()
     rows_total = sum(r.rows_total for r in results) + int(unmapped["rows"].sum())
     audit = merge_audits([unmapped, *(r.audit for r in results)])
     rows_by_layer = _sum_by_layer([r.rows_by_layer for r in results])
     usable_by_layer = _sum_by_layer([r.usable_by_layer for r in results])
     validate.enforce_budget(audit, rows_total, sum(usable_by_layer.values()), source.display_path, max_bad_fraction)
-    requests = pl.concat([r.requests for r in results], how="vertical").sort(KEY)
+    if requests is None:
+        requests = pl.concat([r.requests for r in results], how="vertical").sort(KEY)
     device_table = paths.device_table(devices).collect().sort(pl.col("device").cast(pl.String))
     return Reduced(requests, device_table, rows_total, rows_by_layer, usable_by_layer, audit, plan, crossing_requests)
 

@@ -34,6 +34,7 @@ from coherence_diag.projection import project_layers
 from coherence_diag.request_keys import KEY
 from coherence_diag.scale.plan import Unit
 from coherence_diag.scale.slices import ROUTED_LAYERS, RowFilter, RowsSource, SliceSource, routed_to
+from coherence_diag.scale.spill import SpilledParts
 from coherence_diag.summary import RowSummary, summarize
 
 
@@ -59,7 +60,7 @@ class Census:
 class LayerPart:
     """A unit's validated rows of one layer, without the columns that are null on all of them (a
     layer's columns absent from the trace, or filled by other layers: most of a layer's columns),
-    which are put back, as nulls, only where another part has values (reduce.merge_layers)."""
+    which are put back, as nulls, only where another part has values (spill.spill_layers)."""
 
     frame: pl.DataFrame  # the columns with a value on some row, ORIGIN and RECORD
     schema: dict[str, pl.DataType]  # every column of the layer, in order
@@ -86,6 +87,8 @@ class UnitResult:
     # for the analysis past the request paths; only when the run asks for them (`with_layers`).
     layers: dict[str, LayerPart] = field(default_factory=dict)
     summary: RowSummary | None = None  # of the validated rows, before their projection
+    # Where spill.Spill.take wrote `requests` and `layers` (then emptied) as the result arrived.
+    spilled: SpilledParts | None = None
 
 
 def slice_rows(unit: Unit | None) -> RowFilter:

@@ -61,6 +61,10 @@ def assert_same(units: Reduced, single: Reduced) -> None:
 def test_every_sample_split_into_one_window_units_reduces_to_the_single_pass(path):
     units = run_units(path, budget_bytes=ONE_BYTE, window_s=60.0, max_bad_fraction=1.0, with_layers=True)
     assert len(units.plan.units) >= 5 and units.crossing_requests > 0
+    assert units.layers.spilled  # the analysis's tables went through disk (scale/spill.py)
+    # With the layers, the request table comes in the single pass's order (paths.LEADING_ORDER).
+    assert_frame_equal(units.requests, units.requests.sort(KEY).sort(paths.LEADING_ORDER, maintain_order=True), check_exact=True)
+    units.requests = units.requests.sort(KEY)
     assert_same(units, single_pass(path))
     # The layers the analysis reads after the paths, and what it takes of every row before.
     trace = validate.validate(ingest.open_trace(path), max_bad_fraction=1.0)

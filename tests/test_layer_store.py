@@ -1,0 +1,84 @@
+"""A layer read from disk (layer_store.SpilledLayer, written by work units: scale/spill.py) gives
+the same frame as the layer in memory, for any columns and events asked for; the spill directory
+goes away with the last Layers that refers to it."""
+
+from __future__ import annotations
+
+import gc
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from coherence_diag.layer_store import Layers, SpilledLayer, SpillDirectory
+
+EVENTS = ["exec", "sample", "device_info"]
+COLUMNS = ["ts", "event", "device", "dur_ms", "gpu_util", "env", "attempt"]
+
+
+@st.composite
+def layers(draw: st.DrawFn) -> pl.DataFrame:
+    n = draw(st.integers(0, 40))
+    constant_env = draw(st.booleans())
+    return pl.DataFrame(
+        {
+            "ts": draw(st.lists(st.integers(0, 10**12), min_size=n, max_size=n)),
+            "event": draw(st.lists(st.sampled_from(EVENTS), min_size=n, max_size=n)),
+            "device": draw(st.lists(st.sampled_from(["gpu-0", "gpu-1", None]), min_size=n, max_size=n)),
+            "dur_ms": draw(st.lists(st.none() | st.floats(0, 1e4, allow_nan=False), min_size=n, max_size=n)),
+            "gpu_util": [None] * n,  # a column another layer fills: kept as a constant
+            "env": ["cloud-a"] * n if constant_env else draw(st.lists(st.sampled_from(["a", "b"]), min_size=n, max_size=n)),
+            "attempt": [0] * n,
+        },
+        schema={
+            "ts": pl.Int64,
+            "event": pl.Categorical,
+            "device": pl.Categorical,
+            "dur_ms": pl.Float64,
+            "gpu_util": pl.Float32,
+            "env": pl.Categorical,
+            "attempt": pl.UInt8,
+        },
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    frame=layers(),
+    columns=st.none() | st.lists(st.sampled_from([*COLUMNS, "absent"]), unique=True),
+    events=st.none() | st.lists(st.sampled_from([*EVENTS, "other"]), unique=True),
+)
+def test_a_spilled_layer_reads_as_the_layer_in_memory(tmp_path_factory, frame, columns, events):
+    directory = tmp_path_factory.mktemp("spill")
+    spilled = SpilledLayer.write(directory, frame.iter_columns(), frame.height, dict(frame.schema))
+    assert "gpu_util" in spilled.constants and "gpu_util" not in spilled.files  # a constant takes no file
+    in_memory, on_disk = Layers({"gpu": frame}), Layers({"gpu": spilled})
+    assert on_disk.spilled and not in_memory.spilled
+    assert (on_disk.height("gpu"), on_disk.schema("gpu")) == (in_memory.height("gpu"), in_memory.schema("gpu"))
+    got, want = on_disk.read("gpu", columns, events=events), in_memory.read("gpu", columns, events=events)
+    assert got is not None and want is not None
+    assert_frame_equal(got, want, check_exact=True)
+    assert on_disk.read("network", columns) is None  # a layer the trace does not have
+    assert_frame_equal(on_disk["gpu"], frame, check_exact=True)
+
+
+def test_columns_come_in_the_layers_order_whatever_order_they_are_asked_in():
+    frame = pl.DataFrame({"ts": [1, 2], "event": ["exec", "sample"], "device": ["a", "b"]})
+    assert Layers({"gpu": frame}).read("gpu", ["device", "ts"]).columns == ["ts", "device"]  # type: ignore[union-attr]
+
+
+def test_the_spill_directory_goes_with_the_last_layers_that_refers_to_it():
+    directory = SpillDirectory()
+    frame = pl.DataFrame({"ts": [1, 2, 3], "event": ["exec", "exec", "sample"]})
+    spilled = SpilledLayer.write(directory.path / "gpu", frame.iter_columns(), frame.height, dict(frame.schema))
+    layers = Layers({"gpu": spilled}, spill_dir=directory)
+    path = directory.path
+    del directory
+    replaced = layers.replace("queue", pl.DataFrame({"ts": [1]}))  # shares the directory
+    del layers
+    gc.collect()
+    assert path.is_dir() and replaced.read("gpu", ["ts"]) is not None
+    del replaced, spilled
+    gc.collect()
+    assert not path.exists()
