@@ -73,7 +73,7 @@ READS: dict[str, LayerReads] = {
         events=(
             "exec",  # metrics, timeseries.busy_intervals, features, indices, visuals
             "sample",  # metrics._nominal_utilization, timeseries._devices, features, indices, visuals
-            "device_info",  # paths.device_table (features, indices, visuals), metrics' device count
+            "device_info",  # paths.device_table (features, indices, visuals), fleet.pool_devices, metrics' device count
         ),
         columns=(
             "ts",  # every reader (timeseries._device_window_key, interconnect: over every row)

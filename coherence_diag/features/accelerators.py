@@ -30,7 +30,7 @@ import math
 
 import polars as pl
 
-from coherence_diag.features.fleet import inference_devices
+from coherence_diag.features.fleet import DEVICE_TABLE_COLUMNS, inference_devices
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS, device_table
 
@@ -54,8 +54,15 @@ def _service_bins(ctx: FeatureContext) -> pl.DataFrame | None:
     return ctx.shared("accelerators.service_bins", lambda: _build_bins(ctx))
 
 
+# Dispatches (predicted time, and the pool of devices device_info leaves unclassed); exec spans
+# and the device table.
+_BINS_SCHED_COLUMNS = ("ts", "event", "device", "pool", "predicted_ms")
+_BINS_GPU_COLUMNS = ("dur_ms", "phase", *DEVICE_TABLE_COLUMNS)
+
+
 def _build_bins(ctx: FeatureContext) -> pl.DataFrame | None:
-    sched, gpu = ctx.layer("scheduler"), ctx.layer("gpu")
+    sched = ctx.layer("scheduler", _BINS_SCHED_COLUMNS, events=("dispatch",))
+    gpu = ctx.layer("gpu", _BINS_GPU_COLUMNS, events=("exec", "device_info"))
     if sched is None or gpu is None:
         return None
     if "predicted_ms" not in sched.columns or "device" not in sched.columns or not {"dur_ms", "device"} <= set(gpu.columns):
@@ -332,8 +339,11 @@ def _tail_growth(ctx: FeatureContext, devices: pl.Series, t0: int, span_ns: int)
     return late["p99"] / early["p99"]
 
 
+_KV_COLUMNS = ("ts", "event", "src_device", "dst_device", "dur_ms", "bytes", "kind")
+
+
 def _kv_dispersion_growth(ctx: FeatureContext, devices: pl.Series, phase: str, t0: int, span_ns: int) -> float | None:
-    net = ctx.layer("network")
+    net = ctx.layer("network", _KV_COLUMNS, events=("transfer",))
     if net is None or not {"bytes", "dur_ms", "src_device", "dst_device"} <= set(net.columns):
         return None
     end = "dst_device" if phase == "decode" else "src_device"
@@ -357,6 +367,8 @@ def _kv_dispersion_growth(ctx: FeatureContext, devices: pl.Series, phase: str, t
 
 # ---- memory-path incoherence ---------------------------------------------------------------
 
+# Decode exec spans name the devices; their samples hold the signals.
+_MEMPATH_COLUMNS = ("event", "device", "phase", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util")
 
 
 @feature_group(
@@ -434,7 +446,7 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
         values["mempath_preempted_frac"] = req["preempted"] / req["finished"]
     if req["clean"] >= MIN_PER_THIRD:
         values["mempath_decode_inflation_ratio"] = req["inflation"]
-    gpu = ctx.layer("gpu")
+    gpu = ctx.layer("gpu", _MEMPATH_COLUMNS, events=("exec", "sample"))
     have = set() if gpu is None else set(gpu.columns) & ctx.columns
     if gpu is None or not {"kv_cache_util", "sm_active", "mem_bw_util"} & have:
         why = "no GPU samples of sm_active, mem_bw_util or kv_cache_util"

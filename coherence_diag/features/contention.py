@@ -19,6 +19,7 @@ from __future__ import annotations
 import polars as pl
 from scipy import stats
 
+from coherence_diag.features.fleet import DEVICE_TABLE_COLUMNS
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 from coherence_diag.paths import NS_PER_MS, device_table, is_inference
 
@@ -160,6 +161,10 @@ def _span_ns(ctx: FeatureContext) -> float | None:
     return float(r[1] - r[0]) if r[0] is not None and r[1] is not None and r[1] > r[0] else None
 
 
+# Batch-job exec spans and the device table (their devices' pools).
+_BATCH_SPAN_COLUMNS = ("request_key", "dur_ms", "phase", *DEVICE_TABLE_COLUMNS)
+
+
 def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
     """Disjoint occupied periods (pool, start_ns, end_ns) of batch work; None if batch work cannot
     be recognised in this trace (no workload_class and no phase)."""
@@ -167,7 +172,7 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
         return None
     parts = []
     jobs = ctx.requests.filter(~is_inference()).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
-    gpu = ctx.layer("gpu")
+    gpu = ctx.layer("gpu", _BATCH_SPAN_COLUMNS, events=("exec", "device_info"))
     if gpu is not None and {"phase", "dur_ms", "device"} <= set(gpu.columns):
         spans = gpu.filter((pl.col("event") == "exec") & (pl.col("phase") == "batch_job")).select(
             "request_key", "device", "ts", "dur_ms"

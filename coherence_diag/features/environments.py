@@ -90,7 +90,7 @@ def shift_features(result: dict[str, object]) -> tuple[dict[str, object], dict[s
 
 
 def _migration_window(ctx: FeatureContext) -> tuple[int, int] | None:
-    hyp = ctx.layer("hypervisor")
+    hyp = ctx.layer("hypervisor", ("ts", "event"), events=("migrate",))
     if hyp is None:
         return None
     row = hyp.filter(pl.col("event") == "migrate").select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).row(0)
@@ -129,7 +129,7 @@ def environment_split(ctx: FeatureContext) -> tuple[pl.DataFrame, pl.DataFrame, 
         }
         return requests.filter(env == base_env), requests.filter(env == cand_env), facts
     if window is not None:
-        hyp = ctx.layer("hypervisor")
+        hyp = ctx.layer("hypervisor", ("event", "env"), events=("migrate",))
         target = hyp.filter(pl.col("event") == "migrate")["env"].drop_nulls().cast(pl.String)
         facts = {
             "split": "migrate events",

@@ -30,6 +30,7 @@ from scipy import stats
 
 from coherence_diag.features.registry import FeatureContext
 from coherence_diag.paths import NS_PER_MS, is_inference
+from coherence_diag.request_keys import KEY
 from coherence_diag.timeseries import window_start
 
 BASE = ("request_id",)
@@ -38,6 +39,9 @@ DEPTH_HOLD_S = 5.0  # a queue-depth sample describes its queue until the next on
 MIN_FLEET_WINDOWS = 10  # windows of fresh arrivals the fleet series needs before dynamics are read
 FEW_FLEET_WINDOWS = f"fewer than {MIN_FLEET_WINDOWS} windows of inference arrivals"
 NO_DEPTH = "no queue depth: neither queue samples nor dispatch times to reconstruct it"
+
+# The gpu columns paths.device_table reads (of the `device_info` rows), for readers that call it.
+DEVICE_TABLE_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
 
 
 # A dispatcher that releases work on a timer (a tick) dispatches every waiting request at the same
@@ -130,9 +134,13 @@ def runs(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
+_RETRY_COLUMNS = ("ts", "event", KEY, "attempt")
+_RETRY_EVENTS = ("retry", "arrive")
+
+
 def retry_attempts(ctx: FeatureContext) -> pl.DataFrame | None:
     """One row per retry attempt (request_id, ts): `retry` rows and `arrive` rows with attempt > 0."""
-    sched = ctx.layer("scheduler")
+    sched = ctx.layer("scheduler", _RETRY_COLUMNS, events=_RETRY_EVENTS)
     if sched is None:
         return None
     cond = pl.col("event") == "retry"
@@ -203,6 +211,9 @@ def fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
     return ctx.shared("fleet.fleet_windows", lambda: _build_fleet_windows(ctx))
 
 
+_TIMEOUT_COLUMNS = ("ts", "event", KEY)
+
+
 def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
     w = window_ns(ctx)
     inf = ctx.inference
@@ -225,7 +236,7 @@ def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
             pl.when(pl.col("predicted_ms") > 0).then(pl.col("latency_ms") / pl.col("predicted_ms")).median().alias("slowdown"),
         ),
     ]
-    sched = ctx.layer("scheduler")
+    sched = ctx.layer("scheduler", _TIMEOUT_COLUMNS, events=("timeout",))
     if sched is not None:
         # Inference requests are all but the (few) batch jobs.
         batch = ctx.requests.filter(~is_inference())["request_key"]
@@ -235,7 +246,7 @@ def _build_fleet_windows(ctx: FeatureContext) -> FleetWindows | None:
         if retries is not None:
             parts.append(counts(retries.lazy().filter(inference), "ts", "retries"))
     depth_source = None
-    if "depth" in ctx.columns and ctx.layer("queue") is not None:
+    if "depth" in ctx.columns and ctx.has_layer("queue"):
         depth = queue_depth_grid(ctx)
         if depth is not None:
             parts.append(depth.lazy().group_by(pl.col("window_start_ns").alias("w")).agg(sum_or_null("depth").alias("depth")))
@@ -305,7 +316,7 @@ def pool_devices(ctx: FeatureContext) -> pl.DataFrame:
         req.lazy().select(pl.col(d).alias("device"), pl.col(p).alias("pool")).unique().drop_nulls().collect()
         for d, p in (("prefill_device", "pool"), ("decode_device", "decode_pool"))
     ]
-    gpu = ctx.layer("gpu")
+    gpu = ctx.layer("gpu", ("event", "device", "pool"), events=("device_info",))
     if gpu is not None and "pool" in gpu.columns:
         parts.append(gpu.filter(pl.col("event") == "device_info").select("device", "pool").unique().drop_nulls())
     both = pl.concat(parts).unique()

@@ -20,6 +20,7 @@ from coherence_diag.paths import NS_PER_MS
 
 NEEDS = ("dur_ms",)
 MIN_HOLDS = 2  # holds needed before their typical length is worth a number
+_HOLD_COLUMNS = ("event", "request_key", "device", "dur_ms", "phase")
 
 
 def _is_hold() -> pl.Expr:
@@ -54,7 +55,7 @@ def _is_hold() -> pl.Expr:
 )
 def device_holds(ctx: FeatureContext) -> GroupResult:
     names = ("hold_duration_p50_ms", "hold_latency_ratio", "hold_device_frac")
-    gpu = ctx.layer("gpu")
+    gpu = ctx.layer("gpu", _HOLD_COLUMNS, events=("exec",))  # holds are exec spans
     if gpu is None or "dur_ms" not in gpu.columns:
         return GroupResult({n: None for n in names}, missing={n: NEEDS for n in names})
     inf = ctx.inference

@@ -47,10 +47,14 @@ FEATURES = [
 ]
 
 
+_SAMPLE_COLUMNS = ("ts", "event", "device", "gpu_util", "mem_used_bytes")
+_QUEUE_COLUMNS = ("ts", "queue", "wait_ms")  # rows of every event (a wait is a wait)
+
+
 @feature_group("idle_memory_holds", FEATURES)
 def idle_memory_holds(ctx: FeatureContext) -> GroupResult:
     result = GroupResult({f.name: None for f in FEATURES})
-    gpu = ctx.layer("gpu")
+    gpu = ctx.layer("gpu", _SAMPLE_COLUMNS, events=("sample",))
     if gpu is None:
         return result.explain("no GPU samples")
     samples = gpu.lazy().filter(pl.col("event") == "sample").select("ts", pl.col("device").cast(pl.String), "gpu_util", "mem_used_bytes")
@@ -81,7 +85,7 @@ def idle_memory_holds(ctx: FeatureContext) -> GroupResult:
     if details.height:
         result.details["idle_hold_device_frac"] = {"holders": details.to_dicts()}
 
-    queue = ctx.layer("queue")
+    queue = ctx.layer("queue", _QUEUE_COLUMNS)
     if queue is None or "wait_ms" not in ctx.columns:
         result.reasons["idle_hold_queued_frac"] = "no queue wait samples"
         return result
