@@ -8,6 +8,7 @@ The breakdown (per layer, per link, per pool, timeline) is part of the report.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -121,6 +122,11 @@ class Waves:
     extent: pl.DataFrame | None  # w, wave_extent (share of series hot per window); None without WPI
 
 
+# What the indices read of the layers (a large trace's layers are read from disk, column by column).
+_QUEUE_COLUMNS = ("ts", "queue", "depth")  # _stress_series: every row with a depth
+_LINK_COLUMNS = ("ts", "link", "link_util")  # _stress_series: every row with a link_util
+
+
 def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
     """Per (entity, window): a stress measure and its floor, across layers and entities.
 
@@ -172,7 +178,7 @@ def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
     if "slo_ms" in ctx.columns:
         done = reqs.filter(pl.col("slo_met").is_not_null())
         parts.append(per_pool("slo_miss:", "pool", "complete_ns", (~pl.col("slo_met")).mean(), rows=done, floor=SHARE_FLOOR))
-    queue = ctx.layer("queue")
+    queue = ctx.layer("queue", _QUEUE_COLUMNS)
     if queue is not None and "depth" in queue.columns:
         parts.append(
             queue.lazy().filter(pl.col("depth").is_not_null() & pl.col("queue").is_not_null())
@@ -180,7 +186,7 @@ def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
             .select(pl.concat_str(pl.lit("depth:"), pl.col("_q").cast(pl.String)).alias("entity"), "w",
                     pl.col("x").cast(pl.Float64), pl.lit(DEPTH_FLOOR).alias("floor"))
         )
-    network = ctx.layer("network")
+    network = ctx.layer("network", _LINK_COLUMNS)
     if network is not None and {"link", "link_util"} <= set(network.columns):
         parts.append(
             network.lazy().filter(pl.col("link_util").is_not_null() & pl.col("link").is_not_null())
@@ -441,30 +447,47 @@ def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
-def _device_pools(gpu: pl.DataFrame) -> pl.LazyFrame:
-    """(device, pool): a device's pool as everywhere else, its earliest device_info row that
-    names one (so a device listed in two pools lands in the same one whatever the row order)."""
-    return device_table(gpu).select("device", "pool").filter(pl.col("pool").is_not_null())
+# paths.device_table reads these of the gpu layer's device_info rows.
+DEVICE_INFO_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
+NOMINAL_COLUMNS = ("event", "device", "gpu_util")  # pool_nominal_utilization: the gpu_util samples
+_HCL_COLUMNS = (*NOMINAL_COLUMNS, "request_key", "dur_ms", "phase")  # and the exec spans
 
 
-def pool_nominal_utilization(gpu: pl.DataFrame) -> pl.LazyFrame:
+def gpu_device_table(read: Callable[..., pl.DataFrame | None]) -> pl.LazyFrame:
+    """paths.device_table of the gpu layer, of which `read` (FeatureContext.layer or
+    VisualInputs.layer) reads only what it uses: the device_info rows' DEVICE_INFO_COLUMNS."""
+    return device_table(read("gpu", DEVICE_INFO_COLUMNS, events=("device_info",)))
+
+
+def _device_pools(devices: pl.LazyFrame) -> pl.LazyFrame:
+    """(device, pool) of a device table (paths.device_table): a device's pool as everywhere else,
+    its earliest device_info row that names one (so a device listed in two pools lands in the
+    same one whatever the row order)."""
+    return devices.select("device", "pool").filter(pl.col("pool").is_not_null())
+
+
+def pool_nominal_utilization(gpu: pl.DataFrame, devices: pl.LazyFrame) -> pl.LazyFrame:
     """(pool, nominal): the nominal utilization per-pool HCL starts from, the mean over the
-    pool's devices of their mean `gpu_util` sample (pool Categorical)."""
+    pool's devices of their mean `gpu_util` sample (pool Categorical). `gpu`: the gpu layer's
+    rows (NOMINAL_COLUMNS, its samples at least); `devices`: its device table (gpu_device_table)."""
     samples = gpu.lazy().filter((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).select("device", "gpu_util")
     return (
         samples.group_by("device").agg(pl.col("gpu_util").mean())
-        .join(_device_pools(gpu), on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
+        .join(_device_pools(devices), on="device").group_by("pool").agg(pl.col("gpu_util").mean().alias("nominal"))
     )
 
 
 def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
-    gpu = ctx.layer("gpu")
-    if gpu is None or "slo_ms" not in ctx.columns:
+    if "slo_ms" not in ctx.columns:
         return {}
-    # Lazy plans throughout: only the few columns used are gathered from the wide GPU layer.
+    gpu = ctx.layer("gpu", _HCL_COLUMNS)
+    if gpu is None:
+        return {}
+    # Lazy plans throughout: only the few columns used are gathered from the GPU layer.
     layer = gpu.lazy()
-    devices = _device_pools(gpu)
-    nominal = pool_nominal_utilization(gpu)
+    table = gpu_device_table(ctx.layer)
+    devices = _device_pools(table)
+    nominal = pool_nominal_utilization(gpu, table)
     # Total exec time per pool from spans (grouped by device first: cheap); useful time from the
     # request table (prefill time to the request's pool, decode time to its decode pool), so no
     # span-level join. Integer nanoseconds keep the sums exact.
@@ -585,12 +608,16 @@ def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFra
     return per_window.select("w", serving.clip(lower_bound=0.0).alias("serving")).collect()
 
 
+# _device_windows and _nominal_windows: exec spans, and gpu_util samples or device_info devices.
+_DEVICE_WINDOW_COLUMNS = ("ts", "event", "device", "request_key", "dur_ms", "phase", "gpu_util")
+
+
 def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:
     """HCL per window and the compute layer component (its useful share), from the global HCL's
     inputs: nominal utilization in the window (mean over devices of their mean `gpu_util`, or
     exec busy time over device time) times the share of the window's exec time that was not
     useful (spans are placed in the window where they start)."""
-    gpu = ctx.layer("gpu")
+    gpu = ctx.layer("gpu", _DEVICE_WINDOW_COLUMNS)
     empty = pl.DataFrame(schema={"w": pl.Int64, "HCL": pl.Float64, "compute": pl.Float64})
     if gpu is None:
         return empty

@@ -38,6 +38,12 @@ STRANDED = (  # the features comparing the devices behind the link with their pe
     "interconnect_bound_device_share_frac",
     "interconnect_bound_pool_wait_frac",
 )
+# What the group reads of the layers (a large trace's layers are read from disk, column by column).
+_NET_COLUMNS = ("event", "request_key", "kind", "bytes", *NEEDS)
+_GPU_COLUMNS = ("ts", "event", "device", "dur_ms", "phase")  # _stranded: exec spans, every row's ts
+_DISPATCH_COLUMNS = ("event", "device", "pool")  # _stranded: dispatch pools, when device_info has none
+# paths.device_table reads these of the gpu layer's device_info rows.
+_DEVICE_INFO_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
 
 
 @feature_group(
@@ -97,7 +103,7 @@ STRANDED = (  # the features comparing the devices behind the link with their pe
     ],
 )
 def interconnect(ctx: FeatureContext) -> GroupResult:
-    net, gpu = ctx.layer("network"), ctx.layer("gpu")
+    net = ctx.layer("network", _NET_COLUMNS)
     if net is None:
         return GroupResult({}, reason="no network layer")
     if not set(NEEDS) <= set(net.columns):
@@ -157,13 +163,13 @@ def interconnect(ctx: FeatureContext) -> GroupResult:
         if by.get(True) is not None and by.get(False):
             values["interconnect_path_slowdown_ratio"] = by[True] / by[False]
 
-    if gpu is None:
+    if not ctx.has_layer("gpu"):
         reasons.update(dict.fromkeys(STRANDED, "no gpu layer to compare the devices behind the link with their peers"))
     elif top["sat"] < MIN_SATURATION:
         why = f"the link under study is saturated in less than {MIN_SATURATION:.0%} of its windows (it cuts no capacity off)"
         reasons.update(dict.fromkeys(STRANDED, why))
     else:
-        stranded, why = _stranded(ctx, gpu, transfers, on_link, detail)
+        stranded, why = _stranded(ctx, transfers, on_link, detail)
         values.update(stranded)
         reasons.update(why)
     return GroupResult(values, details={"interconnect_link_saturated_frac": detail}, reasons=reasons)
@@ -171,7 +177,6 @@ def interconnect(ctx: FeatureContext) -> GroupResult:
 
 def _stranded(
     ctx: FeatureContext,
-    gpu: pl.DataFrame,
     transfers: pl.LazyFrame,
     on_link: pl.Expr,
     detail: dict[str, object],
@@ -201,11 +206,13 @@ def _stranded(
     if behind.is_empty():
         why = f"no device sends or receives {BEHIND_SHARE:.0%} of its KV transfers over the link under study"
         return {}, dict.fromkeys(STRANDED, why)
+    gpu = ctx.layer("gpu", _GPU_COLUMNS)
+    assert gpu is not None  # the caller checked that the trace has gpu rows
     execs = gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null() & pl.col("dur_ms").is_not_null())
     phase = pl.col("phase").cast(pl.String) if "phase" in gpu.columns else pl.lit("all")
-    info = device_table(gpu).select("device", "pool", "first_seen_ns").collect()
+    info = device_table(_device_info(ctx)).select("device", "pool", "first_seen_ns").collect()
     if info["pool"].null_count() == info.height:
-        sched = ctx.layer("scheduler")
+        sched = ctx.layer("scheduler", _DISPATCH_COLUMNS, events=("dispatch",))
         if sched is not None and {"pool", "device"} <= set(sched.columns):
             info = info.drop("pool").join(
                 sched.lazy().filter((pl.col("event") == "dispatch") & pl.col("pool").is_not_null())
@@ -312,6 +319,11 @@ def _stranded(
     return out, why
 
 
+def _device_info(ctx: FeatureContext) -> pl.DataFrame | None:
+    """The gpu layer's device_info rows, all that paths.device_table reads of it."""
+    return ctx.layer("gpu", _DEVICE_INFO_COLUMNS, events=("device_info",))
+
+
 def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:
     """Summed per-device union length of exec spans within [t_on, t_end), in ns, by `behind` flag.
 
@@ -347,6 +359,7 @@ def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:
 # same seconds is behind a path that cannot carry its work.
 HANDOFF_BIN_NS = 10_000_000_000  # handoffs are compared within 10-s bins of the same decode pool
 HANDOFF_NEEDS = ("dur_ms", "device")
+_EDGE_COLUMNS = ("ts", "event", "request_key", "dur_ms", "phase")  # _phase_edges: exec spans
 
 
 @feature_group(
@@ -371,8 +384,8 @@ HANDOFF_NEEDS = ("dur_ms", "device")
     ],
 )
 def interconnect_handoff(ctx: FeatureContext) -> GroupResult:
-    gpu = ctx.layer("gpu")
-    info = device_table(gpu).select("device", pl.col("host").cast(pl.String), pl.col("pool").cast(pl.String))
+    gpu = ctx.layer("gpu", _EDGE_COLUMNS, events=("exec",))
+    info = device_table(_device_info(ctx)).select("device", pl.col("host").cast(pl.String), pl.col("pool").cast(pl.String))
     # The handoff from the exec spans (prefill end -> first decode span) when phases are recorded,
     # else from the scheduler's decode dispatch (decode_queue_ms + the KV transfer, if recorded).
     spans = _phase_edges(gpu)

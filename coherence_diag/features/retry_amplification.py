@@ -73,13 +73,19 @@ RETRY_FEATURES = [
 ]
 
 
+# Every row of the requests with several attempts: whether all of them carry an attempt number
+# decides how starts pair with outcomes (so no event filter on the read).
+_ATTEMPT_COLUMNS = ("ts", "event", "request_key", "attempt")
+_TIMEOUT_COLUMNS = ("ts", "event", "request_key")
+
+
 def attempt_latency(ctx: FeatureContext, fw: FleetWindows, q: float = ATTEMPT_QUANTILE) -> np.ndarray | None:
     """Per window: quantile q of attempt durations (arrive/retry -> complete/timeout/drop), by end window.
 
     Requests with one attempt are read from the request table (their outcome time is `complete_ns`
     or their timeout/drop row); only requests with several attempts need their scheduler rows.
     """
-    sched = ctx.layer("scheduler")
+    sched = ctx.layer("scheduler", _ATTEMPT_COLUMNS)
     if sched is None:
         return None
     inf = ctx.inference
@@ -128,7 +134,7 @@ def retry_storm(fw: FleetWindows) -> np.ndarray:
 
 
 def _timeout_triggered(ctx: FeatureContext, retries: pl.DataFrame) -> float | None:
-    sched = ctx.layer("scheduler")
+    sched = ctx.layer("scheduler", _TIMEOUT_COLUMNS, events=("timeout",))
     if sched is None or retries.height == 0:
         return None
     timeouts = sched.filter(pl.col("event") == "timeout").select(pl.col("request_key"), pl.col("ts").alias("t_ts"))

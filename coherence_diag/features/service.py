@@ -87,12 +87,17 @@ def _explained(ctx: FeatureContext, miss: pl.DataFrame, w: int) -> pl.Series:
     return frame.select(pl.col("waited") | (pl.col("long_kv") & pl.col("hot_link"))).to_series()
 
 
+_TRANSFER_COLUMNS = ("ts", "event", "request_key", "link", "kind")
+
+
 def _hot_link_requests(ctx: FeatureContext, ids: pl.Series, w: int) -> pl.Series:
     """Of `ids`, the requests with a KV transfer on a link at >= SATURATED utilization in that window."""
-    net = ctx.layer("network")
-    links = ctx.series.links
     empty = pl.Series("request_key", [], dtype=ids.dtype)
-    if ids.len() == 0 or net is None or "link" not in net.columns or links.is_empty():
+    if ids.len() == 0:
+        return empty
+    net = ctx.layer("network", _TRANSFER_COLUMNS, events=("transfer",))
+    links = ctx.series.links
+    if net is None or "link" not in net.columns or links.is_empty():
         return empty
     cond = (pl.col("event") == "transfer") & pl.col("link").is_not_null() & pl.col("request_key").is_in(ids.implode())
     if "kind" in net.columns:

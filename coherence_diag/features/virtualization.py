@@ -42,6 +42,14 @@ CONTENDED_STEAL_FRAC, CALM_STEAL_FRAC = 0.10, 0.05
 CONTENDED_COTENANT_FRAC, CALM_COTENANT_FRAC = 0.5, 0.25
 MIN_CONTRAST = 20  # virtualized spans on each side (contended, calm)
 TIME_BIN_NS = 2_000_000_000  # the fleet-wide load effect is removed per 2-s bin
+# What _spans reads of the layers (a large trace's layers are read from disk, column by column).
+# Of the gpu layer every row: a device's host may be named on any of its rows.
+_GPU_COLUMNS = ("ts", "event", "request_key", "device", "dur_ms", "phase", "host", "env")
+# paths.device_table reads these of the gpu layer's device_info rows.
+_DEVICE_INFO_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
+_DISPATCH_COLUMNS = ("ts", "event", "request_key", "device", "predicted_ms", "pool", "env")
+_SAMPLE_COLUMNS = ("ts", "event", "host", "device", "steal_frac", "cotenant_util")  # _hypervisor_samples
+_MIGRATE_COLUMNS = ("ts", "event", "host", "device", "env")  # _attach_migrations
 
 
 def _spread(col: str) -> pl.Expr:
@@ -250,8 +258,8 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     SPAN_CAP spans per side (on virtualized devices / on the other devices of those pools) a
     deterministic subsample (by a hash of the span start) is used.
     """
-    gpu, sched = ctx.layer("gpu"), ctx.layer("scheduler")
-    if gpu is None or sched is None or not {"dur_ms", "predicted_ms", "device"} <= ctx.columns:
+    gpu = ctx.layer("gpu", _GPU_COLUMNS)
+    if gpu is None or not ctx.has_layer("scheduler") or not {"dur_ms", "predicted_ms", "device"} <= ctx.columns:
         return None
     inference_exec = (pl.col("event") == "exec") & pl.col("request_key").is_not_null() & (pl.col("dur_ms") > 0)
     if "phase" in gpu.columns:
@@ -259,8 +267,8 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     total = gpu.select(inference_exec.sum()).item()
     if not total:
         return None
-    devices = device_table(gpu).collect()
-    samples, key = _hypervisor_samples(ctx.layer("hypervisor"), devices)
+    devices = device_table(ctx.layer("gpu", _DEVICE_INFO_COLUMNS, events=("device_info",))).collect()
+    samples, key = _hypervisor_samples(ctx.layer("hypervisor", _SAMPLE_COLUMNS, events=("sample",)), devices)
     if key == "host" and samples is not None and "host" in gpu.columns:
         # Devices whose rows name a sampled host but that have no device_info host.
         extra = (
@@ -305,6 +313,8 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
         _subsample(spans.filter(pl.col("_on_virt"))),
         _subsample(spans.filter(~pl.col("_on_virt"))),
     ])
+    sched = ctx.layer("scheduler", _DISPATCH_COLUMNS, events=("dispatch",))
+    assert sched is not None  # the trace has scheduler rows (checked above)
     pool = pl.col("pool") if "pool" in sched.columns else pl.lit(None, pl.Categorical)
     sched_env = pl.col("env") if "env" in sched.columns else pl.lit(None, pl.Categorical)
     dispatch = (
@@ -346,7 +356,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
         .drop("_info_pool", "_dispatch_env")
         .collect()
     )
-    joined = _attach_migrations(joined, ctx.layer("hypervisor"), devices)
+    joined = _attach_migrations(joined, ctx.layer("hypervisor", _MIGRATE_COLUMNS, events=("migrate",)), devices)
     joined = _attach_hypervisor(joined, samples, key)
     joined = joined.with_columns((pl.col("_flagged") | pl.col("_sampled")).alias("_virt"))
     on_virt = joined.filter(pl.col("_on_virt"))

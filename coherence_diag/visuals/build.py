@@ -249,10 +249,14 @@ def iter_visuals(analysis: Analysis, comparison: Comparison | None = None, *, ba
 # --- utilization heatmap ------------------------------------------------------------------------
 
 
+# gpu_util samples, exec spans and their requests (useful_exec_per_device reads `phase` too).
+_HEATMAP_COLUMNS = ("ts", "event", "device", "request_key", "dur_ms", "phase", "gpu_util")
+
+
 def utilization_heatmap(inputs: VisualInputs) -> Visual:
     vid, title = "utilization-heatmap", "Nominal vs effective utilization per device over time"
     kind: VisualKind = "heatmap"
-    gpu, clock, origin = inputs.layer("gpu"), inputs.clock(HEATMAP_BINS), inputs.origin_utc()
+    gpu, clock, origin = inputs.layer("gpu", _HEATMAP_COLUMNS), inputs.clock(HEATMAP_BINS), inputs.origin_utc()
     if gpu is None or clock is None:
         return _omitted(vid, title, kind, "no gpu layer: device utilization needs gpu samples (gpu_util) or exec spans (dur_ms)", origin)
     has_util = "gpu_util" in gpu.columns and gpu.select(((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).any()).item()
@@ -542,18 +546,21 @@ def hidden_capacity(inputs: VisualInputs) -> Visual:
     vid, title = "hidden-capacity", "Hidden capacity: nominal vs effective utilization per pool"
     kind: VisualKind = "capacity"
     pools = {p: v["HCL"] for p, v in inputs.report.index_breakdown.pools.items() if v.get("HCL") is not None}
-    gpu = inputs.layer("gpu")
+    gpu = inputs.layer("gpu", indices.NOMINAL_COLUMNS, events=("sample",)) if pools else None
     if not pools or gpu is None:
         missing = [c for c in ("gpu_util", "dur_ms", "slo_ms") if c not in inputs.columns]
         why = f"missing columns: {', '.join(missing)}" if missing else "no pool has both gpu_util samples and exec spans of its devices"
         return _omitted(vid, title, kind, f"per-pool hidden capacity loss (HCL) is not measurable: {why}")
     hcl = pl.DataFrame({"pool": list(pools), "hidden_frac": list(pools.values())}, schema={"pool": pl.String, "hidden_frac": pl.Float64})
-    nominal = indices.pool_nominal_utilization(gpu).select(pl.col("pool").cast(pl.String), pl.col("nominal").alias("nominal_frac")).collect()
+    nominal = (
+        indices.pool_nominal_utilization(gpu, indices.gpu_device_table(inputs.layer))
+        .select(pl.col("pool").cast(pl.String), pl.col("nominal").alias("nominal_frac")).collect()
+    )
     frame = hcl.join(nominal, on="pool", how="left").with_columns(
         (pl.col("nominal_frac") - pl.col("hidden_frac")).clip(0.0, 1.0).alias("effective_frac")
     )
     idle_note = ""
-    windows = pool_windows(inputs.context) if inputs.layer("queue") is not None and "dur_ms" in inputs.columns else None
+    windows = pool_windows(inputs.context) if inputs.layers.has_rows("queue") and "dur_ms" in inputs.columns else None
     if windows is not None and not windows.is_empty():
         w_s = inputs.window_ns / 1e9
         idle = (
@@ -633,10 +640,14 @@ def stragglers(inputs: VisualInputs) -> Visual:
 # --- energy vs latency --------------------------------------------------------------------------
 
 
+# Every row: whether the trace has power readings at all is asked of every gpu row.
+_POWER_COLUMNS = ("ts", "event", "device", "power_w")
+
+
 def energy_latency(inputs: VisualInputs) -> Visual:
     vid, title = "energy-latency", "Energy vs latency over time"
     kind: VisualKind = "energy"
-    gpu, clock, origin = inputs.layer("gpu"), inputs.clock(TIMELINE_BINS), inputs.origin_utc()
+    gpu, clock, origin = inputs.layer("gpu", _POWER_COLUMNS), inputs.clock(TIMELINE_BINS), inputs.origin_utc()
     has_power = gpu is not None and "power_w" in gpu.columns and gpu.select(pl.col("power_w").is_not_null().any()).item()
     if gpu is None or not has_power or clock is None:
         return _omitted(vid, title, kind, "no board power samples (gpu power_w)", origin)
