@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from coherence_diag.layer_store import Layers, SpilledLayer, SpillDirectory
+from coherence_diag.layer_store import Layers, SpillDirectory, SpilledLayer
 
 EVENTS = ["exec", "sample", "device_info"]
 COLUMNS = ["ts", "event", "device", "dur_ms", "gpu_util", "env", "attempt"]
