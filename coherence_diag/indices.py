@@ -15,7 +15,7 @@ import polars as pl
 
 from coherence_diag.features import FeatureContext, FeatureValues
 from coherence_diag.model import SEVERITIES, Evaluability, Finding, IndexBreakdown, Indices, UnexplainedIndex, iso_utc
-from coherence_diag.paths import NS_PER_MS, device_table, is_inference
+from coherence_diag.paths import DEVICE_TABLE_COLUMNS, NS_PER_MS, device_table, is_inference
 from coherence_diag.timeseries import busy_intervals
 
 # Short definitions, shown by `coherence-diag explain INDEX`; docs/indices.md has the reasoning.
@@ -447,16 +447,14 @@ def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
-# paths.device_table reads these of the gpu layer's device_info rows.
-DEVICE_INFO_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
 NOMINAL_COLUMNS = ("event", "device", "gpu_util")  # pool_nominal_utilization: the gpu_util samples
 _HCL_COLUMNS = (*NOMINAL_COLUMNS, "request_key", "dur_ms", "phase")  # and the exec spans
 
 
 def gpu_device_table(read: Callable[..., pl.DataFrame | None]) -> pl.LazyFrame:
     """paths.device_table of the gpu layer, of which `read` (FeatureContext.layer or
-    VisualInputs.layer) reads only what it uses: the device_info rows' DEVICE_INFO_COLUMNS."""
-    return device_table(read("gpu", DEVICE_INFO_COLUMNS, events=("device_info",)))
+    VisualInputs.layer) reads only what it uses: the device_info rows' DEVICE_TABLE_COLUMNS."""
+    return device_table(read("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",)))
 
 
 def _device_pools(devices: pl.LazyFrame) -> pl.LazyFrame:

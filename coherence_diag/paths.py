@@ -335,6 +335,10 @@ def _kv_per_request(network: pl.DataFrame | None) -> pl.LazyFrame:
     )
 
 
+# The gpu columns `device_table` reads (of the `device_info` rows).
+DEVICE_TABLE_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
+
+
 def device_table(gpu: pl.DataFrame | None) -> pl.LazyFrame:
     """One row per device from `device_info` rows (first seen wins): host, pool, accelerator, ..."""
     schema = {

@@ -30,9 +30,9 @@ import math
 
 import polars as pl
 
-from coherence_diag.features.fleet import DEVICE_TABLE_COLUMNS, inference_devices
+from coherence_diag.features.fleet import inference_devices
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import NS_PER_MS, device_table
+from coherence_diag.paths import DEVICE_TABLE_COLUMNS, NS_PER_MS, device_table
 
 N_BINS = 12  # equal time slices of the trace; thirds are 4 slices each
 EVIDENCE_MIN_GROWTH = 1.2  # relative growth above which the drift evidence (tail, order, KV) is measured

@@ -19,9 +19,8 @@ from __future__ import annotations
 import polars as pl
 from scipy import stats
 
-from coherence_diag.features.fleet import DEVICE_TABLE_COLUMNS
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import NS_PER_MS, device_table, is_inference
+from coherence_diag.paths import DEVICE_TABLE_COLUMNS, NS_PER_MS, device_table, is_inference
 
 MIN_SIDE = 20  # requests per side of a median comparison
 RHO_CAP = 100_000  # requests per side of a rank statistic (deterministic subsample above)

@@ -40,8 +40,6 @@ MIN_FLEET_WINDOWS = 10  # windows of fresh arrivals the fleet series needs befor
 FEW_FLEET_WINDOWS = f"fewer than {MIN_FLEET_WINDOWS} windows of inference arrivals"
 NO_DEPTH = "no queue depth: neither queue samples nor dispatch times to reconstruct it"
 
-# The gpu columns paths.device_table reads (of the `device_info` rows), for readers that call it.
-DEVICE_TABLE_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
 
 
 # A dispatcher that releases work on a timer (a tick) dispatches every waiting request at the same

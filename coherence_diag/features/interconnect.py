@@ -20,7 +20,7 @@ from __future__ import annotations
 import polars as pl
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import NS_PER_MS, device_table
+from coherence_diag.paths import DEVICE_TABLE_COLUMNS, NS_PER_MS, device_table
 
 SATURATED_UTIL = 0.9  # a link window at >= 90% utilization has no headroom left
 BEHIND_SHARE = 0.9  # a device whose KV transfers use the link at least this often is behind it
@@ -42,8 +42,6 @@ STRANDED = (  # the features comparing the devices behind the link with their pe
 _NET_COLUMNS = ("event", "request_key", "kind", "bytes", *NEEDS)
 _GPU_COLUMNS = ("ts", "event", "device", "dur_ms", "phase")  # _stranded: exec spans, every row's ts
 _DISPATCH_COLUMNS = ("event", "device", "pool")  # _stranded: dispatch pools, when device_info has none
-# paths.device_table reads these of the gpu layer's device_info rows.
-_DEVICE_INFO_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
 
 
 @feature_group(
@@ -321,7 +319,7 @@ def _stranded(
 
 def _device_info(ctx: FeatureContext) -> pl.DataFrame | None:
     """The gpu layer's device_info rows, all that paths.device_table reads of it."""
-    return ctx.layer("gpu", _DEVICE_INFO_COLUMNS, events=("device_info",))
+    return ctx.layer("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))
 
 
 def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:

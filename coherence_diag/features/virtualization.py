@@ -27,7 +27,7 @@ import polars as pl
 from scipy import stats
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
-from coherence_diag.paths import ASOF_TOLERANCE_NS, device_table
+from coherence_diag.paths import ASOF_TOLERANCE_NS, DEVICE_TABLE_COLUMNS, device_table
 
 MIN_STRATUM = 30  # spans per side of a stratum comparison
 MIN_COUPLING = 50  # virtualized spans with a hypervisor sample
@@ -45,8 +45,6 @@ TIME_BIN_NS = 2_000_000_000  # the fleet-wide load effect is removed per 2-s bin
 # What _spans reads of the layers (a large trace's layers are read from disk, column by column).
 # Of the gpu layer every row: a device's host may be named on any of its rows.
 _GPU_COLUMNS = ("ts", "event", "request_key", "device", "dur_ms", "phase", "host", "env")
-# paths.device_table reads these of the gpu layer's device_info rows.
-_DEVICE_INFO_COLUMNS = ("ts", "event", "device", "host", "pool", "accelerator", "mig_profile", "virtualized")
 _DISPATCH_COLUMNS = ("ts", "event", "request_key", "device", "predicted_ms", "pool", "env")
 _SAMPLE_COLUMNS = ("ts", "event", "host", "device", "steal_frac", "cotenant_util")  # _hypervisor_samples
 _MIGRATE_COLUMNS = ("ts", "event", "host", "device", "env")  # _attach_migrations
@@ -267,7 +265,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     total = gpu.select(inference_exec.sum()).item()
     if not total:
         return None
-    devices = device_table(ctx.layer("gpu", _DEVICE_INFO_COLUMNS, events=("device_info",))).collect()
+    devices = device_table(ctx.layer("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))).collect()
     samples, key = _hypervisor_samples(ctx.layer("hypervisor", _SAMPLE_COLUMNS, events=("sample",)), devices)
     if key == "host" and samples is not None and "host" in gpu.columns:
         # Devices whose rows name a sampled host but that have no device_info host.
