@@ -19,6 +19,8 @@ from coherence_diag.layer_store import Layers
 from coherence_diag.paths import NS_PER_MS, is_inference
 
 DEFAULT_WINDOW_S = 1.0
+# The gpu samples' signals in the device table (each a mean per device and window).
+DEVICE_SIGNALS = ("gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w")
 
 
 @dataclass
@@ -42,13 +44,21 @@ def sort_entity_windows(entity: str) -> list[pl.Expr]:
     return [pl.col(entity).to_physical(), pl.col("window_start_ns")]
 
 
-def build(requests: pl.LazyFrame, layers: Mapping[str, pl.DataFrame], window_s: float = DEFAULT_WINDOW_S) -> TimeSeries:
+def build(
+    requests: pl.LazyFrame,
+    layers: Mapping[str, pl.DataFrame],
+    window_s: float = DEFAULT_WINDOW_S,
+    *,
+    device_signals: tuple[str, ...] = DEVICE_SIGNALS,
+) -> TimeSeries:
+    """The series tables; `device_signals`: the sample signals the device table carries (the
+    others are left out: it has a row per device and sampled window, 29M at 100M trace rows)."""
     window_ns = int(round(window_s * 1e9))
     store = Layers.of(layers)
     queue = store.read("queue", ("ts", "event", "queue", "pool", "depth"))
     plans = [
         _pools(requests, queue, window_ns),
-        _devices(store, window_ns),
+        _devices(store, window_ns, device_signals),
         _queues(queue, window_ns),
         _links(store.read("network", ("ts", "event", "link", "link_util", "retransmits", "dur_ms", "bytes")), window_ns),
         _hosts(store.read("hypervisor", ("ts", "event", "host", "steal_frac", "cotenant_util", "vgpu_wait_ms")), window_ns),
@@ -100,9 +110,9 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
     return frame.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(sort_entity_windows("pool"))
 
 
-def _devices(layers: Layers, window_ns: int) -> pl.LazyFrame:
+def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) -> pl.LazyFrame:
     schema = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
-    signals = ["gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "power_w"]
+    signals = list(device_signals)
     gpu = layers.read("gpu", ("ts", "event", "device", "dur_ms"))
     if gpu is None:
         return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
