@@ -22,6 +22,7 @@ before it started, else the env on its gpu row, else the env of its dispatch.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import polars as pl
 from scipy import stats
@@ -44,7 +45,9 @@ MIN_CONTRAST = 20  # virtualized spans on each side (contended, calm)
 TIME_BIN_NS = 2_000_000_000  # the fleet-wide load effect is removed per 2-s bin
 # What _spans reads of the layers (a large trace's layers are read from disk, column by column).
 # Of the gpu layer every row: a device's host may be named on any of its rows.
-_GPU_COLUMNS = ("ts", "event", "request_key", "device", "dur_ms", "phase", "host", "env")
+# The exec spans (the only gpu rows _spans compares); the device -> host pass reads its two
+# columns of every gpu row apart (at 100M rows, 8 columns of every row would be ~2 GB).
+_EXEC_COLUMNS = ("ts", "event", "request_key", "device", "dur_ms", "phase", "env")
 _DISPATCH_COLUMNS = ("ts", "event", "request_key", "device", "predicted_ms", "pool", "env")
 _SAMPLE_COLUMNS = ("ts", "event", "host", "device", "steal_frac", "cotenant_util")  # _hypervisor_samples
 _MIGRATE_COLUMNS = ("ts", "event", "host", "device", "env")  # _attach_migrations
@@ -256,7 +259,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     SPAN_CAP spans per side (on virtualized devices / on the other devices of those pools) a
     deterministic subsample (by a hash of the span start) is used.
     """
-    gpu = ctx.layer("gpu", _GPU_COLUMNS)
+    gpu = ctx.layer("gpu", _EXEC_COLUMNS, events=("exec",))
     if gpu is None or not ctx.has_layer("scheduler") or not {"dur_ms", "predicted_ms", "device"} <= ctx.columns:
         return None
     inference_exec = (pl.col("event") == "exec") & pl.col("request_key").is_not_null() & (pl.col("dur_ms") > 0)
@@ -267,10 +270,10 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
         return None
     devices = device_table(ctx.layer("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))).collect()
     samples, key = _hypervisor_samples(ctx.layer("hypervisor", _SAMPLE_COLUMNS, events=("sample",)), devices)
-    if key == "host" and samples is not None and "host" in gpu.columns:
+    if key == "host" and samples is not None and "host" in ctx.layers.schema("gpu"):
         # Devices whose rows name a sampled host but that have no device_info host.
         extra = (
-            gpu.lazy()
+            cast(pl.DataFrame, ctx.layer("gpu", ("device", "host"))).lazy()
             .filter(pl.col("device").is_not_null() & pl.col("host").is_in(samples["host"].unique().implode()))
             .group_by("device")
             .agg(pl.col("host").min())
