@@ -113,10 +113,12 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
 def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) -> pl.LazyFrame:
     schema = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
     signals = list(device_signals)
-    gpu = layers.read("gpu", ("ts", "event", "device", "dur_ms"))
-    if gpu is None:
+    # The exec rows only (busy_intervals reads no other); freed once their spans are collected.
+    exec_rows = layers.read("gpu", ("ts", "event", "device", "dur_ms"), events=("exec",))
+    if exec_rows is None:
         return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
-    busy = busy_intervals(gpu.lazy(), window_ns)
+    busy = busy_intervals(exec_rows.lazy(), window_ns)
+    del exec_rows
     sampled = layers.read("gpu", ("ts", "event", "device", *signals), events=("sample",))
     samples = (
         cast(pl.DataFrame, sampled).lazy()
@@ -132,7 +134,7 @@ def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) ->
     # period gives) each mean is its single value: the group-by would only copy the rows
     # (0.25 s at 2.9M samples; the check costs 0.03 s).
     keys = ["device", "window_start_ns"]
-    packed = _device_window_key(gpu, window_ns)
+    packed = _device_window_key(layers, window_ns)
     if packed is None:
         joined = busy.join(per_window, on=keys, how="full", coalesce=True)
     else:
@@ -148,14 +150,16 @@ def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) ->
     )  # unsorted: the largest series table; consumers group or sort as they need
 
 
-def _device_window_key(gpu: pl.DataFrame, window_ns: int) -> pl.Expr | None:
+def _device_window_key(layers: Layers, window_ns: int) -> pl.Expr | None:
     """`_key`: device code x windows + window index since the trace's first window, one Int64
-    that identifies (device, window_start_ns). None if it could overflow."""
+    that identifies (device, window_start_ns). None if it could overflow. The extent is over
+    every gpu row, read a column at a time (a layer on disk loads one column at once)."""
     ts, code = pl.col("ts"), pl.col("device").to_physical()
-    longest = pl.col("dur_ms").max() if "dur_ms" in gpu.columns else pl.lit(0.0)
-    lo, last, longest_ms, top = gpu.select(
-        ts.min().alias("lo"), ts.max().alias("last"), longest.alias("longest"), code.max().alias("top")
-    ).row(0)
+    lo, last = cast(pl.DataFrame, layers.read("gpu", ("ts",))).select(ts.min().alias("lo"), ts.max().alias("last")).row(0)
+    durations = cast(pl.DataFrame, layers.read("gpu", ("dur_ms",)))
+    longest_ms = durations.select(pl.col("dur_ms").max()).item() if "dur_ms" in durations.columns else 0.0
+    del durations
+    top = cast(pl.DataFrame, layers.read("gpu", ("device",))).select(code.max()).item()
     if lo is None or top is None:
         return None
     hi = last + math.ceil((longest_ms or 0.0) * NS_PER_MS)  # no span ends later
