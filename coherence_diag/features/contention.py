@@ -160,8 +160,9 @@ def _span_ns(ctx: FeatureContext) -> float | None:
     return float(r[1] - r[0]) if r[0] is not None and r[1] is not None and r[1] > r[0] else None
 
 
-# Batch-job exec spans and the device table (their devices' pools).
-_BATCH_SPAN_COLUMNS = ("request_key", "dur_ms", "phase", *DEVICE_TABLE_COLUMNS)
+# The exec spans, of which the batch-job ones are kept; their devices' pools come from the device
+# table, read apart (its columns for every exec row would be ~0.3 GB at 100M trace rows).
+_BATCH_SPAN_COLUMNS = ("ts", "event", "request_key", "device", "dur_ms", "phase")
 
 
 def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
@@ -171,13 +172,13 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
         return None
     parts = []
     jobs = ctx.requests.filter(~is_inference()).select("request_key", "pool", "dispatch_ns", "complete_ns", "exec_ms")
-    gpu = ctx.layer("gpu", _BATCH_SPAN_COLUMNS, events=("exec", "device_info"))
+    gpu = ctx.layer("gpu", _BATCH_SPAN_COLUMNS, events=("exec",))
     if gpu is not None and {"phase", "dur_ms", "device"} <= set(gpu.columns):
-        spans = gpu.filter((pl.col("event") == "exec") & (pl.col("phase") == "batch_job")).select(
-            "request_key", "device", "ts", "dur_ms"
-        )
+        spans = gpu.filter(pl.col("phase") == "batch_job").select("request_key", "device", "ts", "dur_ms")
+        del gpu
         if spans.height:
-            devices = device_table(gpu).select("device", pl.col("pool").alias("_dev_pool")).collect()
+            info = ctx.layer("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))
+            devices = device_table(info).select("device", pl.col("pool").alias("_dev_pool")).collect()
             job_pools = ctx.requests.filter(pl.col("request_key").is_in(spans["request_key"].drop_nulls().unique().implode()))
             spans = spans.join(devices, on="device", how="left").join(
                 job_pools.select("request_key", pl.col("pool").alias("_job_pool")), on="request_key", how="left"
