@@ -15,12 +15,14 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from coherence_diag.errors import InputError
 from coherence_diag.validate import constant_value
 
 
@@ -53,17 +55,18 @@ class SpilledLayer:
     def write(cls, directory: Path, frame_columns: Iterable[pl.Series], height: int, schema: dict[str, pl.DataType]) -> SpilledLayer:
         """Spill columns (each already in the trace's row order) into `directory`, one at a time:
         the caller may build each column only when asked for it (reduce.py gathers them)."""
-        directory.mkdir(parents=True, exist_ok=True)
         layer = cls(height=height, schema=dict(schema), files={})
-        for series in frame_columns:
-            is_constant, value = constant_value(series)
-            if is_constant:
-                layer.constants[series.name] = value
-                continue
-            path = directory / f"{len(layer.files):03d}.parquet"
-            # lz4: fast to write and read back; statistics are of no use (files are read whole).
-            series.to_frame().write_parquet(path, compression="lz4", statistics=False)
-            layer.files[series.name] = path
+        with spill_errors(directory):
+            directory.mkdir(parents=True, exist_ok=True)
+            for series in frame_columns:
+                is_constant, value = constant_value(series)
+                if is_constant:
+                    layer.constants[series.name] = value
+                    continue
+                path = directory / f"{len(layer.files):03d}.parquet"
+                # lz4: fast to write and read back; statistics are of no use (files are read whole).
+                series.to_frame().write_parquet(path, compression="lz4", statistics=False)
+                layer.files[series.name] = path
         return layer
 
 
@@ -135,8 +138,30 @@ class SpillDirectory:
     (weakref.finalize runs at exit too): every Layers spilled into it holds it."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="coherence-diag-layers-"))
+        with spill_errors(Path(tempfile.gettempdir())):
+            self.path = Path(tempfile.mkdtemp(prefix="coherence-diag-layers-"))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def remove(self) -> None:
         self._remove()
+
+
+@contextmanager
+def spill_errors(directory: Path) -> Iterator[None]:
+    """A failure to write spilled tables (a full disk, a read-only temporary directory) as an
+    InputError naming the directory and the way out, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise _cannot_write(directory, exc.strerror or str(exc)) from None
+    except pl.exceptions.PolarsError as exc:
+        if "os error" not in str(exc).lower():  # Polars reports a failed write as its own error
+            raise
+        raise _cannot_write(directory, str(exc)) from None
+
+
+def _cannot_write(directory: Path, why: str) -> InputError:
+    return InputError(
+        f"{directory}: cannot write the work units' temporary files ({why}); "
+        "set TMPDIR to a directory with free space about the size of the trace's Parquet files"
+    )

@@ -5,13 +5,16 @@ goes away with the last Layers that refers to it."""
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from coherence_diag.layer_store import Layers, SpillDirectory, SpilledLayer
+from coherence_diag.errors import InputError
+from coherence_diag.layer_store import Layers, SpillDirectory, SpilledLayer, spill_errors
 
 EVENTS = ["exec", "sample", "device_info"]
 COLUMNS = ["ts", "event", "device", "dur_ms", "gpu_util", "env", "attempt"]
@@ -82,3 +85,13 @@ def test_the_spill_directory_goes_with_the_last_layers_that_refers_to_it():
     del replaced, spilled
     gc.collect()
     assert not path.exists()
+
+
+def test_a_failed_spill_write_is_an_input_error_naming_the_directory_and_tmpdir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    frame = pl.DataFrame({"ts": [1, 2, 3]})
+    with pytest.raises(InputError, match=r"a-file.*cannot write the work units' temporary files.*TMPDIR"):
+        SpilledLayer.write(blocker / "gpu", frame.iter_columns(), frame.height, dict(frame.schema))
+    with pytest.raises(InputError, match=r"No space left on device.*TMPDIR"), spill_errors(Path("/dev")):
+        pl.DataFrame({"a": list(range(100_000))}).write_parquet("/dev/full")  # a full disk

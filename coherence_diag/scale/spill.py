@@ -21,7 +21,7 @@ import polars as pl
 
 from coherence_diag import paths, schema
 from coherence_diag.ingest.source import ORIGIN, RECORD
-from coherence_diag.layer_store import Layers, SpillDirectory, SpilledLayer
+from coherence_diag.layer_store import Layers, SpillDirectory, SpilledLayer, spill_errors
 from coherence_diag.projection import kept_rows
 from coherence_diag.request_keys import KEY
 
@@ -91,9 +91,10 @@ class Spill:
 
     def _write(self, frame: pl.DataFrame, stem: str) -> SpilledFrame:
         path = self.directory.path / "parts" / f"{stem}.parquet"
-        path.parent.mkdir(exist_ok=True)
-        # lz4: fast both ways; no statistics: the files are read whole, a column at a time.
-        frame.write_parquet(path, compression="lz4", statistics=False)
+        with spill_errors(path.parent):
+            path.parent.mkdir(exist_ok=True)
+            # lz4: fast both ways; no statistics: the files are read whole, a column at a time.
+            frame.write_parquet(path, compression="lz4", statistics=False)
         return SpilledFrame(path, frame.height, dict(frame.schema))
 
 
