@@ -96,6 +96,11 @@ class Layers(Mapping[str, pl.DataFrame]):
         return len(self._frames)
 
     @property
+    def spill_path(self) -> Path | None:
+        """The directory of the spilled layers (None in memory)."""
+        return None if self._spill_dir is None else self._spill_dir.path
+
+    @property
     def spilled(self) -> bool:
         return any(isinstance(f, SpilledLayer) for f in self._frames.values())
 
@@ -163,5 +168,5 @@ def spill_errors(directory: Path) -> Iterator[None]:
 def _cannot_write(directory: Path, why: str) -> InputError:
     return InputError(
         f"{directory}: cannot write the work units' temporary files ({why}); "
-        "set TMPDIR to a directory with free space about the size of the trace's Parquet files"
+        "set TMPDIR to a directory with free space of a few times the trace's Parquet files"
     )

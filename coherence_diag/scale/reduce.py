@@ -128,6 +128,7 @@ def run_units(
     spilled = [r.spilled for r in parts if r.spilled is not None]
     layers = spill_layers([s.layers for s in spilled], spill.directory)
     requests = gather_requests([s.requests for s in spilled])
+    spill.drop_parts()
     reduced = reduce(source, parts, devices, plan, crossing.len(), max_bad_fraction, requests=requests)
     reduced.layers = layers
     reduced.summary = merge_summaries([r.summary for r in parts if r.summary is not None])

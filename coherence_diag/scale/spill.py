@@ -12,6 +12,7 @@ merge, so reports stay byte-identical.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,10 @@ class Spill:
         result.requests = result.requests.clear()
         result.layers = {}
         return result
+
+    def drop_parts(self) -> None:
+        """Remove the units' part files, once gathered (the gathered layers stay)."""
+        shutil.rmtree(self.directory.path / "parts", ignore_errors=True)
 
     def _write(self, frame: pl.DataFrame, stem: str) -> SpilledFrame:
         path = self.directory.path / "parts" / f"{stem}.parquet"

@@ -62,6 +62,9 @@ def test_every_sample_split_into_one_window_units_reduces_to_the_single_pass(pat
     units = run_units(path, budget_bytes=ONE_BYTE, window_s=60.0, max_bad_fraction=1.0, with_layers=True)
     assert len(units.plan.units) >= 5 and units.crossing_requests > 0
     assert units.layers.spilled  # the analysis's tables went through disk (scale/spill.py)
+    spill_path = units.layers.spill_path
+    assert spill_path is not None and not (spill_path / "parts").exists()  # parts removed once gathered
+    assert {p.name for p in spill_path.iterdir()} == set(units.layers)  # one directory per layer
     # With the layers, the request table comes in the single pass's order (paths.LEADING_ORDER).
     assert_frame_equal(units.requests, units.requests.sort(KEY).sort(paths.LEADING_ORDER, maintain_order=True), check_exact=True)
     units.requests = units.requests.sort(KEY)
