@@ -16,7 +16,7 @@ import polars as pl
 
 from coherence_diag.layer_store import Layers
 from coherence_diag.model import Evaluability, Metrics, Quantiles, RequestCounts
-from coherence_diag.paths import NS_PER_MS, is_inference
+from coherence_diag.paths import NS_PER_MS, exact_ms_sum, is_inference
 from coherence_diag.timeseries import busy_intervals
 
 QUANTILES = (0.50, 0.95, 0.99)
@@ -171,7 +171,9 @@ def _nominal_utilization(
         .filter(pl.col("gpu_util").is_not_null())
         .select("device", "gpu_util")
         .group_by("device")
-        .agg(pl.col("gpu_util").mean())
+        # Each device's samples summed in sorted order: a parallel group-by meets them in an order
+        # that varies from run to run, and a float sum in that order varies in its last bits.
+        .agg((pl.col("gpu_util").sort().sum() / pl.len()).alias("gpu_util"))
         .sort("device")  # so the final mean adds the per-device means in a fixed order (byte-identical output)
         .collect()
     )
@@ -184,7 +186,8 @@ def _nominal_utilization(
         return None, None, ("gpu_util", "dur_ms")
     devices = pl.concat([spans["device"], gpu.filter(pl.col("event") == "device_info")["device"]]).drop_nulls().n_unique()
     whole = (span.end_ns or 0) - (span.start_ns or 0) + 1
-    busy_ms = busy_intervals(spans.lazy(), window_ns=whole).select(pl.col("busy_ms").sum()).collect().item()
+    # In integer ns (busy_ms holds whole ns): the busy rows come from a group-by, in no fixed order.
+    busy_ms = busy_intervals(spans.lazy(), window_ns=whole).select(exact_ms_sum(pl.col("busy_ms"))).collect().item()
     value = busy_ms / (devices * span.seconds * 1000.0)
     return min(1.0, float(value)), "exec_busy_time", ()
 
