@@ -159,6 +159,13 @@ def _scheduler_seconds(span: ObservationSpan) -> float | None:
     return (hi - lo) / 1e9 if lo is not None and hi is not None and hi > lo else None
 
 
+_FIXED_ONE = float(1 << 32)
+
+
+def _fixed_point_sum(values: pl.Expr) -> pl.Expr:
+    return (values * _FIXED_ONE).round().cast(pl.Int128).sum().cast(pl.Float64) / _FIXED_ONE
+
+
 def _nominal_utilization(
     layers: Layers, span: ObservationSpan
 ) -> tuple[float | None, str | None, tuple[str, ...]]:
@@ -171,9 +178,10 @@ def _nominal_utilization(
         .filter(pl.col("gpu_util").is_not_null())
         .select("device", "gpu_util")
         .group_by("device")
-        # Each device's samples summed in sorted order: a parallel group-by meets them in an order
-        # that varies from run to run, and a float sum in that order varies in its last bits.
-        .agg((pl.col("gpu_util").sort().sum() / pl.len()).alias("gpu_util"))
+        # Each device's samples summed in fixed point (2**-32; Int128: no overflow): integer sums do
+        # not depend on the order or chunks in which a group-by meets the rows, float sums do in
+        # their last bits (seen: the same trace, analyzed twice in one process, differed).
+        .agg((_fixed_point_sum(pl.col("gpu_util")) / pl.len()).alias("gpu_util"))
         .sort("device")  # so the final mean adds the per-device means in a fixed order (byte-identical output)
         .collect()
     )
