@@ -27,7 +27,9 @@ DEVICE_SIGNALS = ("gpu_util", "sm_active", "mem_bw_util", "kv_cache_util", "powe
 class TimeSeries:
     window_ns: int
     pools: pl.DataFrame  # pool, window_start_ns, arrivals, completions, timeouts, drops, latency_*_ms, ...
-    devices: pl.DataFrame  # device, window_start_ns, busy_ms, busy_frac, gpu_util, ... (row order unspecified)
+    # device, window_start_ns, busy_ms, busy_frac, then the sample signals asked for (gpu_util,
+    # ...); without signals, the busy windows only. Row order unspecified.
+    devices: pl.DataFrame
     queues: pl.DataFrame  # queue, pool, window_start_ns, depth_mean, depth_max
     links: pl.DataFrame  # link, window_start_ns, link_util, retransmits, transfers, transfer_ms, bytes
     hosts: pl.DataFrame  # host, window_start_ns, steal_frac, cotenant_util, vgpu_wait_ms
@@ -52,7 +54,8 @@ def build(
     device_signals: tuple[str, ...] = DEVICE_SIGNALS,
 ) -> TimeSeries:
     """The series tables; `device_signals`: the sample signals the device table carries (the
-    others are left out: it has a row per device and sampled window, 29M at 100M trace rows)."""
+    others are left out: with any, it has a row per device and sampled window, 29M at 100M
+    trace rows; with none, a row per device and busy window)."""
     window_ns = int(round(window_s * 1e9))
     store = Layers.of(layers)
     queue = store.read("queue", ("ts", "event", "queue", "pool", "depth"))
@@ -111,25 +114,47 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
 
 
 def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) -> pl.LazyFrame:
-    schema = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
-    signals = list(device_signals)
-    # The exec rows only (busy_intervals reads no other); freed once their spans are collected.
+    """The busy windows, joined (full) with the sampled windows' signal means when any are asked for."""
+    busy = device_busy(layers, window_ns)
+    if not device_signals:
+        return busy
+    return with_device_signals(busy, layers, window_ns, device_signals)
+
+
+def device_busy(layers: Layers, window_ns: int) -> pl.LazyFrame:
+    """(device, window_start_ns, busy_ms, busy_frac) of every window in which a device executed.
+
+    The exec rows only (busy_intervals reads no other), freed once their spans are collected."""
     exec_rows = layers.read("gpu", ("ts", "event", "device", "dur_ms"), events=("exec",))
     if exec_rows is None:
-        return pl.LazyFrame(schema=schema | {s: pl.Float64 for s in signals})
+        return pl.LazyFrame(schema=_BUSY_SCHEMA)
     busy = busy_intervals(exec_rows.lazy(), window_ns)
     del exec_rows
-    sampled = layers.read("gpu", ("ts", "event", "device", *signals), events=("sample",))
+    return busy
+
+
+_BUSY_SCHEMA = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
+
+
+def with_device_signals(busy: pl.LazyFrame, layers: Layers, window_ns: int, signals: tuple[str, ...]) -> pl.LazyFrame:
+    """`busy` (device_busy's table) joined in full with the mean of each sample signal per
+    (device, window): a row per device and window with an exec or a sample. Built by whoever
+    reads the signals (it has a row per gpu sample window: 29M at 100M trace rows)."""
+    names = list(signals)
+    sampled = layers.read("gpu", ("ts", "event", "device", *names), events=("sample",))
+    if sampled is None:
+        return busy.with_columns(pl.lit(None, pl.Float64).alias(s) for s in names)
     samples = (
-        cast(pl.DataFrame, sampled).lazy()
-        .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *signals)
+        sampled.lazy()
+        .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *names)
         .collect()
     )
+    del sampled
     per_window = samples.lazy()
     if not _one_row_per_key(samples, window_ns):
         # A plain (device, window) group-by on a narrow projection: measured faster than one
         # packed integer key, which needs first() aggregations to recover device and window.
-        per_window = per_window.group_by("device", "window_start_ns").agg(pl.col(s).mean() for s in signals)
+        per_window = per_window.group_by("device", "window_start_ns").agg(pl.col(s).mean() for s in names)
     # Otherwise (one sample per device and window, as DCGM-style telemetry at the window's
     # period gives) each mean is its single value: the group-by would only copy the rows
     # (0.25 s at 2.9M samples; the check costs 0.03 s).
@@ -146,7 +171,7 @@ def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) ->
             .with_columns(pl.coalesce(k, f"{k}_right").alias(k) for k in keys)
         )
     return joined.select(
-        "device", "window_start_ns", "busy_ms", "busy_frac", *signals
+        "device", "window_start_ns", "busy_ms", "busy_frac", *names
     )  # unsorted: the largest series table; consumers group or sort as they need
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from coherence_diag import timeseries
 from coherence_diag.features.fleet import fleet_windows, inference_devices, spearman
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
 
@@ -98,7 +99,9 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
         if slow.size >= MIN_WINDOWS:
             p10, p90 = np.quantile(slow, [0.1, 0.9])
             values["slowdown_window_swing_ratio"] = float(p90 / p10) if p10 > 0 else None
-    devices = ctx.series.devices
+    devices = timeseries.with_device_signals(
+        ctx.series.devices.lazy(), ctx.layers, ctx.series.window_ns, POWER
+    ).collect()  # a row per device and sampled window: built here and freed after this group
     if devices.is_empty() or devices["power_w"].null_count() == devices.height:
         return GroupResult(values, reasons=reasons, reason="no power_w samples")
     dev = devices.lazy().filter(

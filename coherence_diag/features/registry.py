@@ -32,11 +32,12 @@ from coherence_diag.timeseries import TimeSeries
 Number = float | None
 T = TypeVar("T")
 
-# The sample signals of the device series the features read (energy: power_w; the others read
-# busy_ms and busy_frac): the table has a row per device and sampled window, so each signal left
-# out saves 8 bytes per gpu sample (0.9 GB of 29M samples at 100M trace rows). The analysis's own
-# series (Analysis.series: visuals, exports) keeps every signal.
-SERIES_DEVICE_SIGNALS = ("power_w",)
+# The sample signals in the feature context's device series: none. Burst, fleet and service read
+# busy_ms only, and energy joins power_w to the busy windows itself (timeseries.with_device_signals)
+# and frees it: with a signal the table has a row per device and sampled window (29M at 100M trace
+# rows; its build added 3.7 GB there), without, a row per busy window. The analysis's own series
+# (Analysis.series: visuals, exports) keeps every signal.
+SERIES_DEVICE_SIGNALS: tuple[str, ...] = ()
 
 # The units a feature may declare: a share in [0, 1], a ratio of like quantities, milliseconds,
 # a count, a (rank) correlation, a p-value, events per minute.
