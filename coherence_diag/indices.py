@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
@@ -448,7 +449,7 @@ def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
 
 
 NOMINAL_COLUMNS = ("event", "device", "gpu_util")  # pool_nominal_utilization: the gpu_util samples
-_HCL_COLUMNS = (*NOMINAL_COLUMNS, "request_key", "dur_ms", "phase")  # and the exec spans
+_HCL_SPAN_COLUMNS = ("event", "device", "request_key", "dur_ms", "phase")  # and the exec spans
 
 
 def gpu_device_table(read: Callable[..., pl.DataFrame | None]) -> pl.LazyFrame:
@@ -478,20 +479,22 @@ def pool_nominal_utilization(gpu: pl.DataFrame, devices: pl.LazyFrame) -> pl.Laz
 def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     if "slo_ms" not in ctx.columns:
         return {}
-    gpu = ctx.layer("gpu", _HCL_COLUMNS)
-    if gpu is None:
+    # The samples and the exec spans read apart: each only the rows and columns it uses (at
+    # 100M trace rows, every gpu row's six columns were 2 GB).
+    samples = ctx.layer("gpu", NOMINAL_COLUMNS, events=("sample",))
+    spans = ctx.layer("gpu", _HCL_SPAN_COLUMNS, events=("exec",))
+    if samples is None or spans is None:
         return {}
-    # Lazy plans throughout: only the few columns used are gathered from the GPU layer.
-    layer = gpu.lazy()
     table = gpu_device_table(ctx.layer)
     devices = _device_pools(table)
-    nominal = pool_nominal_utilization(gpu, table)
+    nominal = pool_nominal_utilization(samples, table)
     # Total exec time per pool from spans (grouped by device first: cheap); useful time from the
     # request table (prefill time to the request's pool, decode time to its decode pool), so no
     # span-level join. Integer nanoseconds keep the sums exact.
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
     by_device = (
-        layer.filter(pl.col("event") == "exec")
+        spans.lazy()
+        .filter(pl.col("event") == "exec")
         .select("device", ns.alias("_ns"), (pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")).alias("_batch"))
         .group_by("device")
         .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
@@ -606,8 +609,10 @@ def _serving_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFra
     return per_window.select("w", serving.clip(lower_bound=0.0).alias("serving")).collect()
 
 
-# _device_windows and _nominal_windows: exec spans, and gpu_util samples or device_info devices.
-_DEVICE_WINDOW_COLUMNS = ("ts", "event", "device", "request_key", "dur_ms", "phase", "gpu_util")
+# _device_windows and _nominal_windows read the exec spans, and the gpu_util samples or the
+# device_info devices, each apart (every gpu row's seven columns were 2.4 GB at 100M trace rows).
+_SPAN_WINDOW_COLUMNS = ("ts", "event", "device", "request_key", "dur_ms", "phase")
+_SAMPLE_WINDOW_COLUMNS = ("ts", "event", "device", "gpu_util")
 
 
 def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFrame:
@@ -615,9 +620,9 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     inputs: nominal utilization in the window (mean over devices of their mean `gpu_util`, or
     exec busy time over device time) times the share of the window's exec time that was not
     useful (spans are placed in the window where they start)."""
-    gpu = ctx.layer("gpu", _DEVICE_WINDOW_COLUMNS)
+    spans = ctx.layer("gpu", _SPAN_WINDOW_COLUMNS, events=("exec",))
     empty = pl.DataFrame(schema={"w": pl.Int64, "HCL": pl.Float64, "compute": pl.Float64})
-    if gpu is None:
+    if spans is None:
         return empty
     # Useful work as in the global value (metrics._effective_utilization), per span.
     useful = pl.when(is_inference()).then(pl.col("slo_met").fill_null(False)).otherwise(pl.col("outcome") == "completed")
@@ -629,7 +634,7 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     # Lazy, so that only the columns used are gathered (eager chains on the wide layer frame
     # would materialise every column of the filtered rows).
     share = (
-        gpu.lazy()
+        spans.lazy()
         .filter(pl.col("event") == "exec")
         .select(_window_index(pl.col("ts"), t0, window_ns), ns.alias("_ns"), span_useful.alias("_useful"))
         .group_by("w")
@@ -638,7 +643,7 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
         .select("w", (pl.col("_useful_ns") / pl.col("_all_ns")).clip(0.0, 1.0).alias("_share"))
         .collect()
     )
-    nominal = _nominal_windows(ctx, gpu, t0, window_ns)
+    nominal = _nominal_windows(ctx, spans, t0, window_ns)
     return nominal.join(share, on="w", how="inner").select(
         "w",
         (pl.col("_nominal") * (1.0 - pl.col("_share"))).clip(0.0, 1.0).alias("HCL"),
@@ -646,9 +651,11 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     )
 
 
-def _nominal_windows(ctx: FeatureContext, gpu: pl.DataFrame, t0: int, window_ns: int) -> pl.DataFrame:
-    """Nominal utilization per window, from the same source as the global one (docs/metrics.md)."""
+def _nominal_windows(ctx: FeatureContext, spans: pl.DataFrame, t0: int, window_ns: int) -> pl.DataFrame:
+    """Nominal utilization per window, from the same source as the global one (docs/metrics.md).
+    `spans`: the gpu exec rows (_SPAN_WINDOW_COLUMNS)."""
     if ctx.metrics.nominal_utilization_source == "gpu_util":
+        gpu = cast(pl.DataFrame, ctx.layer("gpu", _SAMPLE_WINDOW_COLUMNS, events=("sample",)))
         # The mean over devices adds fixed-point integers (2**-40 resolution): exact, so the
         # result does not depend on the order in which the group-by meets the devices.
         fixed = (pl.col("gpu_util").mean() * _FIXED_ONE).round().cast(pl.Int64)
@@ -676,9 +683,10 @@ def _nominal_windows(ctx: FeatureContext, gpu: pl.DataFrame, t0: int, window_ns:
             .collect()
         )
     # Exec busy time: the union of each device's spans in the window over all devices' time.
-    spans = gpu.filter(pl.col("event") == "exec")
-    devices = pl.concat([spans["device"], gpu.filter(pl.col("event") == "device_info")["device"]]).drop_nulls().n_unique()
-    shifted = gpu.lazy().with_columns(pl.col("ts") - t0)  # windows counted from t0, as everywhere here
+    listed = ctx.layer("gpu", ("event", "device"), events=("device_info",))
+    listed_devices = [] if listed is None else [listed.filter(pl.col("event") == "device_info")["device"]]
+    devices = pl.concat([spans["device"], *listed_devices]).drop_nulls().n_unique()
+    shifted = spans.lazy().with_columns(pl.col("ts") - t0)  # windows counted from t0, as everywhere here
     busy_ns = (pl.col("busy_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sum: order-free
     busy = busy_intervals(shifted, window_ns).group_by((pl.col("window_start_ns") // window_ns).alias("w")).agg(
         busy_ns.sum().alias("_busy_ns")
