@@ -144,20 +144,8 @@ def with_device_signals(busy: pl.LazyFrame, layers: Layers, window_ns: int, sign
     sampled = layers.read("gpu", ("ts", "event", "device", *names), events=("sample",))
     if sampled is None:
         return busy.with_columns(pl.lit(None, pl.Float64).alias(s) for s in names)
-    samples = (
-        sampled.lazy()
-        .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *names)
-        .collect()
-    )
+    per_window = device_window_means(sampled, window_ns, signals)
     del sampled
-    per_window = samples.lazy()
-    if not _one_row_per_key(samples, window_ns):
-        # A plain (device, window) group-by on a narrow projection: measured faster than one
-        # packed integer key, which needs first() aggregations to recover device and window.
-        per_window = per_window.group_by("device", "window_start_ns").agg(pl.col(s).mean() for s in names)
-    # Otherwise (one sample per device and window, as DCGM-style telemetry at the window's
-    # period gives) each mean is its single value: the group-by would only copy the rows
-    # (0.25 s at 2.9M samples; the check costs 0.03 s).
     keys = ["device", "window_start_ns"]
     packed = _device_window_key(layers, window_ns)
     if packed is None:
@@ -173,6 +161,25 @@ def with_device_signals(busy: pl.LazyFrame, layers: Layers, window_ns: int, sign
     return joined.select(
         "device", "window_start_ns", "busy_ms", "busy_frac", *names
     )  # unsorted: the largest series table; consumers group or sort as they need
+
+
+def device_window_means(sampled: pl.DataFrame | pl.LazyFrame, window_ns: int, signals: tuple[str, ...]) -> pl.LazyFrame:
+    """(device, window_start_ns, *signals): each signal's mean per device and window of the gpu
+    sample rows `sampled` (ts, device and the signals; the caller keeps the rows it wants)."""
+    names = list(signals)
+    samples = (
+        sampled.lazy()
+        .select("device", window_start(pl.col("ts"), window_ns).alias("window_start_ns"), *names)
+        .collect()
+    )
+    if _one_row_per_key(samples, window_ns):
+        # One sample per device and window (as DCGM-style telemetry at the window's period
+        # gives): each mean is its single value, and a group-by would only copy the rows (0.25 s
+        # at 2.9M samples; the check costs 0.03 s).
+        return samples.lazy()
+    # A plain (device, window) group-by on a narrow projection: measured faster than one packed
+    # integer key, which needs first() aggregations to recover device and window.
+    return samples.lazy().group_by("device", "window_start_ns").agg(pl.col(s).mean() for s in names)
 
 
 def _device_window_key(layers: Layers, window_ns: int) -> pl.Expr | None:

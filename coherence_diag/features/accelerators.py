@@ -367,8 +367,10 @@ def _kv_dispersion_growth(ctx: FeatureContext, devices: pl.Series, phase: str, t
 
 # ---- memory-path incoherence ---------------------------------------------------------------
 
-# Decode exec spans name the devices; their samples hold the signals.
-_MEMPATH_COLUMNS = ("event", "device", "phase", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util")
+# Decode exec spans name the devices; their samples hold the signals. Read apart: each event's
+# rows with its own columns (both events' seven columns were 2 GB at 100M trace rows).
+_MEMPATH_SPAN_COLUMNS = ("event", "device", "phase")
+_MEMPATH_SAMPLE_COLUMNS = ("event", "device", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util")
 
 
 @feature_group(
@@ -446,19 +448,21 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
         values["mempath_preempted_frac"] = req["preempted"] / req["finished"]
     if req["clean"] >= MIN_PER_THIRD:
         values["mempath_decode_inflation_ratio"] = req["inflation"]
-    gpu = ctx.layer("gpu", _MEMPATH_COLUMNS, events=("exec", "sample"))
-    have = set() if gpu is None else set(gpu.columns) & ctx.columns
-    if gpu is None or not {"kv_cache_util", "sm_active", "mem_bw_util"} & have:
+    gpu = ctx.layer("gpu", _MEMPATH_SAMPLE_COLUMNS, events=("sample",))
+    spans = ctx.layer("gpu", _MEMPATH_SPAN_COLUMNS, events=("exec",))
+    have = set() if gpu is None or spans is None else (set(gpu.columns) | set(spans.columns)) & ctx.columns
+    if gpu is None or spans is None or not {"kv_cache_util", "sm_active", "mem_bw_util"} & have:
         why = "no GPU samples of sm_active, mem_bw_util or kv_cache_util"
         return GroupResult(values, details, reasons=reasons, reason=why)
     decode_devices = (
-        gpu.lazy()
+        spans.lazy()
         .filter((pl.col("event") == "exec") & (pl.col("phase") == "decode") & pl.col("device").is_not_null())
         .select(pl.col("device").unique())
         .collect()
         if "phase" in have
         else pl.DataFrame(schema={"device": gpu.schema["device"]})
     )
+    del spans
     if decode_devices.is_empty():  # unified serving or no phases: every device that served inference
         decode_devices = inference_devices(ctx).to_frame()
     samples = gpu.lazy().filter(pl.col("event") == "sample").join(decode_devices.lazy(), on="device", how="semi")

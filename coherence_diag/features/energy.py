@@ -99,14 +99,10 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
         if slow.size >= MIN_WINDOWS:
             p10, p90 = np.quantile(slow, [0.1, 0.9])
             values["slowdown_window_swing_ratio"] = float(p90 / p10) if p10 > 0 else None
-    devices = timeseries.with_device_signals(
-        ctx.series.devices.lazy(), ctx.layers, ctx.series.window_ns, POWER
-    ).collect()  # a row per device and sampled window: built here and freed after this group
-    if devices.is_empty() or devices["power_w"].null_count() == devices.height:
+    windows = _power_windows(ctx)
+    if windows is None:
         return GroupResult(values, reasons=reasons, reason="no power_w samples")
-    dev = devices.lazy().filter(
-        pl.col("device").is_in(inference_devices(ctx).implode()) & pl.col("power_w").is_not_null()
-    ).with_columns(pl.col("busy_frac").fill_null(0.0))
+    dev = windows.lazy()
     per_dev, fleet = pl.collect_all([
         dev.group_by("device").agg(
             pl.len().alias("n"),
@@ -134,3 +130,25 @@ def energy_features(ctx: FeatureContext) -> GroupResult:
         )
         values["power_latency_rank_corr"] = spearman(power, np.where(fw.completions >= MIN_COMPLETIONS, fw.latency_ms, np.nan))
     return GroupResult(values, reasons=reasons | power_reasons)
+
+
+def _power_windows(ctx: FeatureContext) -> pl.DataFrame | None:
+    """(device, window_start_ns, power_w, busy_frac): each inference device's windows with a
+    power sample, with its mean power and busy fraction there (0 without exec spans); None
+    without any power sample. Built here and freed after the group: a row per sampled window."""
+    sampled = ctx.layer("gpu", ("ts", "event", "device", "power_w"), events=("sample",))
+    if sampled is None or "power_w" not in sampled.columns or sampled["power_w"].null_count() == sampled.height:
+        return None
+    kept = sampled.lazy().filter(
+        (pl.col("event") == "sample")
+        & pl.col("power_w").is_not_null()
+        & pl.col("device").is_in(inference_devices(ctx).implode())
+    )
+    power = timeseries.device_window_means(kept, ctx.series.window_ns, POWER)
+    del sampled, kept
+    busy = ctx.series.devices.lazy().select("device", "window_start_ns", "busy_frac")
+    return (
+        power.join(busy, on=["device", "window_start_ns"], how="left")
+        .with_columns(pl.col("busy_frac").fill_null(0.0))
+        .collect()
+    )

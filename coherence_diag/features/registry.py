@@ -33,10 +33,10 @@ Number = float | None
 T = TypeVar("T")
 
 # The sample signals in the feature context's device series: none. Burst, fleet and service read
-# busy_ms only, and energy joins power_w to the busy windows itself (timeseries.with_device_signals)
-# and frees it: with a signal the table has a row per device and sampled window (29M at 100M trace
-# rows; its build added 3.7 GB there), without, a row per busy window. The analysis's own series
-# (Analysis.series: visuals, exports) keeps every signal.
+# busy_ms only, and energy joins its inference devices' power_w windows to the busy windows
+# itself (energy._power_windows) and frees them: with a signal the table has a row per device and
+# sampled window (29M at 100M trace rows; its build added 3.7 GB there), without, a row per busy
+# window. The analysis's own series (Analysis.series: visuals, exports) keeps every signal.
 SERIES_DEVICE_SIGNALS: tuple[str, ...] = ()
 
 # The units a feature may declare: a share in [0, 1], a ratio of like quantities, milliseconds,
