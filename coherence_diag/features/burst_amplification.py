@@ -206,11 +206,14 @@ def burst_episodes(fw: FleetWindows) -> list[BurstEpisode]:
 
 def _wait_amplification(ctx: FeatureContext, fw: FleetWindows, span: np.ndarray) -> float | None:
     in_span = pl.DataFrame({"w": fw.start_ns[span]})
-    inf = ctx.inference.filter(pl.col("arrive_ns").is_not_null()).with_columns(
-        window_start(pl.col("arrive_ns"), fw.w_ns).alias("w")
+    # Lazy, so that only the columns read are gathered (an eager filter copies every column).
+    inf = ctx.inference.lazy().filter(pl.col("arrive_ns").is_not_null()).select(
+        window_start(pl.col("arrive_ns"), fw.w_ns).alias("w"), "dispatch_ns", "outcome", "queue_wait_ms", "latency_ms"
     )
-    inside = inf.join(in_span, on="w", how="semi").filter(pl.col("dispatch_ns").is_not_null())
-    outside = inf.join(in_span, on="w", how="anti").filter(pl.col("outcome") == "completed")
+    inside, outside = pl.collect_all([
+        inf.join(in_span.lazy(), on="w", how="semi").filter(pl.col("dispatch_ns").is_not_null()).select("queue_wait_ms"),
+        inf.join(in_span.lazy(), on="w", how="anti").filter(pl.col("outcome") == "completed").select("latency_ms"),
+    ])
     if inside.height == 0 or outside.height < 10:
         return None
     wait_p90 = inside["queue_wait_ms"].fill_null(0.0).quantile(0.9)
@@ -223,7 +226,8 @@ def _wait_amplification(ctx: FeatureContext, fw: FleetWindows, span: np.ndarray)
 def decode_only_devices(ctx: FeatureContext) -> pl.Series | None:
     """Devices (Categorical) that run the decode side of disaggregated paths and never prefill."""
     inf = ctx.inference
-    decode = inf.filter(pl.col("decode_dispatch_ns").is_not_null())["decode_device"].drop_nulls().unique()
+    decode = inf.lazy().filter(pl.col("decode_dispatch_ns").is_not_null()).select("decode_device").collect().to_series()
+    decode = decode.drop_nulls().unique()
     if decode.len() == 0:
         return None
     decode = decode.filter(~decode.is_in(inf["prefill_device"].drop_nulls().unique().implode()))

@@ -77,9 +77,9 @@ def batch_coresidency(ctx: FeatureContext) -> GroupResult:
     intervals = _batch_intervals(ctx)
     if intervals is None:
         return GroupResult({}, missing={n: ("workload_class",) for n in BATCH_FEATURES})
-    reqs = ctx.inference.filter(
+    reqs = ctx.inference.lazy().filter(  # lazy: only the selected columns are gathered
         pl.col("dispatch_ns").is_not_null() & pl.col("final_start_ns").is_not_null() & pl.col("pool").is_not_null()
-    ).select("pool", "final_start_ns", "dispatch_ns", "queue_wait_ms")
+    ).select("pool", "final_start_ns", "dispatch_ns", "queue_wait_ms").collect()
     if reqs.is_empty():
         return GroupResult({}, reason="no dispatched inference requests with a pool")
     total_wait = float(reqs["queue_wait_ms"].clip(lower_bound=0.0).sum())
@@ -277,7 +277,7 @@ def _batch_intervals(ctx: FeatureContext) -> pl.DataFrame | None:
     ],
 )
 def slot_locking(ctx: FeatureContext) -> GroupResult:
-    reqs = ctx.inference.filter(pl.col("priority").is_not_null())
+    reqs = ctx.inference.lazy().filter(pl.col("priority").is_not_null())  # lazy: only the columns selected are gathered
     disagg = pl.col("decode_dispatch_ns").is_not_null()
     slot = reqs.select(
         "priority",
@@ -287,7 +287,7 @@ def slot_locking(ctx: FeatureContext) -> GroupResult:
         pl.when(disagg).then(pl.col("decode_dispatch_ns")).otherwise(pl.col("dispatch_ns")).alias("_start_ns"),
         pl.when(disagg).then(pl.col("decode_exec_ms")).otherwise(pl.col("exec_ms")).alias("_slot_ms"),
         pl.when(disagg).then(pl.col("decode_queue_ms")).otherwise(pl.col("queue_wait_ms")).alias("_wait_ms"),
-    ).filter(pl.col("_start_ns").is_not_null())
+    ).filter(pl.col("_start_ns").is_not_null()).collect()
     if slot.is_empty() or slot["priority"].n_unique() < 2:
         return GroupResult({}, reason="fewer than two priority classes among dispatched inference requests")
     hi, lo = slot["priority"].min(), slot["priority"].max()

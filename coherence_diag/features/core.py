@@ -94,7 +94,8 @@ _METRIC_REASONS = (
     ],
 )
 def latency_decomposition(ctx: FeatureContext) -> GroupResult:
-    done = ctx.completed.filter(pl.col("latency_ms") > 0)
+    columns = ("latency_ms", "queue_wait_ms", "decode_queue_ms", "retry_delay_ms", "kv_transfer_ms")
+    done = ctx.completed.lazy().filter(pl.col("latency_ms") > 0).select(columns).collect()  # lazy: these columns only
     if done.is_empty():
         return GroupResult({}, reason="no completed inference requests with a latency")
     waits = pl.sum_horizontal(

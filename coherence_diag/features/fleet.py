@@ -77,7 +77,7 @@ def dispatch_pacing(ctx: FeatureContext) -> DispatchPacing | None:
     lam = float(instants["n"].sum()) / span_ms
     expected = lam / -math.expm1(-lam)
     tick_ms = float(instants["instant"].diff().drop_nulls().median())  # type: ignore[arg-type]
-    wait = ctx.inference.filter(pl.col("dispatch_ns").is_not_null())["queue_wait_ms"].median()
+    wait = ctx.inference.lazy().filter(pl.col("dispatch_ns").is_not_null()).select(pl.col("queue_wait_ms").median()).collect().item()
     return DispatchPacing(
         float(instants["n"].mean()) / expected,  # type: ignore[arg-type]
         tick_ms,

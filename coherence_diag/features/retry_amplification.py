@@ -90,13 +90,13 @@ def attempt_latency(ctx: FeatureContext, fw: FleetWindows, q: float = ATTEMPT_QU
         return None
     inf = ctx.inference
     outcome_rows = sched.filter(pl.col("event").is_in(["timeout", "drop"]))
-    single = inf.filter(pl.col("attempts") <= 1)
+    single = inf.lazy().filter(pl.col("attempts") <= 1).select("request_key", "arrive_ns", "complete_ns").collect()
     ended = (
-        single.select("request_key", "arrive_ns", "complete_ns")
+        single
         .join(outcome_rows.group_by("request_key").agg(pl.col("ts").min().alias("_end")), on="request_key", how="left")
         .select(pl.col("arrive_ns").alias("t0"), pl.coalesce("complete_ns", "_end").alias("t1"))
     )
-    multi_ids = inf.filter(pl.col("attempts") > 1)["request_key"]
+    multi_ids = inf.lazy().filter(pl.col("attempts") > 1).select("request_key").collect().to_series()
     parts = [ended]
     if multi_ids.len():
         rows = sched.filter(pl.col("request_key").is_in(multi_ids.implode()))

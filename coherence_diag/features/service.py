@@ -69,7 +69,15 @@ SERVICE_FEATURES = [
 
 
 def _missed(ctx: FeatureContext) -> pl.DataFrame:
-    return ctx.completed.filter(pl.col("slo_met").is_not_null() & ~pl.col("slo_met") & (pl.col("latency_ms") > 0))
+    """Completed inference requests that missed their SLO, with the columns read here (a lazy
+    filter gathers only those: an eager one copies every column)."""
+    columns = ("request_key", "latency_ms", "complete_ns", "kv_transfer_ms", "retry_delay_ms", "queue_wait_ms", "decode_queue_ms")
+    return (
+        ctx.completed.lazy()
+        .filter(pl.col("slo_met").is_not_null() & ~pl.col("slo_met") & (pl.col("latency_ms") > 0))
+        .select(columns)
+        .collect()
+    )
 
 
 def _explained(ctx: FeatureContext, miss: pl.DataFrame, w: int) -> pl.Series:
@@ -113,7 +121,7 @@ def service_features(ctx: FeatureContext) -> GroupResult:
     values: dict[str, float | None] = {n: None for n in names}
     w = window_ns(ctx)
     miss = _missed(ctx)
-    finished = ctx.inference.filter((pl.col("outcome") != "unfinished") & pl.col("slo_ms").is_not_null()).height
+    finished = ctx.inference.select(((pl.col("outcome") != "unfinished") & pl.col("slo_ms").is_not_null()).sum()).item()
     if finished:
         values["slo_unexplained_miss_rate"] = 0.0
     if miss.height:

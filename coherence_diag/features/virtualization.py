@@ -478,7 +478,8 @@ MIN_SLO_STRATUM = 30  # completed requests with an SLO on each side of a stratum
     ],
 )
 def virtualization_slo(ctx: FeatureContext) -> GroupResult:
-    served = ctx.completed.filter(pl.col("slo_met").is_not_null())
+    columns = ("virtualized", "decode_accelerator", "prefill_accelerator", "pool", "env", "slo_met")
+    served = ctx.completed.lazy().filter(pl.col("slo_met").is_not_null()).select(columns).collect()  # lazy: these columns only
     if served.is_empty() or served["virtualized"].fill_null(False).sum() == 0:
         return GroupResult({}, reason="no completed request with an SLO ran on a device that device_info flags "
                            "`virtualized`")
