@@ -54,7 +54,7 @@ class Analysis:
     # Taken from every validated row before the projection: the observation span (the visuals'
     # time grid) and the id text of the requests (`requests`; paths.request_id_rows).
     span: metrics.ObservationSpan | None = None
-    request_ids: pl.DataFrame | None = field(default=None, repr=False, compare=False)
+    request_ids: pl.DataFrame | pl.LazyFrame | None = field(default=None, repr=False, compare=False)
 
     def explain(self, rule_id: str) -> RuleExplanation:
         """Why the rule `rule_id` did or did not fire on this trace, with its values

@@ -111,11 +111,11 @@ def request_paths(layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
 LEADING_ORDER = (~is_inference()).cast(pl.UInt8) * 2 + (pl.col("outcome") != "completed").cast(pl.UInt8)
 
 
-def with_request_ids(requests: pl.DataFrame, ids: pl.DataFrame | None) -> pl.DataFrame:
+def with_request_ids(requests: pl.DataFrame, ids: pl.DataFrame | pl.LazyFrame | None) -> pl.DataFrame:
     """The request table with the id text of each key (REQUEST_SCHEMA), from `ids`: scheduler rows
     (`request_key`, `request_id`) with at least one row of every request, such as the scheduler
-    layer or `request_id_rows`. One id per key, so any row of a key gives it."""
-    if ids is None or ids.is_empty():
+    layer or `request_id_rows` (lazy: on disk). One id per key, so any row of a key gives it."""
+    if ids is None or (isinstance(ids, pl.DataFrame) and ids.is_empty()):
         return pl.DataFrame(schema=REQUEST_SCHEMA)
     text = ids.lazy().select(KEY, pl.col("request_id").cast(pl.String)).unique(KEY, keep="any")
     return requests.lazy().join(text, on=KEY, how="left").select(list(REQUEST_SCHEMA)).collect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
@@ -20,7 +21,8 @@ from coherence_diag import metrics, paths
 class RowSummary:
     span: metrics.ObservationSpan
     envs: frozenset[str]
-    request_ids: pl.DataFrame | None  # paths.request_id_rows (None: no scheduler layer)
+    # paths.request_id_rows (None: no scheduler layer); lazy when work units left them on disk.
+    request_ids: pl.DataFrame | pl.LazyFrame | None
 
 
 def summarize(layers: Mapping[str, pl.DataFrame], requests: pl.DataFrame) -> RowSummary:
@@ -44,8 +46,17 @@ def merge(parts: Sequence[RowSummary]) -> RowSummary:
             _most([s.scheduler_end_ns for s in spans]),
         ),
         frozenset().union(*(p.envs for p in parts)),
-        pl.concat(ids, how="vertical") if ids else None,
+        _concat(ids),
     )
+
+
+def _concat(frames: list[pl.DataFrame | pl.LazyFrame]) -> pl.DataFrame | pl.LazyFrame | None:
+    """The frames one after another: lazy if any is (its rows stay on disk until read)."""
+    if not frames:
+        return None
+    if all(isinstance(f, pl.DataFrame) for f in frames):
+        return pl.concat(cast(list[pl.DataFrame], frames), how="vertical")
+    return pl.concat([f.lazy() for f in frames], how="vertical")
 
 
 def _least(values: list[int | None]) -> int | None:
