@@ -482,12 +482,15 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     # The samples and the exec spans read apart: each only the rows and columns it uses (at
     # 100M trace rows, every gpu row's six columns were 2 GB).
     samples = ctx.layer("gpu", NOMINAL_COLUMNS, events=("sample",))
-    spans = ctx.layer("gpu", _HCL_SPAN_COLUMNS, events=("exec",))
-    if samples is None or spans is None:
+    if samples is None:
         return {}
     table = gpu_device_table(ctx.layer)
     devices = _device_pools(table)
-    nominal = pool_nominal_utilization(samples, table)
+    nominal = pool_nominal_utilization(samples, table).collect().lazy()  # the samples freed before the spans are read
+    del samples
+    spans = ctx.layer("gpu", _HCL_SPAN_COLUMNS, events=("exec",))
+    if spans is None:
+        return {}
     # Total exec time per pool from spans (grouped by device first: cheap); useful time from the
     # request table (prefill time to the request's pool, decode time to its decode pool), so no
     # span-level join. Integer nanoseconds keep the sums exact.
@@ -643,7 +646,11 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
         .select("w", (pl.col("_useful_ns") / pl.col("_all_ns")).clip(0.0, 1.0).alias("_share"))
         .collect()
     )
-    nominal = _nominal_windows(ctx, spans, t0, window_ns)
+    # The exec fallback of the nominal utilization reads the spans; otherwise they are freed
+    # before the samples are read.
+    fallback = spans if ctx.metrics.nominal_utilization_source != "gpu_util" else None
+    del spans
+    nominal = _nominal_windows(ctx, fallback, t0, window_ns)
     return nominal.join(share, on="w", how="inner").select(
         "w",
         (pl.col("_nominal") * (1.0 - pl.col("_share"))).clip(0.0, 1.0).alias("HCL"),
@@ -651,9 +658,9 @@ def _device_windows(ctx: FeatureContext, t0: int, window_ns: int) -> pl.DataFram
     )
 
 
-def _nominal_windows(ctx: FeatureContext, spans: pl.DataFrame, t0: int, window_ns: int) -> pl.DataFrame:
+def _nominal_windows(ctx: FeatureContext, spans: pl.DataFrame | None, t0: int, window_ns: int) -> pl.DataFrame:
     """Nominal utilization per window, from the same source as the global one (docs/metrics.md).
-    `spans`: the gpu exec rows (_SPAN_WINDOW_COLUMNS)."""
+    `spans`: the gpu exec rows (_SPAN_WINDOW_COLUMNS), read when the source is exec busy time."""
     if ctx.metrics.nominal_utilization_source == "gpu_util":
         gpu = cast(pl.DataFrame, ctx.layer("gpu", _SAMPLE_WINDOW_COLUMNS, events=("sample",)))
         # The mean over devices adds fixed-point integers (2**-40 resolution): exact, so the
@@ -683,6 +690,7 @@ def _nominal_windows(ctx: FeatureContext, spans: pl.DataFrame, t0: int, window_n
             .collect()
         )
     # Exec busy time: the union of each device's spans in the window over all devices' time.
+    spans = cast(pl.DataFrame, spans)
     listed = ctx.layer("gpu", ("event", "device"), events=("device_info",))
     listed_devices = [] if listed is None else [listed.filter(pl.col("event") == "device_info")["device"]]
     devices = pl.concat([spans["device"], *listed_devices]).drop_nulls().n_unique()
