@@ -3,9 +3,12 @@
 Polars allocates through jemalloc (on Linux and macOS), set up for long-running processes: four
 arenas per core, and freed pages returned to the OS after 0.5 s. An analysis frees and
 allocates hundreds of MB per stage, so with those settings a fifth of its CPU time went to the
-kernel faulting pages back in (10M rows, 2 cores). One arena per core and a 5 s decay let each
-stage reuse the pages the previous one freed: about 10% less wall time at 10M rows with the
-same peak memory (docs/benchmarks.md).
+kernel faulting pages back in (10M rows, 2 cores). One arena per core and a 1 s decay let each
+stage reuse the pages the previous one freed: about 10% less wall time at 10M rows
+(docs/benchmarks.md). The decay was 5 s until freed pages kept that long were measured to be
+much of the peak: at 10M rows 1 s gives the same wall time (5.97-6.50 s against 6.34-6.67 s)
+and a 12% lower peak (1.90-1.96 GB against 2.19-2.31 GB); at 100M rows in work units, peaks
+lower by GBs (docs/scale.md).
 
 `_RJEM_MALLOC_CONF` is Polars' own way to pass allocator options: on import it puts its
 defaults in front of the variable's value (jemalloc reads options left to right, the last
@@ -32,4 +35,4 @@ def configure() -> None:
     """Set Polars' allocator options unless Polars is already loaded or the user chose them."""
     if "polars" in sys.modules or ENV in os.environ:
         return
-    os.environ[ENV] = f"narenas:{max(1, _cores())},dirty_decay_ms:5000,muzzy_decay_ms:5000"
+    os.environ[ENV] = f"narenas:{max(1, _cores())},dirty_decay_ms:1000,muzzy_decay_ms:1000"
