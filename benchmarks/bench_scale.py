@@ -146,7 +146,7 @@ def main() -> int:
     parser.add_argument("--analyze", default="1,2,10", help="analyze in-process the first N shards, for each N listed")
     parser.add_argument("--cap-gib", type=float, default=6.0, help="kill a child whose resident set passes this")
     parser.add_argument("--normalize-budgets", default="0.5,1,2", help="normalize the slice within each of these budgets (GiB)")
-    parser.add_argument("--units-budget-gib", type=float, default=4.0, help="--memory-budget of the work-unit runs")
+    parser.add_argument("--units-budget-gib", type=float, default=2.0, help="--memory-budget of the work-unit runs (2: the 100M-row trace peaks under 6 GiB)")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     cap = int(args.cap_gib * 2**30)
