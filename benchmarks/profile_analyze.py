@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import polars as pl
+
 T = TypeVar("T")
 
 
@@ -92,11 +94,13 @@ def main() -> int:
     parser.add_argument("--groups", action="store_true", help="one line per feature group and index")
     args = parser.parse_args()
 
-    import coherence_diag.analysis as analysis_module  # imports before the first clock
+    import coherence_diag.analysis  # noqa: F401  imports before the first clock
     from coherence_diag import features, indices, ingest, metrics, paths, projection, validate
     from coherence_diag.features import registry
+    from coherence_diag.layer_store import Layers
     from coherence_diag.rules import engine
     from coherence_diag.rules.loader import load_rules
+    from coherence_diag.summary import summarize
 
     prof = Profile()
     if args.groups:
@@ -112,12 +116,11 @@ def main() -> int:
     with prof.stage("projection (and what it needs first)"):
         # As analysis.analyze_trace: the span, env values and request ids of every row, then
         # the projection; rebinding `trace` frees the full frames.
-        span = metrics.observation_span(trace.layers)
-        analysis_module._envs(trace.layers)
-        request_ids = paths.request_id_rows(trace.layers.get("scheduler"), requests)
-        trace = dataclasses.replace(trace, layers=projection.project_layers(trace.layers))
+        rows = summarize(trace.layers, requests)
+        span, request_ids = rows.span, rows.request_ids
+        trace = dataclasses.replace(trace, layers=Layers(projection.project_layers(trace.layers)))
     projected_bytes = sum(frame.estimated_size() for frame in trace.layers.values())
-    ids_bytes = request_ids.estimated_size() if request_ids is not None else 0
+    ids_bytes = request_ids.estimated_size() if isinstance(request_ids, pl.DataFrame) else 0
     with prof.stage("metrics"):
         metric_values, _ = metrics.compute(requests, trace.layers, trace.columns, span)
     with prof.stage("feature context"):
