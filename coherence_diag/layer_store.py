@@ -11,6 +11,7 @@ layers were kept.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
@@ -137,18 +138,63 @@ class Layers(Mapping[str, pl.DataFrame]):
         return Layers(frames, spill_dir=self._spill_dir)
 
 
+SPILL_PREFIX = "coherence-diag-layers-"
+OWNER_FILE = "owner"  # in each spill directory: "<pid> <process start time>" of the process it serves
+
+
 class SpillDirectory:
     """A fresh directory for spilled tables under the system's temporary directory (TMPDIR to
     move it), removed with its files when this object is garbage-collected or the process exits
-    (weakref.finalize runs at exit too): every Layers spilled into it holds it."""
+    (weakref.finalize runs at exit too): every Layers spilled into it holds it. A process killed
+    outright cannot remove its directory (up to GBs): the next one removes it
+    (`remove_abandoned`), knowing it by the dead owner its `owner` file names."""
 
     def __init__(self) -> None:
-        with spill_errors(Path(tempfile.gettempdir())):
-            self.path = Path(tempfile.mkdtemp(prefix="coherence-diag-layers-"))
+        root = Path(tempfile.gettempdir())
+        remove_abandoned(root)
+        with spill_errors(root):
+            self.path = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX))
+            (self.path / OWNER_FILE).write_text(_owner(os.getpid()))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def remove(self) -> None:
         self._remove()
+
+
+def remove_abandoned(root: Path) -> list[Path]:
+    """Remove the spill directories under `root` whose owner process no longer runs (killed
+    before it could remove them); the removed paths. A directory without an owner file (being
+    made, or another version's) or that cannot be read or removed (another user's) is left."""
+    removed = []
+    for directory in sorted(root.glob(SPILL_PREFIX + "*")):
+        try:
+            owner = (directory / OWNER_FILE).read_text()
+        except OSError:
+            continue
+        pid_text = owner.partition(" ")[0]
+        if not pid_text.isdigit() or _owner(int(pid_text)) == owner:
+            continue  # unreadable, or its process still runs
+        shutil.rmtree(directory, ignore_errors=True)
+        if not directory.exists():
+            removed.append(directory)
+    return removed
+
+
+def _owner(pid: int) -> str:
+    """"<pid> <start time>" of a running process; "" when it does not run. The start time (Linux:
+    /proc/PID/stat, field 22) tells a pid reused by a new process from the directory's owner."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass  # runs, as another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        started = stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "?"  # no /proc: the pid alone
+    return f"{pid} {started}"
 
 
 @contextmanager

@@ -5,6 +5,10 @@ goes away with the last Layers that refers to it."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +18,15 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from coherence_diag.errors import InputError
-from coherence_diag.layer_store import Layers, SpillDirectory, SpilledLayer, spill_errors
+from coherence_diag.layer_store import (
+    OWNER_FILE,
+    SPILL_PREFIX,
+    Layers,
+    SpillDirectory,
+    SpilledLayer,
+    remove_abandoned,
+    spill_errors,
+)
 
 EVENTS = ["exec", "sample", "device_info"]
 COLUMNS = ["ts", "event", "device", "dur_ms", "gpu_util", "env", "attempt"]
@@ -85,6 +97,33 @@ def test_the_spill_directory_goes_with_the_last_layers_that_refers_to_it():
     del replaced, spilled
     gc.collect()
     assert not path.exists()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_spill_directory_left_by_a_killed_run_is_removed_by_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = tmp_path / f"{SPILL_PREFIX}killed"
+    (killed / "gpu").mkdir(parents=True)
+    (killed / OWNER_FILE).write_text(f"{_dead_pid()} 12345")
+    reused = tmp_path / f"{SPILL_PREFIX}reused"  # its pid now names another process (this one)
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(f"{os.getpid()} 0")
+    running = SpillDirectory()  # this process's: stays
+    unowned = tmp_path / f"{SPILL_PREFIX}unowned"  # no owner file (being made, or older): stays
+    unowned.mkdir()
+    other = tmp_path / "other-dir"
+    other.mkdir()
+    (other / OWNER_FILE).write_text(f"{_dead_pid()} 1")
+    assert not killed.exists() and not reused.exists()  # removed when `running` was made
+    assert remove_abandoned(tmp_path) == []
+    assert running.path.is_dir() and unowned.is_dir() and other.is_dir()
+    running.remove()
+    assert not running.path.exists()
 
 
 def test_a_failed_spill_write_is_an_input_error_naming_the_directory_and_tmpdir(tmp_path):

@@ -65,7 +65,7 @@ def test_every_sample_split_into_one_window_units_reduces_to_the_single_pass(pat
     spill_path = units.layers.spill_path
     assert spill_path is not None and not (spill_path / "parts").exists()  # parts removed once gathered
     # One directory per layer, and the units' request id rows, read only when asked for.
-    assert {p.name for p in spill_path.iterdir()} == set(units.layers) | {"ids"}
+    assert {p.name for p in spill_path.iterdir()} == set(units.layers) | {"ids", "owner"}
     # With the layers, the request table comes in the single pass's order (paths.LEADING_ORDER).
     assert_frame_equal(units.requests, units.requests.sort(KEY).sort(paths.LEADING_ORDER, maintain_order=True), check_exact=True)
     units.requests = units.requests.sort(KEY)
