@@ -4,7 +4,9 @@ produce, such as GPU memory in use)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from coherence_diag.analysis import Analysis
 from coherence_diag.simulate import simulate, write_trace
 
 _TMP = Path(tempfile.mkdtemp(prefix="coherence-rule-cases-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)  # the cached traces go with the test run
 
 
 @functools.cache
