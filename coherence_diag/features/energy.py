@@ -136,14 +136,11 @@ def _power_windows(ctx: FeatureContext) -> pl.DataFrame | None:
     """(device, window_start_ns, power_w, busy_frac): each inference device's windows with a
     power sample, with its mean power and busy fraction there (0 without exec spans); None
     without any power sample. Built here and freed after the group: a row per sampled window."""
-    sampled = ctx.layer("gpu", ("ts", "event", "device", "power_w"), events=("sample",))
+    # The sample rows' columns without `event` (the read keeps those rows: 4 bytes per sample less).
+    sampled = ctx.layer("gpu", ("ts", "device", "power_w"), events=("sample",))
     if sampled is None or "power_w" not in sampled.columns or sampled["power_w"].null_count() == sampled.height:
         return None
-    kept = sampled.lazy().filter(
-        (pl.col("event") == "sample")
-        & pl.col("power_w").is_not_null()
-        & pl.col("device").is_in(inference_devices(ctx).implode())
-    )
+    kept = sampled.lazy().filter(pl.col("power_w").is_not_null() & pl.col("device").is_in(inference_devices(ctx).implode()))
     power = timeseries.device_window_means(kept, ctx.series.window_ns, POWER)
     del sampled, kept
     busy = ctx.series.devices.lazy().select("device", "window_start_ns", "busy_frac")
