@@ -449,7 +449,7 @@ def _per_pool(ctx: FeatureContext) -> dict[str, dict[str, float | None]]:
 
 
 NOMINAL_COLUMNS = ("event", "device", "gpu_util")  # pool_nominal_utilization: the gpu_util samples
-_HCL_SPAN_COLUMNS = ("event", "device", "request_key", "dur_ms", "phase")  # and the exec spans
+_HCL_SPAN_COLUMNS = ("device", "request_key", "dur_ms", "phase")  # and the exec spans (read as such)
 
 
 def gpu_device_table(read: Callable[..., pl.DataFrame | None]) -> pl.LazyFrame:
@@ -497,7 +497,6 @@ def _hcl_per_pool(ctx: FeatureContext) -> dict[str, float]:
     ns = (pl.col("dur_ms") * NS_PER_MS).round().cast(pl.Int64)
     by_device = (
         spans.lazy()
-        .filter(pl.col("event") == "exec")
         .select("device", ns.alias("_ns"), (pl.col("request_key").is_null() & (pl.col("phase") == "batch_job")).alias("_batch"))
         .group_by("device")
         .agg(pl.col("_ns").sum().alias("all_ns"), pl.col("_ns").filter("_batch").sum().alias("batch_ns"))
@@ -691,8 +690,8 @@ def _nominal_windows(ctx: FeatureContext, spans: pl.DataFrame | None, t0: int, w
         )
     # Exec busy time: the union of each device's spans in the window over all devices' time.
     spans = cast(pl.DataFrame, spans)
-    listed = ctx.layer("gpu", ("event", "device"), events=("device_info",))
-    listed_devices = [] if listed is None else [listed.filter(pl.col("event") == "device_info")["device"]]
+    listed = ctx.layer("gpu", ("device",), events=("device_info",))
+    listed_devices = [] if listed is None else [listed["device"]]
     devices = pl.concat([spans["device"], *listed_devices]).drop_nulls().n_unique()
     shifted = spans.lazy().with_columns(pl.col("ts") - t0)  # windows counted from t0, as everywhere here
     busy_ns = (pl.col("busy_ms") * NS_PER_MS).round().cast(pl.Int64)  # integer sum: order-free

@@ -115,13 +115,13 @@ def _pools(requests: pl.LazyFrame, queue: pl.DataFrame | None, window_ns: int) -
 
 def _devices(layers: Layers, window_ns: int, device_signals: tuple[str, ...]) -> pl.LazyFrame:
     """The busy windows, joined (full) with the sampled windows' signal means when any are asked for."""
-    busy = device_busy(layers, window_ns)
+    busy = _device_busy(layers, window_ns)
     if not device_signals:
         return busy
-    return with_device_signals(busy, layers, window_ns, device_signals)
+    return _with_device_signals(busy, layers, window_ns, device_signals)
 
 
-def device_busy(layers: Layers, window_ns: int) -> pl.LazyFrame:
+def _device_busy(layers: Layers, window_ns: int) -> pl.LazyFrame:
     """(device, window_start_ns, busy_ms, busy_frac) of every window in which a device executed.
 
     The exec rows only (busy_intervals reads no other), freed once their spans are collected."""
@@ -136,10 +136,10 @@ def device_busy(layers: Layers, window_ns: int) -> pl.LazyFrame:
 _BUSY_SCHEMA = {"device": pl.Categorical, "window_start_ns": pl.Int64, "busy_ms": pl.Float64, "busy_frac": pl.Float64}
 
 
-def with_device_signals(busy: pl.LazyFrame, layers: Layers, window_ns: int, signals: tuple[str, ...]) -> pl.LazyFrame:
-    """`busy` (device_busy's table) joined in full with the mean of each sample signal per
-    (device, window): a row per device and window with an exec or a sample. Built by whoever
-    reads the signals (it has a row per gpu sample window: 29M at 100M trace rows)."""
+def _with_device_signals(busy: pl.LazyFrame, layers: Layers, window_ns: int, signals: tuple[str, ...]) -> pl.LazyFrame:
+    """`busy` (_device_busy's table) joined in full with the mean of each sample signal per
+    (device, window): a row per device and window with an exec or a sample (29M at 100M trace
+    rows, hence left out of the feature context's series)."""
     names = list(signals)
     sampled = layers.read("gpu", ("ts", "event", "device", *names), events=("sample",))
     if sampled is None:

@@ -369,8 +369,8 @@ def _kv_dispersion_growth(ctx: FeatureContext, devices: pl.Series, phase: str, t
 
 # Decode exec spans name the devices; their samples hold the signals. Read apart: each event's
 # rows with its own columns (both events' seven columns were 2 GB at 100M trace rows).
-_MEMPATH_SPAN_COLUMNS = ("event", "device", "phase")
-_MEMPATH_SAMPLE_COLUMNS = ("event", "device", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util")
+_MEMPATH_SPAN_COLUMNS = ("device", "phase")
+_MEMPATH_SAMPLE_COLUMNS = ("device", "gpu_util", "sm_active", "mem_bw_util", "kv_cache_util")
 
 
 @feature_group(
@@ -456,7 +456,7 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
         return GroupResult(values, details, reasons=reasons, reason=why)
     decode_devices = (
         spans.lazy()
-        .filter((pl.col("event") == "exec") & (pl.col("phase") == "decode") & pl.col("device").is_not_null())
+        .filter((pl.col("phase") == "decode") & pl.col("device").is_not_null())
         .select(pl.col("device").unique())
         .collect()
         if "phase" in have
@@ -465,7 +465,7 @@ def memory_path(ctx: FeatureContext) -> GroupResult:
     del spans
     if decode_devices.is_empty():  # unified serving or no phases: every device that served inference
         decode_devices = inference_devices(ctx).to_frame()
-    samples = gpu.lazy().filter(pl.col("event") == "sample").join(decode_devices.lazy(), on="device", how="semi")
+    samples = gpu.lazy().join(decode_devices.lazy(), on="device", how="semi")
     if "gpu_util" in have:  # windows in which kernels ran; without gpu_util every sample counts
         samples = samples.filter(pl.col("gpu_util") >= BUSY_GPU_UTIL)
     stats_exprs = [pl.len().alias("n"), pl.col("device").n_unique().alias("devices")]
