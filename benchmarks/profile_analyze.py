@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import polars as pl
-
 T = TypeVar("T")
 
 
@@ -94,13 +92,10 @@ def main() -> int:
     parser.add_argument("--groups", action="store_true", help="one line per feature group and index")
     args = parser.parse_args()
 
-    import coherence_diag.analysis  # noqa: F401  imports before the first clock
-    from coherence_diag import features, indices, ingest, metrics, paths, projection, validate
+    from coherence_diag import analysis, features, indices, ingest, metrics, paths, projection  # imports before the first clock
     from coherence_diag.features import registry
-    from coherence_diag.layer_store import Layers
     from coherence_diag.rules import engine
     from coherence_diag.rules.loader import load_rules
-    from coherence_diag.summary import summarize
 
     prof = Profile()
     if args.groups:
@@ -108,19 +103,17 @@ def main() -> int:
             registry.GROUPS[name] = dataclasses.replace(group, fn=prof.timed(f"  group {name}", group.fn))
     with prof.stage("open (metadata)"):
         source = ingest.open_trace(args.trace)
-    with prof.stage("read + validate"):
-        trace = validate.validate(source)
-    with prof.stage("request paths"):
-        requests = paths.request_paths(trace.layers)
-    full_bytes = sum(frame.estimated_size() for frame in trace.layers.values())
-    with prof.stage("projection (and what it needs first)"):
-        # As analysis.analyze_trace: the span, env values and request ids of every row, then
-        # the projection; rebinding `trace` frees the full frames.
-        rows = summarize(trace.layers, requests)
-        span, request_ids = rows.span, rows.request_ids
-        trace = dataclasses.replace(trace, layers=Layers(projection.project_layers(trace.layers)))
+    # The single pass (analysis.read_single_pass) validates the layers one after the other and
+    # takes what the analysis needs of each as soon as it is validated: its inner steps are
+    # timed on lines of their own.
+    paths.scheduler_lifecycle = prof.timed("  scheduler lifecycle", paths.scheduler_lifecycle)
+    projection.project_layers = prof.timed("  projection", projection.project_layers)
+    paths.finish_paths = prof.timed("  request paths (finish)", paths.finish_paths)
+    with prof.stage("read + validate + request paths"):
+        prepared = analysis.read_single_pass(source)
+    trace, requests, span = prepared.trace, prepared.requests, prepared.summary.span
+    del prepared
     projected_bytes = sum(frame.estimated_size() for frame in trace.layers.values())
-    ids_bytes = request_ids.estimated_size() if isinstance(request_ids, pl.DataFrame) else 0
     with prof.stage("metrics"):
         metric_values, _ = metrics.compute(requests, trace.layers, trace.columns, span)
     with prof.stage("feature context"):
@@ -136,8 +129,7 @@ def main() -> int:
     with prof.stage("rules"):
         engine.evaluate(rules, values, ctx.columns, ctx.derived)
     prof.print()
-    print(f"layers {full_bytes / 2**20:,.1f} MiB -> projected {projected_bytes / 2**20:,.1f} MiB "
-          f"(+ request ids {ids_bytes / 2**20:,.1f} MiB)")
+    print(f"projected layers {projected_bytes / 2**20:,.1f} MiB; request table {requests.estimated_size() / 2**20:,.1f} MiB")
     # The high-water mark is reset before every stage, so getrusage's maximum is only the last
     # stage's: the process peak is the largest stage peak (where the reset works).
     peak = max(r[3] for r in prof.rows) if prof.resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import cast
 
 import polars as pl
 
@@ -27,8 +26,9 @@ from coherence_diag.rules import engine
 from coherence_diag.rules.explain import RuleExplanation, explain_rule
 from coherence_diag.rules.loader import Rule, find_rule, load_rules
 from coherence_diag.scale import footers, layout
-from coherence_diag.scale.read import ScaleOptions, UnitsRead, read_in_units
-from coherence_diag.summary import RowSummary, summarize
+from coherence_diag.scale.read import ScaleOptions, read_in_units
+from coherence_diag.summary import PathsRead, RowSummary, summarize, summarize_layer
+from coherence_diag.summary import merge as merge_summaries
 
 ProgressCallback = Callable[[str], None]
 
@@ -95,22 +95,17 @@ def analyze(
     if not 0 <= max_bad_fraction <= 1:
         raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
     (progress or (lambda _msg: None))("reading and validating trace")
-    # Handed on without a reference staying here: analyze_trace frees the full layers after the
-    # request paths (projection.py), which it cannot while this frame holds them.
-    read: list[object] = [read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
-    if isinstance(read[0], UnitsRead):
-        units = cast(UnitsRead, read.pop())
-        return analyze_trace(
-            units.trace,
-            window_s=window_s,
-            rules_dirs=rules_dirs,
-            progress=progress,
-            with_features=with_features,
-            requests=units.requests,
-            summary=units.summary,
-        )
+    # Handed on without a reference staying here: the analysis frees what it no longer reads.
+    read = [read_for_analysis(path, window_s=window_s, max_bad_fraction=max_bad_fraction, scale=scale)]
+    prepared = read.pop()
     return analyze_trace(
-        cast(validate.ValidatedTrace, read.pop()), window_s=window_s, rules_dirs=rules_dirs, progress=progress, with_features=with_features
+        prepared.trace,
+        window_s=window_s,
+        rules_dirs=rules_dirs,
+        progress=progress,
+        with_features=with_features,
+        requests=prepared.requests,
+        summary=prepared.summary,
     )
 
 
@@ -120,17 +115,49 @@ def read_for_analysis(
     window_s: float = timeseries.DEFAULT_WINDOW_S,
     max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION,
     scale: ScaleOptions | None = None,
-) -> validate.ValidatedTrace | UnitsRead:
-    """The validated trace, or, in work units when `scale` says so (scale/read.py), what the
-    units give (the trace already projected, its request table and row summary)."""
+) -> PathsRead:
+    """The validated trace, projected, with its request paths and row summary: in work units when
+    `scale` says so (scale/read.py), else in one pass (`read_single_pass`)."""
     in_units = read_in_units(path, scale or ScaleOptions(), window_s=window_s, max_bad_fraction=max_bad_fraction)
-    return in_units if in_units is not None else read_trace(path, max_bad_fraction=max_bad_fraction)
+    return in_units if in_units is not None else read_single_pass(path, max_bad_fraction=max_bad_fraction)
+
+
+def read_single_pass(
+    path: str | Path | ingest.TraceSource, *, max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION
+) -> PathsRead:
+    """Read and validate the trace, taking what the analysis needs of each layer as soon as that
+    layer is validated (`_TakeAsValidated`): the full layers are never all in memory at once
+    (10M rows: 1,053 MiB of full layers against 601 MiB projected)."""
+    if not 0 <= max_bad_fraction <= 1:
+        raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
+    source = path if isinstance(path, ingest.TraceSource) else ingest.open_trace(path)
+    take = _TakeAsValidated()
+    trace = validate.validate(source, max_bad_fraction=max_bad_fraction, keep=take)
+    requests = paths.finish_paths(take.lifecycle, trace.layers)
+    return PathsRead(trace, requests, merge_summaries(take.summaries))
+
+
+class _TakeAsValidated:
+    """A validate.LayerKeeper: of each validated layer, the summary of its rows (summary.py) and,
+    of the scheduler layer (validated first: schema.LAYERS), the request lifecycle; the layer is
+    then kept projected (projection.py). The request paths need no more of the other layers."""
+
+    def __init__(self) -> None:
+        self.lifecycle: pl.DataFrame | None = None
+        self.summaries: list[RowSummary] = []
+
+    def __call__(self, name: str, frame: pl.DataFrame) -> pl.DataFrame | None:
+        if name == "scheduler":
+            self.lifecycle = paths.scheduler_lifecycle(frame)
+        self.summaries.append(summarize_layer(name, frame, self.lifecycle))
+        return projection.project_layers({name: frame}).get(name)
 
 
 def read_trace(
     path: str | Path | ingest.TraceSource, *, max_bad_fraction: float = validate.DEFAULT_MAX_BAD_FRACTION
 ) -> validate.ValidatedTrace:
-    """Open and validate a trace (raises InputError / TraceError on bad input)."""
+    """Open and validate a trace, keeping its full layers (raises InputError / TraceError on bad
+    input); `analyze` reads with `read_for_analysis` instead."""
     if not 0 <= max_bad_fraction <= 1:
         raise InputError(f"--max-bad-fraction must be in [0, 1], got {max_bad_fraction}")
     source = path if isinstance(path, ingest.TraceSource) else ingest.open_trace(path)

@@ -14,7 +14,7 @@ from typing import cast
 
 import polars as pl
 
-from coherence_diag import metrics, paths
+from coherence_diag import metrics, paths, validate
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,28 @@ class RowSummary:
     request_ids: pl.DataFrame | pl.LazyFrame | None
 
 
-def summarize(layers: Mapping[str, pl.DataFrame], requests: pl.DataFrame) -> RowSummary:
+@dataclass
+class PathsRead:
+    """A trace read for the analysis, its request paths built: the validated trace with its layers
+    already projected (projection.py), its request table, and the summary of every validated row.
+    The single pass (analysis.read_single_pass) and work units (scale/read.py) both give one."""
+
+    trace: validate.ValidatedTrace
+    requests: pl.DataFrame
+    summary: RowSummary
+
+
+def summarize(layers: Mapping[str, pl.DataFrame], requests: pl.DataFrame | None) -> RowSummary:
     """The summary of validated `layers` (whole, before projection) and their request table."""
-    envs: set[str] = set()
-    for frame in layers.values():
-        if "env" in frame.columns:
-            envs.update(frame["env"].drop_nulls().unique().cast(pl.String).to_list())
-    return RowSummary(metrics.observation_span(layers), frozenset(envs), paths.request_id_rows(layers.get("scheduler"), requests))
+    return merge([summarize_layer(name, frame, requests) for name, frame in layers.items()])
+
+
+def summarize_layer(name: str, frame: pl.DataFrame, requests: pl.DataFrame | None) -> RowSummary:
+    """The summary of one validated layer (whole); `requests`: the request table, or any frame with
+    its `request_key` and `arrive_ns` (paths.scheduler_lifecycle), read for the scheduler layer."""
+    envs = frame["env"].drop_nulls().unique().cast(pl.String).to_list() if "env" in frame.columns else []
+    ids = paths.request_id_rows(frame, requests) if name == "scheduler" and requests is not None else None
+    return RowSummary(metrics.observation_span({name: frame}), frozenset(envs), ids)
 
 
 def merge(parts: Sequence[RowSummary]) -> RowSummary:

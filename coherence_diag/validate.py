@@ -10,7 +10,7 @@ against that budget.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -69,17 +69,27 @@ class ValidatedTrace:
         }
 
 
-def validate(source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> ValidatedTrace:
-    result = validate_rows(source)
+def validate(
+    source: TraceSource, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION, keep: LayerKeeper | None = None
+) -> ValidatedTrace:
+    """`keep`: see `validate_rows`."""
+    result = validate_rows(source, keep=keep)
     _enforce_budget(result, max_bad_fraction)
     return result
 
 
-def validate_rows(source: TraceSource, *, keep_order: bool = False) -> ValidatedTrace:
+# Called with each layer's name and clean rows as soon as they are checked; the trace keeps what
+# it returns instead (None: nothing). The single pass keeps only what is read after the request
+# paths (analysis.py), so that the full layers are never all in memory at once.
+LayerKeeper = Callable[[str, pl.DataFrame], pl.DataFrame | None]
+
+
+def validate_rows(source: TraceSource, *, keep_order: bool = False, keep: LayerKeeper | None = None) -> ValidatedTrace:
     """`validate` without the --max-bad-fraction budget: for a work unit (scale/units.py), whose
     rows are part of a trace and whose budget is checked on the counters summed over all units.
     `keep_order`: the clean layers keep ORIGIN and RECORD (file and row of each row), by which
-    the units' rows are put back in the trace's order (scale/reduce.py)."""
+    the units' rows are put back in the trace's order (scale/reduce.py). `keep`: LayerKeeper,
+    called only while every layer so far has the columns its events require."""
     lf = source.scan()
     present = source.columns
     # The row count of a Parquet trace comes from its metadata; every known layer is read in
@@ -91,48 +101,81 @@ def validate_rows(source: TraceSource, *, keep_order: bool = False) -> Validated
         raise TraceError(f"{source.display_path}: the trace has no rows", path=source.display_path)
     single = source.single_text
     plans = [_layer_plan(lf, layer, present, single, provenance=keep_order) for layer in schema.LAYERS]
-    if _rescan_is_cheap(source):
-        # One layer after the other: each Parquet scan reads only its layer's columns and rows,
-        # and one layer's buffers are in flight at a time (10M rows: peak 1.70 -> 1.34 GiB and
-        # about a third less CPU than the five scans side by side in one collect_all).
-        frames = [_collect(source, plan) for plan in plans]
-    else:
-        frames = _collect_all(source, plans)  # CSV: one collect_all, as before
-    read = {layer: frame for layer, frame in zip(schema.LAYERS, frames) if frame.height}
 
     audits: list[pl.DataFrame] = [unmapped] if not unmapped.is_empty() else []
-    if rows_total - int(unmapped["rows"].sum()) > sum(frame.height for frame in read.values()):
-        audits.append(_unknown_layer_audit(lf, source))
-    require_columns(source, read, present)
-
+    events: dict[str, pl.DataFrame] = {}  # each layer's event values, for require_columns
     clean: dict[str, pl.DataFrame] = {}
     rows_by_layer: dict[str, int] = {}
-    for layer, frame in read.items():
+    for layer, frame in _read_layers(source, plans):
         rows_by_layer[layer] = frame.height
-        # The checks compare whole rows (exact duplicates): file and row are not part of them.
-        order = frame.select(ORIGIN, RECORD) if keep_order else None
-        checked = _mark_problems(frame if order is None else frame.drop(ORIGIN, RECORD), layer, present)
-        if layer == "scheduler":
-            checked = _mark_inconsistent_requests(checked)
-        bad = checked["_problem"].is_not_null()
-        if bad.any() or order is not None:
-            # Only a layer with problems pays for provenance (file and row of each row): the
-            # same plan read again, in the same order, for the audit's file names and examples.
-            if order is None:
-                order = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select(ORIGIN, RECORD))
-            checked = checked.with_columns(order)
-            if bad.any():
-                audits.append(_audit(checked, layer, source))
-                checked = checked.filter(~bad)
-            if not keep_order:
-                checked = checked.drop(ORIGIN, RECORD)
-        # Units' layers are concatenated (materialising scalars): they stay plain columns there.
-        clean[layer] = checked.drop("_problem") if keep_order else constants_as_scalars(checked.drop("_problem"))
+        events[layer] = frame.select(pl.col("event").unique())
+        if missing_required(events, present):
+            continue  # require_columns rejects the trace below: no point checking its rows
+        cleaned: pl.DataFrame | None = _clean_layer(source, lf, frame, layer, present, single, keep_order, audits)
+        del frame  # the layer's rows as read, and below its clean rows unless kept: both are
+        if keep is not None:  # freed before the next layer is read
+            cleaned = keep(layer, cast(pl.DataFrame, cleaned))
+        if cleaned is not None:
+            clean[layer] = cleaned
+        del cleaned
+    require_columns(source, events, present)
+    if rows_total - int(unmapped["rows"].sum()) > sum(rows_by_layer.values()):
+        audits.append(_unknown_layer_audit(lf, source))
 
     audit = (
         pl.concat(audits, how="vertical_relaxed") if audits else _empty_audit()
     ).sort("file", "layer", "reason", "column")
     return ValidatedTrace(source, clean, rows_total, rows_by_layer, audit)
+
+
+def _read_layers(source: TraceSource, plans: list[pl.LazyFrame]) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each layer that has rows, with its rows as read (`_layer_plan`), in schema.LAYERS order."""
+    if _rescan_is_cheap(source):
+        # One layer after the other: each Parquet scan reads only its layer's columns and rows,
+        # and one layer's buffers are in flight at a time (10M rows: peak 1.70 -> 1.34 GiB and
+        # about a third less CPU than the five scans side by side in one collect_all).
+        for layer, plan in zip(schema.LAYERS, plans):
+            frame = _collect(source, plan)
+            if frame.height:
+                yield layer, frame
+        return
+    frames = _collect_all(source, plans)  # CSV: one collect_all, parsed once
+    for layer in schema.LAYERS:
+        frame = frames.pop(0)
+        if frame.height:
+            yield layer, frame
+
+
+def _clean_layer(
+    source: TraceSource,
+    lf: pl.LazyFrame,
+    frame: pl.DataFrame,
+    layer: str,
+    present: set[str],
+    single: dict[str, str],
+    keep_order: bool,
+    audits: list[pl.DataFrame],
+) -> pl.DataFrame:
+    """The layer's rows without those with a problem (whose audit is appended to `audits`)."""
+    # The checks compare whole rows (exact duplicates): file and row are not part of them.
+    order = frame.select(ORIGIN, RECORD) if keep_order else None
+    checked = _mark_problems(frame if order is None else frame.drop(ORIGIN, RECORD), layer, present)
+    if layer == "scheduler":
+        checked = _mark_inconsistent_requests(checked)
+    bad = checked["_problem"].is_not_null()
+    if bad.any() or order is not None:
+        # Only a layer with problems pays for provenance (file and row of each row): the
+        # same plan read again, in the same order, for the audit's file names and examples.
+        if order is None:
+            order = _collect(source, _layer_plan(lf, layer, present, single, provenance=True).select(ORIGIN, RECORD))
+        checked = checked.with_columns(order)
+        if bad.any():
+            audits.append(_audit(checked, layer, source))
+            checked = checked.filter(~bad)
+        if not keep_order:
+            checked = checked.drop(ORIGIN, RECORD)
+    # Units' layers are concatenated (materialising scalars): they stay plain columns there.
+    return checked.drop("_problem") if keep_order else constants_as_scalars(checked.drop("_problem"))
 
 
 # --- plans -------------------------------------------------------------------------------
@@ -457,8 +500,20 @@ def _unknown_layer_audit(lf: pl.LazyFrame, source: TraceSource) -> pl.DataFrame:
     )
 
 
-def require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], present: set[str]) -> None:
-    """A layer/event that is present needs its required columns to exist somewhere in the trace."""
+def require_columns(source: TraceSource, layers: Mapping[str, pl.DataFrame], present: set[str]) -> None:
+    """A layer/event that is present needs its required columns to exist somewhere in the trace
+    (`layers`: frames with at least each layer's `event` column)."""
+    problems = missing_required(layers, present)
+    if problems:
+        unique = sorted(set(problems))
+        if len(unique) == 1:
+            raise TraceError(f"{source.display_path}: {unique[0]}", path=source.display_path)
+        body = "\n".join(f"  - {p}" for p in unique)
+        raise TraceError(f"{source.display_path}: {len(unique)} problems found:\n{body}", path=source.display_path)
+
+
+def missing_required(layers: Mapping[str, pl.DataFrame], present: set[str]) -> list[str]:
+    """What `require_columns` reports: one line per required column that no trace column gives."""
     problems = []
     pairs = {(layer, event) for layer, frame in layers.items() for event in frame["event"].unique().to_list()}
     for (layer, event), cols in schema.REQUIRED_VALUES.items():
@@ -468,12 +523,7 @@ def require_columns(source: TraceSource, layers: dict[str, pl.DataFrame], presen
             if not any(c in present for c in schema.alternatives(required)):
                 what = f"{layer} rows" if event == "*" else f"{layer} `{event}` rows"
                 problems.append(f"missing required column {schema.describe_required(required)} (needed by {what})")
-    if problems:
-        unique = sorted(set(problems))
-        if len(unique) == 1:
-            raise TraceError(f"{source.display_path}: {unique[0]}", path=source.display_path)
-        body = "\n".join(f"  - {p}" for p in unique)
-        raise TraceError(f"{source.display_path}: {len(unique)} problems found:\n{body}", path=source.display_path)
+    return problems
 
 
 def _enforce_budget(result: ValidatedTrace, max_bad_fraction: float) -> None:

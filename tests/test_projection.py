@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from coherence_diag import analysis, ingest, projection, schema, validate
+from coherence_diag import analysis, ingest, paths, projection, schema, validate
 from coherence_diag.render.json_report import render
 from coherence_diag.request_keys import KEY
+from coherence_diag.summary import summarize
 from coherence_diag.visuals import build_visuals
 from tests.tracegen import TRACE_SPECS as specs
 from tests.tracegen import TraceSpec, make_trace, write
@@ -159,15 +160,24 @@ def test_a_scheduler_of_unread_events_only_still_counts_as_a_layer(tmp_path, mon
 # --- memory ------------------------------------------------------------------------------------
 
 
-def test_the_full_validated_frames_are_freed_after_the_paths(tmp_path, monkeypatch):
+def test_each_full_validated_layer_is_freed_before_the_next_is_read(tmp_path, monkeypatch):
+    # The single pass (analysis.read_single_pass) takes what it needs of each layer as soon as it
+    # is validated: the full frames are never all in memory at once.
     write(make_trace(TraceSpec(n_requests=60, seed=2)), tmp_path / "t.parquet")
     refs: list[weakref.ref[pl.DataFrame]] = []
+    alive_at_each_layer: list[int] = []
     validate_rows = validate.validate_rows
 
-    def recording(source: ingest.TraceSource) -> validate.ValidatedTrace:
-        trace = validate_rows(source)
-        refs.extend(weakref.ref(frame) for frame in trace.layers.values())
-        return trace
+    def recording(source: ingest.TraceSource, *, keep: validate.LayerKeeper | None = None) -> validate.ValidatedTrace:
+        assert keep is not None
+
+        def keeping(name: str, frame: pl.DataFrame) -> pl.DataFrame | None:
+            gc.collect()
+            alive_at_each_layer.append(sum(ref() is not None for ref in refs))
+            refs.append(weakref.ref(frame))
+            return keep(name, frame)
+
+        return validate_rows(source, keep=keeping)
 
     alive: list[int] = []
 
@@ -178,9 +188,27 @@ def test_the_full_validated_frames_are_freed_after_the_paths(tmp_path, monkeypat
 
     monkeypatch.setattr(validate, "validate_rows", recording)
     result = analysis.analyze(tmp_path / "t.parquet", progress=progress)
-    assert len(refs) == 5 and alive == [0]
+    assert len(refs) == 5 and alive_at_each_layer == [0] * 5 and alive == [0]
     assert "request_id" not in result.trace.layers["scheduler"].columns
     assert result.requests["request_id"].null_count() == 0
+
+
+def test_the_single_pass_gives_the_request_table_and_summary_of_the_full_layers(tmp_path):
+    # What the single pass builds layer by layer equals the request paths and row summary of the
+    # whole validated layers (as `analyze_trace` builds them from a `read_trace`).
+    write(make_trace(TraceSpec(n_requests=80, seed=5, retry_frac=0.2)), tmp_path / "t.parquet")
+    whole = analysis.read_trace(tmp_path / "t.parquet")
+    requests = paths.request_paths(whole.layers)
+    summary = summarize(whole.layers, requests)
+    single = analysis.read_single_pass(tmp_path / "t.parquet")
+    key = [KEY]
+    assert_frame_equal(single.requests.sort(key), requests.sort(key))
+    assert single.summary.span == summary.span and single.summary.envs == summary.envs
+    assert_frame_equal(single.summary.request_ids.sort(key), summary.request_ids.sort(key))
+    projected = projection.project_layers(whole.layers)
+    assert single.trace.layers.keys() == projected.keys()
+    for name, frame in projected.items():
+        assert_frame_equal(single.trace.layers[name], frame)
 
 
 @settings(max_examples=60, deadline=None)

@@ -16,15 +16,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
 from coherence_diag import validate
 from coherence_diag.errors import InputError
 from coherence_diag.ingest import FileSource, TraceSource, open_trace
 from coherence_diag.scale.executors import Executor, executor
 from coherence_diag.scale.plan import UnitPlan
 from coherence_diag.scale.reduce import UnitProgress, plan_trace, run_units
-from coherence_diag.summary import RowSummary
+from coherence_diag.summary import PathsRead
 from coherence_diag.summary import merge as merge_summaries
 
 DEFAULT_BUDGET_SHARE = 0.5  # of the machine's physical memory
@@ -57,19 +55,9 @@ def default_budget_bytes() -> int:
         return FALLBACK_BUDGET_BYTES
 
 
-@dataclass
-class UnitsRead:
-    """What work units give the analysis: the validated trace with its layers already projected
-    (projection.py), its request table, and the summary of every validated row (summary.py)."""
-
-    trace: validate.ValidatedTrace
-    requests: pl.DataFrame
-    summary: RowSummary
-
-
 def read_in_units(
     path: str | Path | TraceSource, options: ScaleOptions, *, window_s: float, max_bad_fraction: float
-) -> UnitsRead | None:
+) -> PathsRead | None:
     """The trace read in work units; None when the trace is better read in one pass (it fits
     the budget and no scheduler was asked for)."""
     if isinstance(path, TraceSource) and not isinstance(path, FileSource):
@@ -102,7 +90,7 @@ def read_in_units(
     trace = validate.ValidatedTrace(source, reduced.layers, reduced.rows_total, reduced.rows_by_layer, reduced.audit)
     # Already in the single pass's row order (spill.gather_requests): inference requests first,
     # completed ones first among them (paths.LEADING_ORDER), which the feature context slices.
-    return UnitsRead(trace, reduced.requests, reduced.summary or merge_summaries([]))
+    return PathsRead(trace, reduced.requests, reduced.summary or merge_summaries([]))
 
 
 def plan_trace_or_none(source: FileSource, budget: int, window_s: float) -> UnitPlan | None:
