@@ -174,10 +174,10 @@ def analyze_trace(
     requests: pl.DataFrame | None = None,
     summary: RowSummary | None = None,
 ) -> Analysis:
-    """Analyze an already validated trace (`analyze` = `read_trace` + this); `requests`: its
-    request table and `summary` the summary of its rows when work units built them as they read
-    (their layers are then already projected). The trace's full layers are freed after the
-    request paths unless the caller still holds `trace`."""
+    """Analyze an already validated trace; `requests`: its request table and `summary` the summary
+    of its rows when they were built as the trace was read (`read_for_analysis`: its layers are
+    then already projected). Given full layers (`read_trace`, as compare's env sides), the paths
+    are built here and the full layers freed after them unless the caller still holds `trace`."""
     if not window_s > 0:
         raise InputError(f"--window must be a positive number of seconds, got {window_s}")
     step = progress or (lambda _msg: None)

@@ -5,10 +5,13 @@ The request paths read the scheduler, exec, transfer, device and steal rows once
 metrics, the feature context, the features, the indices, the time series (`Analysis.series`) and
 the report's visuals read the layers again, but most scheduler rows (`arrive`, `first_token`,
 `complete`) and some columns of every layer never. `READS` declares, per layer, the events and
-the columns those readers use; `project_layers` keeps exactly those rows and columns, so that the
-full validated frames can be freed once the request paths are built.
+the columns those readers use; `project_layers` keeps exactly those rows and columns. The request
+paths themselves need of the other layers only what is kept here (paths.finish_paths), so the
+single pass (analysis.read_single_pass) projects each layer as soon as it is validated, after
+taking the scheduler's request lifecycle (paths.scheduler_lifecycle): the full validated frames
+are never all in memory at once.
 
-Readers that need something of *every* row take it before the projection, in analysis.py: the
+Readers that need something of *every* row take it before the projection (summary.py): the
 observation span and the scheduler's first and last `ts` (metrics.observation_span), the `env`
 values (the report's `trace.envs`), the id text of each request (paths.request_id_rows).
 
