@@ -225,7 +225,7 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     dispatched = parts["dispatch"].group_by(KEY).agg(
         final_ts.min().alias("dispatch_ns"),
         pl.when(final_ts.count() >= 2).then(final_ts.max()).alias("decode_dispatch_ns"),
-        *_first_and_last_dispatch(final_ts, _ties(parts["dispatch"], final_ts)),
+        *_first_and_last_dispatch(final_ts, _ties(sched_frame)),
         exact_ms_sum(pl.when(final).then(pl.col("predicted_ms"))).alias("_predicted_sum"),
         pl.when(final).then(pl.col("predicted_ms")).count().alias("_predicted_n"),
         *attempt("dispatch"),
@@ -274,9 +274,18 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
     ).sort(_LIFECYCLE_ORDER)
 
 
-def _ties(dispatches: pl.LazyFrame, final_ts: pl.Expr) -> bool:
-    """Whether a request has two final-attempt dispatches at one instant (synthetic traces)."""
-    return bool(dispatches.select(pl.struct(pl.col(KEY), final_ts.alias("t")).is_duplicated().any()).collect().item())
+def _ties(sched: pl.DataFrame) -> bool:
+    """Whether a request may have two final-attempt dispatches at one instant (synthetic traces):
+    whether two of its dispatches, of any attempt, share their `ts` (never False where such ties
+    exist; where they do not, both ways of `_first_and_last_dispatch` give the same values)."""
+    dispatches = sched.lazy().filter(pl.col("event") == "dispatch").select(KEY, "ts").collect()
+    ts = dispatches["ts"]
+    if not ts.null_count() and ts.is_sorted():
+        # In time order, dispatches at one instant are neighbours: only runs of equal `ts` are
+        # compared (0.32 s -> 0.03 s for hashing every dispatch at 1.75M dispatches).
+        same = ts.diff().fill_null(1) == 0
+        dispatches = dispatches.filter(same | same.shift(-1, fill_value=False))
+    return bool(dispatches.select(pl.struct(KEY, "ts").is_duplicated().any()).item())
 
 
 def _first_and_last_dispatch(final_ts: pl.Expr, ties: bool) -> list[pl.Expr]:

@@ -156,3 +156,23 @@ def test_an_attribute_with_one_value_on_every_row_is_that_value_for_every_reques
     requests = analyze(_write(tmp_path, rows)).requests
     assert requests["env"].cast(pl.String).to_list() == ["onprem", "onprem"]
     assert requests["priority"].to_list() == [2, 2]
+
+
+@pytest.mark.parametrize("time_ordered", [True, False])
+def test_two_dispatches_at_one_instant_name_the_smallest_device_first_in_any_row_order(tmp_path, time_ordered):
+    # The tie check (paths._ties) compares only neighbours when the dispatches are in time order
+    # and every dispatch otherwise: either way a tie picks by name, not by the rows' order.
+    def request(rid, t_ms, first, second):
+        return [
+            _sched(rid, "arrive", t_ms, attempt=0),
+            _sched(rid, "dispatch", t_ms + 1, attempt=0, pool="p", device=first),
+            _sched(rid, "dispatch", t_ms + 1, attempt=0, pool="p", device=second),
+            _sched(rid, "complete", t_ms + 9, attempt=0),
+        ]
+
+    rows = request("r1", 0, "g1", "g0") + request("r2", 20, "g0", "g1") + request("r3", 40, "g2", "g1")
+    if not time_ordered:
+        rows = rows[::-1]
+    requests = analyze(_write(tmp_path, rows)).requests.sort("request_id")
+    assert requests["prefill_device"].cast(pl.String).to_list() == ["g0", "g0", "g1"]
+    assert requests["decode_device"].cast(pl.String).to_list() == ["g1", "g1", "g2"]
