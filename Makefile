@@ -51,7 +51,8 @@ bench-report: $(STAMP)
 	$(BIN)/python benchmarks/bench_report.py --rows 10000000 --report docs/benchmarks.md
 
 ## bench-scale: a 100M-row trace as 10 tiled shards (bounded memory), then normalize and analyze
-## (in-process; each child killed past a 6 GiB cap) with wall time and peak RSS (docs/scale.md)
+## (in-process; each child killed past a 6 GiB cap; the work-unit runs with --memory-budget 6GiB,
+## a budget for the whole run) with wall time and peak RSS (docs/scale.md)
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py --copies 10 --cap-gib 6 --report docs/benchmarks.md
 

@@ -6,7 +6,8 @@ process under a hard memory cap:
 - `normalize` of the 10M-row slice within each memory budget of --normalize-budgets (the
   external sort; its peak should stay within the budget plus ~250 MiB, docs/scale.md);
 - `analyze` in-process (single pass) on the first 1, 2, ... shards and on all of them;
-- `analyze` of all shards in work units (`--memory-budget`, in-process) and on a Dask
+- `analyze` of all shards in work units (`--memory-budget`, a budget for the whole run, 6 GiB by
+  default: the cap; in-process) and on a Dask
   LocalCluster of 1 and of 2 workers (`--scheduler local`; the client's peak RSS: the workers are
   other processes, each held by Dask's own per-worker memory limit).
 
@@ -146,7 +147,14 @@ def main() -> int:
     parser.add_argument("--analyze", default="1,2,10", help="analyze in-process the first N shards, for each N listed")
     parser.add_argument("--cap-gib", type=float, default=6.0, help="kill a child whose resident set passes this")
     parser.add_argument("--normalize-budgets", default="0.5,1,2", help="normalize the slice within each of these budgets (GiB)")
-    parser.add_argument("--units-budget-gib", type=float, default=2.0, help="--memory-budget of the work-unit runs (2: the 100M-row trace peaks under 6 GiB)")
+    parser.add_argument(
+        "--memory-budget-gib",
+        "--units-budget-gib",  # its name while the budget was per unit (2 GiB then)
+        dest="memory_budget_gib",
+        type=float,
+        default=6.0,
+        help="--memory-budget of the work-unit runs, for the whole run (6: the cap)",
+    )
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     cap = int(args.cap_gib * 2**30)
@@ -168,10 +176,10 @@ def main() -> int:
         for n in (int(x) for x in args.analyze.split(",") if x):
             n = min(n, args.copies)
             rows.append(("analyze in-process (single pass)", n * slice_rows, n, run_capped(ANALYZE_CHILD, [str(first_shards(tiled, n))], cap)))
-        units_budget = int(args.units_budget_gib * 2**30)
+        units_budget = int(args.memory_budget_gib * 2**30)
         everything = str(first_shards(tiled, args.copies))
         for workers, name in ((0, "in-process"), (1, "--scheduler local, 1 worker"), (2, "--scheduler local, 2 workers")):
-            label = f"analyze in work units, --memory-budget {args.units_budget_gib:g}GiB, {name}"
+            label = f"analyze in work units, --memory-budget {args.memory_budget_gib:g}GiB, {name}"
             rows.append((label, args.copies * slice_rows, args.copies, run_capped(UNITS_CHILD, [everything, str(units_budget), str(workers)], cap)))
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,8 +1,11 @@
 """Stage-by-stage memory of `analyze` in work units (docs/scale.md, "Memory, honestly"):
 
-    python benchmarks/profile_units_stages.py bench-data/healthy-10000000-s1-x10 --budget-gib 2
+    python benchmarks/profile_units_stages.py bench-data/healthy-10000000-s1-x10 --budget-gib 6
+    python benchmarks/profile_units_stages.py bench-data/x10-first2 --unit-budget-gib 1
 
-Runs `analysis.analyze` with a memory budget (work units, layers on disk) and prints on stderr,
+Runs `analysis.analyze` with a memory budget for the whole run (`--memory-budget`), or with the
+units' own budget (`--unit-budget-gib`: no reserve, as the constants of scale/plan.py were fitted),
+in work units with the layers on disk, and prints on stderr,
 after each stage (the unit passes, the metrics, the feature context, each feature group, the
 indices), the seconds since start, the RSS, and the peak RSS since the previous line (VmHWM,
 reset after each line: `echo 5 > /proc/self/clear_refs`, Linux). Stage functions are wrapped in
@@ -55,7 +58,8 @@ def logged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace")
-    parser.add_argument("--budget-gib", type=float, default=2.0)
+    parser.add_argument("--budget-gib", type=float, default=6.0, help="--memory-budget of the run (GiB)")
+    parser.add_argument("--unit-budget-gib", type=float, help="the units' own budget instead (GiB; ScaleOptions.unit_budget_bytes)")
     args = parser.parse_args()
     for group in registry.GROUPS.values():
         object.__setattr__(group, "fn", logged(f"group {group.name}", group.fn))
@@ -68,7 +72,10 @@ def main() -> int:
         if t.done == t.total:
             log(f"{t.stage} {t.done}/{t.total}")
 
-    options = ScaleOptions(memory_budget_bytes=int(args.budget_gib * 2**30), progress=tick)
+    if args.unit_budget_gib is not None:
+        options = ScaleOptions(unit_budget_bytes=int(args.unit_budget_gib * 2**30), progress=tick)
+    else:
+        options = ScaleOptions(memory_budget_bytes=int(args.budget_gib * 2**30), progress=tick)
     result = analysis.analyze(args.trace, scale=options, progress=log)
     log(f"analyzed: {result.report.trace.rows:,} rows, {result.report.trace.requests:,} requests")
     return 0

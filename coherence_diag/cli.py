@@ -115,7 +115,11 @@ def _scale(memory_budget: str | None, scheduler: str | None, step: object | None
     from coherence_diag.scale.read import ScaleOptions
 
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
-    return ScaleOptions(budget, scheduler or None, getattr(step, "units", None))
+    return ScaleOptions(budget, scheduler or None, getattr(step, "units", None), note=_note)
+
+
+def _note(line: str) -> None:
+    err_console.print(f"note: {line}", markup=False)
 
 
 # Options shared by the commands, declared once. The defaults are the library's
@@ -137,8 +141,9 @@ MemoryBudgetOption = Annotated[
     str | None,
     typer.Option(
         "--memory-budget",
-        help="Read a Parquet trace whose estimated peak exceeds this (e.g. 4GiB, 512MiB) in time-slice work units, each "
-        "estimated within it (default: half the machine's memory). Same report; docs/scale.md says what it bounds today.",
+        help="Memory for the whole run (e.g. 6GiB, 1.5GiB; default: half the machine's memory): a Parquet trace whose "
+        "estimated peak exceeds it is read in time-slice work units, and a budget the analysis cannot keep is refused "
+        "(exit 2) with the smallest that fits. Same report; docs/scale.md.",
     ),
 ]
 SchedulerOption = Annotated[

@@ -11,6 +11,11 @@ Memory is estimated from the footers: a row group's uncompressed bytes (of the n
 are spread evenly over its [ts_min, ts_max], and a unit's peak is PEAK_PER_FOOTER_BYTE times the
 bytes it reads. One window that alone exceeds the budget becomes a unit of its own, flagged
 `over_budget` (windows are not split: their partials would not be exact).
+
+The user's `--memory-budget` is for the whole run (read.py), not for a unit: `RunEstimate` says,
+from the footers' row counts, what the process holds besides the unit while units run (the
+reserve, subtracted from the budget to give the units' own) and what the analysis after the
+units holds; and what reading the trace in one pass needs, which decides between the two.
 """
 
 from __future__ import annotations
@@ -34,6 +39,21 @@ from coherence_diag.timeseries import DEFAULT_WINDOW_S
 # 935 MiB), 2 GiB (1,384) and 4 GiB (2,281); no factor can at 512 MiB, which the fixed part
 # nearly fills (718 MiB at 26). Re-measure when unit tasks change.
 PEAK_PER_FOOTER_BYTE = 26.0
+# The whole run, on top of the units (RunEstimate). Fitted with benchmarks/profile_units_stages.py
+# --unit-budget-gib (stage peaks from VmHWM; docs/scale.md, "The budget is for the whole run") on
+# the tiled bench trace's first 2 shards (20.3M rows), all 10 (101.6M) and the three 10M-row bench
+# traces. The reserve is the peak while units run less the units' budget, at the smallest budgets
+# (1 GiB at 20M: 249 MiB; 2 GiB at 100M: 961 MiB, 1,088 in session 10): a line over both sessions.
+# The analysis is the upper line over the peaks after the units: 10M 907-1,078 MiB, 20M 1,602,
+# 100M 5,536-5,922 (more units, more crossing requests: the smallest budgets are the highest).
+# Per trace row: these traces share one mix of layers, so a per-request term cannot be separated.
+RESERVE_FIXED_BYTES = 64 * 2**20
+RESERVE_PER_ROW_BYTES = 11.0  # 277 MiB at 20M rows, 1,130 MiB at 100M
+ANALYSIS_FIXED_BYTES = 560 * 2**20
+ANALYSIS_PER_ROW_BYTES = 56.0  # 1,095 MiB at 10M rows, 1,645 at 20M, 5,986 at 100M
+# Below this, a unit is all fixed part (~420 MiB, above) and no budget can be kept: the smallest
+# unit budget a whole-run budget is split into.
+MIN_UNIT_BUDGET_BYTES = 512 * 2**20
 # The planning grid has at most this many cells (a day at 1 ms windows would be 86M): beyond it,
 # cells are whole multiples of the window, so slices stay aligned to windows.
 MAX_CELLS = 1 << 20
@@ -73,6 +93,41 @@ class UnitPlan:
             worst = max(u.peak_bytes for u in over)
             text += f"; {len(over)} window(s) alone exceed the budget (up to {worst / 2**30:.2f} GiB estimated)"
         return text
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """What a whole `analyze` run of a trace is estimated to hold, from its footers' rows and
+    bytes (the constants above): the budget given to the planner is the run's less `reserve_bytes`."""
+
+    rows: int
+    footer_bytes: int  # uncompressed bytes of every row group, as UnitPlan.footer_bytes of all columns
+
+    @property
+    def reserve_bytes(self) -> float:
+        """Held besides the running unit while units run: what the finished ones left."""
+        return RESERVE_FIXED_BYTES + RESERVE_PER_ROW_BYTES * self.rows
+
+    @property
+    def analysis_bytes(self) -> float:
+        """The peak of the analysis after the units (request table, layers read from disk, series)."""
+        return ANALYSIS_FIXED_BYTES + ANALYSIS_PER_ROW_BYTES * self.rows
+
+    @property
+    def one_pass_bytes(self) -> float:
+        """The trace read in one pass: one unit of every footer byte (nothing else alive beside it),
+        then its analysis; both as in units, which over-estimates a pass (docs/scale.md)."""
+        return max(PEAK_PER_FOOTER_BYTE * self.footer_bytes, self.analysis_bytes)
+
+    @property
+    def smallest_budget_bytes(self) -> int:
+        """The smallest whole-run budget the estimate fits: one pass, or units of the smallest
+        budget, then the analysis."""
+        return math.ceil(max(self.analysis_bytes, min(self.one_pass_bytes, self.reserve_bytes + MIN_UNIT_BUDGET_BYTES)))
+
+    def unit_budget_bytes(self, budget_bytes: int) -> int:
+        """The units' own budget within a run's `budget_bytes` (at least MIN_UNIT_BUDGET_BYTES)."""
+        return max(MIN_UNIT_BUDGET_BYTES, int(budget_bytes - self.reserve_bytes))
 
 
 def plan_units(

@@ -2,16 +2,24 @@
 the validated trace and request table the units give, which the rest of the analysis reads
 exactly as it reads a single pass's.
 
-When: a trace is read in units when its estimated peak (plan.py, from the Parquet footers)
-exceeds the memory budget, or when a scheduler is asked for; otherwise in one pass, which is
-faster. The budget defaults to half the machine's physical memory. Traces that cannot be
-planned (CSV files, footers without `ts` statistics) are read in one pass unless a budget or a
-scheduler was asked for explicitly, which then is an InputError saying why (normalise first).
+The memory budget is for the whole run (plan.RunEstimate, from the Parquet footers): a trace is
+read in one pass when the estimate of that pass fits the budget and no scheduler is asked for,
+which is faster; otherwise in units, whose own budget is the run's less what the process holds
+besides the running unit. A budget asked for that the analysis after the units would exceed
+anyway is an InputError before anything is read, naming the smallest budget that fits: the
+budget is a limit the user set (a container, a shared machine), and a run that cannot keep it
+would be killed or crowd others out minutes later. The default budget, half the machine's
+physical memory, is not a promise: a trace over it is still read, in the smallest units the
+budget allows, and `ScaleOptions.note` is told. Traces that cannot be planned (CSV files,
+footers without `ts` statistics) are read in one pass unless a budget or a scheduler was asked
+for explicitly, which then is an InputError saying why (normalise first).
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +28,8 @@ from coherence_diag import validate
 from coherence_diag.errors import InputError
 from coherence_diag.ingest import FileSource, TraceSource, open_trace
 from coherence_diag.scale.executors import Executor, executor
-from coherence_diag.scale.plan import UnitPlan
+from coherence_diag.scale.footers import read_footers
+from coherence_diag.scale.plan import RunEstimate, UnitPlan, plan_units
 from coherence_diag.scale.reduce import UnitProgress, plan_trace, run_units
 from coherence_diag.summary import PathsRead
 from coherence_diag.summary import merge as merge_summaries
@@ -31,9 +40,10 @@ FALLBACK_BUDGET_BYTES = 4 * 1024**3  # where the physical memory cannot be read
 
 @dataclass(frozen=True)
 class ScaleOptions:
-    """How a trace larger than memory is read: work units within `memory_budget_bytes` (None: the
-    machine's default), run on `scheduler` (None: in this process; `local`; `tcp://HOST:PORT`;
-    `dask`); `progress` after each finished unit task."""
+    """How a trace larger than memory is read: within `memory_budget_bytes` for the whole run
+    (None: the machine's default), in work units run on `scheduler` (None: in this process;
+    `local`; `tcp://HOST:PORT`; `dask`); `progress` after each finished unit task; `note` told
+    one line when the default budget will be exceeded."""
 
     memory_budget_bytes: int | None = None
     scheduler: str | None = None
@@ -41,10 +51,22 @@ class ScaleOptions:
     # An executor already open (scale.executors.executor), used instead of `scheduler`: one Dask
     # cluster for many traces.
     executor: Executor | None = None
+    # The units' own budget, taken as is (no whole-run reserve, no check; read in units when that
+    # gives more than one): for tests and benchmarks that study units, e.g. 1 byte for one window
+    # per unit. Overrides `memory_budget_bytes`.
+    unit_budget_bytes: int | None = None
+    note: Callable[[str], None] | None = None
 
     @property
     def explicit(self) -> bool:
-        return self.memory_budget_bytes is not None or bool(self.scheduler) or self.executor is not None
+        return (
+            self.memory_budget_bytes is not None or self.unit_budget_bytes is not None or bool(self.scheduler) or self.executor is not None
+        )
+
+    @property
+    def forced(self) -> bool:
+        """A scheduler was asked for: units even for a trace that fits one pass."""
+        return bool(self.scheduler) or self.executor is not None
 
 
 def default_budget_bytes() -> int:
@@ -65,21 +87,13 @@ def read_in_units(
             raise InputError("--memory-budget and --scheduler apply to a trace file; converted --from inputs are read in one pass")
         return None
     source = path if isinstance(path, FileSource) else open_trace(path)
-    budget = options.memory_budget_bytes or default_budget_bytes()
-    if not options.explicit:
-        if any(f.fmt != "parquet" for f in source.files):
-            return None  # cannot be planned; the layout note suggests `normalize` for large ones
-        plan = plan_trace_or_none(source, budget, window_s)
-        if plan is None or len(plan.units) <= 1:
-            return None
-    else:
-        plan = plan_trace(source, budget_bytes=budget, window_s=window_s)
-        if len(plan.units) <= 1 and not options.scheduler and options.executor is None:
-            return None
+    plan = plan_run(source, options, window_s)
+    if plan is None:
+        return None
     with nullcontext(options.executor) if options.executor is not None else executor(options.scheduler) as run:
         reduced = run_units(
             source.display_path if isinstance(path, FileSource) else str(path),
-            budget_bytes=budget,
+            budget_bytes=plan.budget_bytes,
             window_s=window_s,
             max_bad_fraction=max_bad_fraction,
             executor=run,
@@ -93,9 +107,41 @@ def read_in_units(
     return PathsRead(trace, reduced.requests, reduced.summary or merge_summaries([]))
 
 
-def plan_trace_or_none(source: FileSource, budget: int, window_s: float) -> UnitPlan | None:
-    """The plan, or None when the footers cannot be planned from (then the single pass reads it)."""
-    try:
-        return plan_trace(source, budget_bytes=budget, window_s=window_s)
-    except InputError:
+def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> UnitPlan | None:
+    """The work units of the trace within the run's budget (module doc); None: read it in one pass."""
+    if options.unit_budget_bytes is not None:
+        plan = plan_trace(source, budget_bytes=options.unit_budget_bytes, window_s=window_s)
+        return plan if len(plan.units) > 1 or options.forced else None
+    budget_bytes = options.memory_budget_bytes or default_budget_bytes()
+    if not options.explicit and any(f.fmt != "parquet" for f in source.files):
+        return None  # cannot be planned; the layout note suggests `normalize` for large ones
+    footers = read_footers(source)
+    # At the whole budget: the trace's rows and footer bytes (every column, as a unit reads them).
+    whole = plan_units(footers, budget_bytes=budget_bytes, window_s=window_s)
+    if whole.unplannable:
+        if options.explicit:
+            raise InputError(f"{source.display_path}: cannot be split into work units: {whole.unplannable}")
         return None
+    estimate = RunEstimate(whole.rows, whole.footer_bytes)
+    if estimate.one_pass_bytes <= budget_bytes and not options.forced:
+        return None
+    if estimate.smallest_budget_bytes > budget_bytes:
+        if options.memory_budget_bytes is not None:
+            raise InputError(over_budget_message(source.display_path, estimate, budget_bytes))
+        if options.note is not None:
+            options.note(over_budget_message(source.display_path, estimate, budget_bytes, default=True))
+    plan = plan_units(footers, budget_bytes=estimate.unit_budget_bytes(budget_bytes), window_s=window_s)
+    # One window cannot be split: units would only add their census to the single pass.
+    return plan if len(plan.units) > 1 or options.forced else None
+
+
+def over_budget_message(display_path: str, estimate: RunEstimate, budget_bytes: int, *, default: bool = False) -> str:
+    """One line: the trace, what its run is estimated to need and why, the budget, the smallest that fits."""
+    smallest_bytes = estimate.smallest_budget_bytes
+    smallest_gib = math.ceil(smallest_bytes / 2**30 * 10) / 10  # rounded up, as a user would type it
+    in_analysis = smallest_bytes <= math.ceil(estimate.analysis_bytes)
+    why = "its analysis after the work units" if in_analysis else "its smallest work units and what they keep"
+    text = f"{display_path}: its {estimate.rows:,} rows are estimated to need {smallest_bytes / 2**30:.2f} GiB ({why}), "
+    if default:
+        return text + f"over the default memory budget of {budget_bytes / 2**30:.2f} GiB (half this machine's memory); reading it anyway"
+    return text + f"over --memory-budget {budget_bytes / 2**30:.2f} GiB; the smallest budget that fits is --memory-budget {smallest_gib:g}GiB"

@@ -16,13 +16,13 @@ from coherence_diag import compare
 from coherence_diag.analysis import analyze
 from coherence_diag.errors import InputError
 from coherence_diag.render import registry
-from coherence_diag.scale import read
+from coherence_diag.scale import plan, read
 from coherence_diag.scale.executors import executor
 from coherence_diag.scale.read import ScaleOptions, read_in_units
 from coherence_diag.scale.reduce import UnitTick
 from tests.scale.test_units_equal import ONE_BYTE, SAMPLES, TS_TYPES, traces
 
-TINY_UNITS = ScaleOptions(memory_budget_bytes=ONE_BYTE)  # no window fits: one window per unit
+TINY_UNITS = ScaleOptions(unit_budget_bytes=ONE_BYTE)  # no window fits: one window per unit
 
 
 def report_json(path: Path | str, scale: ScaleOptions | None = None, window_s: float = 60.0, max_bad_fraction: float = 0.01) -> str:
@@ -54,6 +54,7 @@ def test_a_trace_that_fits_the_budget_is_read_in_one_pass():
 
 def test_a_trace_over_the_default_budget_is_read_in_units(monkeypatch):
     monkeypatch.setattr(read, "default_budget_bytes", lambda: 1)
+    monkeypatch.setattr(plan, "MIN_UNIT_BUDGET_BYTES", 1)  # else a sample is one smallest unit: one pass
     path = SAMPLES[0]
     got = read_in_units(path, ScaleOptions(), window_s=60.0, max_bad_fraction=0.01)
     assert got is not None and got.requests.height > 0 and got.summary.span.start_ns is not None
@@ -62,7 +63,7 @@ def test_a_trace_over_the_default_budget_is_read_in_units(monkeypatch):
 def test_progress_counts_both_passes_over_every_unit_and_every_row():
     ticks: list[UnitTick] = []
     path = next(p for p in SAMPLES if p.stem == "retry-amplification")
-    analyze(path, window_s=60.0, scale=ScaleOptions(memory_budget_bytes=ONE_BYTE, progress=ticks.append))
+    analyze(path, window_s=60.0, scale=ScaleOptions(unit_budget_bytes=ONE_BYTE, progress=ticks.append))
     census = [t for t in ticks if t.stage == "census"]
     units = [t for t in ticks if t.stage == "units"]
     assert census and units and census[-1].done == census[-1].total and units[-1].done == units[-1].total
@@ -102,7 +103,7 @@ def local_cluster():
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
 def test_a_local_cluster_gives_the_in_process_report_on_every_sample(local_cluster, path):
-    on_cluster = ScaleOptions(memory_budget_bytes=ONE_BYTE, executor=local_cluster)
+    on_cluster = ScaleOptions(unit_budget_bytes=ONE_BYTE, executor=local_cluster)
     assert report_json(path, on_cluster) == report_json(path)
 
 
@@ -113,9 +114,7 @@ def test_cli_scheduler_local_output_is_byte_identical_to_in_process(run_cli, tmp
     pytest.importorskip("distributed")
     path = str(next(p for p in SAMPLES if p.stem == "healthy"))
     plain = run_cli("analyze", path, "-f", "json", "--window", "60", "--no-progress")
-    local = run_cli(
-        "analyze", path, "-f", "json", "--window", "60", "--memory-budget", "1", "--scheduler", "local", "--no-progress"
-    )
+    local = run_cli("analyze", path, "-f", "json", "--window", "60", "--scheduler", "local", "--no-progress")
     assert plain.exit_code == local.exit_code == 0
     assert local.stdout == plain.stdout
 

@@ -33,7 +33,7 @@ TIME_COLUMNS = ("arrive_ns", "final_start_ns", "dispatch_ns", "decode_dispatch_n
 def analyses(request, tmp_path_factory):
     slice_path = SAMPLES / f"{request.param}.parquet"
     tiled = tile_trace(slice_path, tmp_path_factory.mktemp("tiled") / "copies", COPIES)
-    whole = analyze(str(tiled.directory), scale=ScaleOptions(memory_budget_bytes=SMALL_BUDGET))
+    whole = analyze(str(tiled.directory), scale=ScaleOptions(unit_budget_bytes=SMALL_BUDGET))
     return analyze(slice_path), whole, tiled.shift_ns
 
 
