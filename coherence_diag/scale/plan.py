@@ -51,6 +51,13 @@ RESERVE_FIXED_BYTES = 64 * 2**20
 RESERVE_PER_ROW_BYTES = 11.0  # 277 MiB at 20M rows, 1,130 MiB at 100M
 ANALYSIS_FIXED_BYTES = 560 * 2**20
 ANALYSIS_PER_ROW_BYTES = 56.0  # 1,095 MiB at 10M rows, 1,645 at 20M, 5,986 at 100M
+# The single pass (analysis.read_single_pass, which validates and projects one layer at a time),
+# measured in session 11: peak RSS 1,547-1,654 MiB at 291-307 MiB of footer bytes (the three
+# 10M-row bench traces, `make bench`, largest of 5 runs each) and 2,353 MiB at 645 MiB (the tiled
+# trace's first 2 shards, 20.3M rows, one run). 768 MiB + 4x the footer bytes covers both, by
+# 20% and 42%; below ~35 MiB of footer bytes PEAK_PER_FOOTER_BYTE is the smaller and is kept.
+ONE_PASS_FIXED_BYTES = 768 * 2**20
+ONE_PASS_PER_FOOTER_BYTE = 4.0
 # Below this, a unit is all fixed part (~420 MiB, above) and no budget can be kept: the smallest
 # unit budget a whole-run budget is split into.
 MIN_UNIT_BUDGET_BYTES = 512 * 2**20
@@ -115,9 +122,10 @@ class RunEstimate:
 
     @property
     def one_pass_bytes(self) -> float:
-        """The trace read in one pass: one unit of every footer byte (nothing else alive beside it),
-        then its analysis; both as in units, which over-estimates a pass (docs/scale.md)."""
-        return max(PEAK_PER_FOOTER_BYTE * self.footer_bytes, self.analysis_bytes)
+        """The trace read in one pass: its reading (the single pass's own line, or for small traces
+        one unit of every footer byte, whichever is smaller), at least its analysis as in units."""
+        reading = min(PEAK_PER_FOOTER_BYTE * self.footer_bytes, ONE_PASS_FIXED_BYTES + ONE_PASS_PER_FOOTER_BYTE * self.footer_bytes)
+        return max(reading, self.analysis_bytes)
 
     @property
     def smallest_budget_bytes(self) -> int:

@@ -119,8 +119,9 @@ def test_the_units_report_is_the_single_pass_report(small_model, trace):
 @given(footers(), st.integers(500, 400_000))
 def test_one_pass_is_chosen_as_before_when_the_analysis_is_not_the_larger(monkeypatch, files, budget):
     """The one-pass estimate adds no reserve (nothing else is alive in one pass): where the
-    analysis estimate is below a unit of the whole trace (here: none), the decision is the
-    planner's old one, "the whole budget gives one unit"."""
+    analysis estimate is below a unit of the whole trace (here: none), and for footers this small
+    (the units' factor is below the single pass's line), the decision is the planner's old one,
+    "the whole budget gives one unit"."""
     monkeypatch.setattr(plan, "ANALYSIS_FIXED_BYTES", 0)
     monkeypatch.setattr(plan, "ANALYSIS_PER_ROW_BYTES", 0.0)
     whole = plan_units(files, budget_bytes=budget, lookback_ns=0)
@@ -129,6 +130,19 @@ def test_one_pass_is_chosen_as_before_when_the_analysis_is_not_the_larger(monkey
     assume(last_ns >= whole.units[0].start_ns + whole.cell_ns)  # more than one window: it can be split
     assume(abs(plan.PEAK_PER_FOOTER_BYTE * whole.footer_bytes - budget) > 1e-6 * budget)  # not on the boundary
     assert (estimate.one_pass_bytes <= budget) == (len(whole.units) == 1)
+
+
+def test_a_large_trace_is_estimated_by_the_single_pass_line_not_as_one_unit():
+    # The single pass validates and projects one layer at a time: at the 20M-row tiled trace's
+    # 645 MiB of footer bytes it peaked at 2,353 MiB, where one unit of every byte would be 16 GiB.
+    footer_bytes = 645 * 2**20
+    estimate = RunEstimate(rows=20_321_910, footer_bytes=footer_bytes)
+    expected = plan.ONE_PASS_FIXED_BYTES + plan.ONE_PASS_PER_FOOTER_BYTE * footer_bytes
+    assert estimate.one_pass_bytes == expected < plan.PEAK_PER_FOOTER_BYTE * footer_bytes
+    assert 2_353 * 2**20 < estimate.one_pass_bytes < 4 * 2**30
+    # A small trace keeps the units' factor, the smaller of the two there; never below its analysis.
+    small = RunEstimate(rows=1_000, footer_bytes=2**20)
+    assert small.one_pass_bytes == max(plan.PEAK_PER_FOOTER_BYTE * 2**20, small.analysis_bytes)
 
 
 def test_a_sample_that_fits_is_read_in_one_pass_at_its_one_pass_estimate():
