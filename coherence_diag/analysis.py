@@ -134,6 +134,8 @@ def read_single_pass(
     take = _TakeAsValidated()
     trace = validate.validate(source, max_bad_fraction=max_bad_fraction, keep=take)
     requests = paths.finish_paths(take.lifecycle, trace.layers)
+    # The projected layers behind the same interface as work units' (layer_store.Layers).
+    trace = dataclasses.replace(trace, layers=Layers(trace.layers))
     return PathsRead(trace, requests, merge_summaries(take.summaries))
 
 
