@@ -141,8 +141,8 @@ def read_single_pass(
 
 class _TakeAsValidated:
     """A validate.LayerKeeper: of each validated layer, the summary of its rows (summary.py) and,
-    of the scheduler layer (validated first: schema.LAYERS), the request lifecycle; the layer is
-    then kept projected (projection.py). The request paths need no more of the other layers."""
+    of the scheduler layer, the request lifecycle; the layer is then kept projected
+    (projection.py). The request paths need no more of the other layers."""
 
     def __init__(self) -> None:
         self.lifecycle: pl.DataFrame | None = None

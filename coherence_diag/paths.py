@@ -92,7 +92,7 @@ def request_paths(layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     sched = layers.get("scheduler")
     if sched is None or sched.is_empty():
         return pl.DataFrame(schema=PATH_SCHEMA)
-    return finish_paths(_scheduler_lifecycle(sched), layers)
+    return finish_paths(scheduler_lifecycle(sched), layers)
 
 
 def scheduler_lifecycle(sched: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -104,13 +104,12 @@ def scheduler_lifecycle(sched: pl.DataFrame | None) -> pl.DataFrame | None:
     return _scheduler_lifecycle(sched).collect()
 
 
-def finish_paths(lifecycle: pl.DataFrame | pl.LazyFrame | None, layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+def finish_paths(lifecycle: pl.DataFrame | None, layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     """The request table from the scheduler lifecycle and the other layers' rows. Those need only
     what the projection keeps (projection.READS: exec and device_info rows, KV transfers, steal
     samples, with their columns), so `layers` may be whole or projected."""
     if lifecycle is None:
         return pl.DataFrame(schema=PATH_SCHEMA)
-    table = lifecycle.collect() if isinstance(lifecycle, pl.LazyFrame) else lifecycle
     gpu = layers.get("gpu")
     # The other layers' values are joined onto a narrow frame of the table's keys and devices, in
     # the table's row order (every right side has one row per key), and then put beside the
@@ -119,7 +118,7 @@ def finish_paths(lifecycle: pl.DataFrame | pl.LazyFrame | None, layers: Mapping[
     # LEADING_ORDER already, so the table needs no sort either.
     extras = (
         _attach_devices(
-            table.lazy()
+            lifecycle.lazy()
             .select(KEY, "prefill_device", "decode_device")
             .with_row_index(_ROW)
             .join(_exec_per_request(gpu), on=KEY, how="left")
@@ -129,7 +128,7 @@ def finish_paths(lifecycle: pl.DataFrame | pl.LazyFrame | None, layers: Mapping[
         .sort(_ROW)  # the table's order: half the time of joins that each maintain the left order
         .drop(_ROW, KEY, "prefill_device", "decode_device")
     )
-    frame = _attach_steal(table.hstack(extras.collect()), layers.get("hypervisor"))
+    frame = _attach_steal(lifecycle.hstack(extras.collect()), layers.get("hypervisor"))
     return frame.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
 
 

@@ -122,13 +122,12 @@ def validate_rows(source: TraceSource, *, keep_order: bool = False, keep: LayerK
         events[layer] = frame.select(pl.col("event").unique())
         if missing_required(events, present):
             continue  # require_columns rejects the trace below: no point checking its rows
-        cleaned: pl.DataFrame | None = _clean_layer(source, lf, frame, layer, present, single, keep_order, audits)
-        del frame  # the layer's rows as read, and below its clean rows unless kept: both are
-        if keep is not None:  # freed before the next layer is read
-            cleaned = keep(layer, cast(pl.DataFrame, cleaned))
-        if cleaned is not None:
-            clean[layer] = cleaned
-        del cleaned
+        cleaned = _clean_layer(source, lf, frame, layer, present, single, keep_order, audits)
+        kept = cleaned if keep is None else keep(layer, cleaned)
+        # The layer's rows as read and its clean rows, unless kept: freed before the next layer is read.
+        del frame, cleaned
+        if kept is not None:
+            clean[layer] = kept
     require_columns(source, events, present)
     if rows_total - int(unmapped["rows"].sum()) > sum(rows_by_layer.values()):
         audits.append(_unknown_layer_audit(lf, source))
