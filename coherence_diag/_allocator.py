@@ -1,14 +1,15 @@
 """Tune Polars' memory allocator when this package is the first to load Polars.
 
 Polars allocates through jemalloc (on Linux and macOS), set up for long-running processes: four
-arenas per core, and freed pages returned to the OS after 0.5 s. An analysis frees and
-allocates hundreds of MB per stage, so with those settings a fifth of its CPU time went to the
-kernel faulting pages back in (10M rows, 2 cores). One arena per core and a 1 s decay let each
-stage reuse the pages the previous one freed: about 10% less wall time at 10M rows
-(docs/benchmarks.md). The decay was 5 s until freed pages kept that long were measured to be
-much of the peak: at 10M rows 1 s gives the same wall time (5.97-6.50 s against 6.34-6.67 s)
-and a 12% lower peak (1.90-1.96 GB against 2.19-2.31 GB); at 100M rows in work units, peaks
-lower by GBs (docs/scale.md).
+arenas per core; freed pages are purged lazily after 0.5 s (MADV_FREE: the kernel may take
+them back, but until it does they count in the process's RSS) and returned for good 1 s later.
+An analysis frees and allocates hundreds of MB per stage. One arena per core lets each stage
+reuse the pages the previous one freed (a fifth of the CPU time went to the kernel faulting
+pages back in with four: about 10% less wall time at 10M rows, docs/benchmarks.md). Pages
+unused for 0.5 s are returned at once (`muzzy_decay_ms:0`), not held lazily for another second:
+at 10M rows the peak RSS drops from 1,446-1,661 MiB (1 s + 1 s lazy) to 1,326-1,347 MiB, with
+CPU time within the run-to-run noise (docs/benchmarks.md, session 12). Longer decays were
+measured slower or larger: 5 s held GBs of freed pages at 100M rows (docs/scale.md).
 
 `_RJEM_MALLOC_CONF` is Polars' own way to pass allocator options: on import it puts its
 defaults in front of the variable's value (jemalloc reads options left to right, the last
@@ -35,4 +36,4 @@ def configure() -> None:
     """Set Polars' allocator options unless Polars is already loaded or the user chose them."""
     if "polars" in sys.modules or ENV in os.environ:
         return
-    os.environ[ENV] = f"narenas:{max(1, _cores())},dirty_decay_ms:1000,muzzy_decay_ms:1000"
+    os.environ[ENV] = f"narenas:{max(1, _cores())},dirty_decay_ms:500,muzzy_decay_ms:0"

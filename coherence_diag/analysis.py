@@ -20,7 +20,7 @@ import polars as pl
 
 from coherence_diag import __version__, features, indices, ingest, metrics, paths, projection, timeseries, validate
 from coherence_diag.errors import InputError
-from coherence_diag.layer_store import Layers
+from coherence_diag.layer_store import EventParts, Layers
 from coherence_diag.model import Report, TraceFacts, iso_utc
 from coherence_diag.rules import engine
 from coherence_diag.rules.explain import RuleExplanation, explain_rule
@@ -133,26 +133,30 @@ def read_single_pass(
     source = path if isinstance(path, ingest.TraceSource) else ingest.open_trace(path)
     take = _TakeAsValidated()
     trace = validate.validate(source, max_bad_fraction=max_bad_fraction, keep=take)
-    requests = paths.finish_paths(take.lifecycle, trace.layers)
     # The projected layers behind the same interface as work units' (layer_store.Layers).
-    trace = dataclasses.replace(trace, layers=Layers(trace.layers))
-    return PathsRead(trace, requests, merge_summaries(take.summaries))
+    layers = Layers(take.layers)
+    requests = paths.finish_paths(take.lifecycle, layers)
+    return PathsRead(dataclasses.replace(trace, layers=layers), requests, merge_summaries(take.summaries))
 
 
 class _TakeAsValidated:
     """A validate.LayerKeeper: of each validated layer, the summary of its rows (summary.py) and,
-    of the scheduler layer, the request lifecycle; the layer is then kept projected
-    (projection.py). The request paths need no more of the other layers."""
+    of the scheduler layer, the request lifecycle; the layer is then kept here projected
+    (projection.py) and split by event (layer_store.EventParts), not in the validated trace.
+    The request paths need no more of the other layers."""
 
     def __init__(self) -> None:
         self.lifecycle: pl.DataFrame | None = None
         self.summaries: list[RowSummary] = []
+        self.layers: dict[str, pl.DataFrame | EventParts] = {}
 
-    def __call__(self, name: str, frame: pl.DataFrame) -> pl.DataFrame | None:
+    def __call__(self, name: str, frame: pl.DataFrame) -> None:
         if name == "scheduler":
             self.lifecycle = paths.scheduler_lifecycle(frame)
         self.summaries.append(summarize_layer(name, frame, self.lifecycle))
-        return projection.project_layers({name: frame}).get(name)
+        projected = projection.project_layers({name: frame}).get(name)
+        if projected is not None:
+            self.layers[name] = EventParts.split(projected)
 
 
 def read_trace(
@@ -192,7 +196,7 @@ def analyze_trace(
     rows = summary or summarize(trace.layers, requests)
     span, envs, request_ids = rows.span, set(rows.envs), rows.request_ids
     if summary is None:
-        trace = dataclasses.replace(trace, layers=Layers(projection.project_layers(trace.layers)))
+        trace = dataclasses.replace(trace, layers=Layers.in_parts(projection.project_layers(trace.layers)))
 
     step("computing metrics")
     metric_values, evaluability = metrics.compute(requests, trace.layers, trace.columns, span)

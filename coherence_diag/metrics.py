@@ -188,7 +188,8 @@ def _nominal_utilization(
     if per_device.height:
         value = per_device.select(pl.col("gpu_util").mean()).item()
         return float(value), "gpu_util", ()
-    gpu = cast(pl.DataFrame, layers.read("gpu", ("ts", "event", "device", "dur_ms"), events=("exec", "device_info")))
+    # Exec and device_info rows are filtered apart below: their interleaving does not matter.
+    gpu = cast(pl.DataFrame, layers.read("gpu", ("ts", "event", "device", "dur_ms"), events=("exec", "device_info"), ordered=False))
     spans = gpu.filter(pl.col("event") == "exec")
     if spans.is_empty() or span.seconds is None:
         return None, None, ("gpu_util", "dur_ms")

@@ -13,7 +13,8 @@ from its arrive/retry to its first dispatch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 import polars as pl
 
@@ -92,7 +93,7 @@ def request_paths(layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     sched = layers.get("scheduler")
     if sched is None or sched.is_empty():
         return pl.DataFrame(schema=PATH_SCHEMA)
-    return finish_paths(scheduler_lifecycle(sched), layers)
+    return finish_paths(scheduler_lifecycle(sched), _WholeFrames(layers))
 
 
 def scheduler_lifecycle(sched: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -104,13 +105,42 @@ def scheduler_lifecycle(sched: pl.DataFrame | None) -> pl.DataFrame | None:
     return _scheduler_lifecycle(sched).collect()
 
 
-def finish_paths(lifecycle: pl.DataFrame | None, layers: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+class LayerReader(Protocol):
+    """What `finish_paths` reads the other layers through (layer_store.Layers)."""
+
+    def read(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+        """Layer `name`'s rows of `events` (at least those) with those of `columns` it has; None
+        when the trace has no such layer."""
+        ...
+
+
+class _WholeFrames:
+    """A LayerReader over full frames: each layer whole (finish_paths filters the rows it reads)."""
+
+    def __init__(self, layers: Mapping[str, pl.DataFrame]) -> None:
+        self.layers = layers
+
+    def read(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+        return self.layers.get(name)
+
+
+# What finish_paths reads of the other layers: (layer, columns, events).
+_EXEC_READ = ("gpu", ("ts", "event", KEY, "phase", "dur_ms"), ("exec",))
+_TRANSFER_READ = ("network", ("ts", "event", KEY, "kind", "dur_ms", "bytes"), ("transfer",))
+_STEAL_READ = ("hypervisor", ("ts", "event", "host", "steal_frac"), ("sample",))
+
+
+def finish_paths(lifecycle: pl.DataFrame | None, layers: LayerReader) -> pl.DataFrame:
     """The request table from the scheduler lifecycle and the other layers' rows. Those need only
     what the projection keeps (projection.READS: exec and device_info rows, KV transfers, steal
     samples, with their columns), so `layers` may be whole or projected."""
     if lifecycle is None:
         return pl.DataFrame(schema=PATH_SCHEMA)
-    gpu = layers.get("gpu")
+
+    def read(spec: tuple[str, tuple[str, ...], tuple[str, ...]]) -> pl.DataFrame | None:
+        name, columns, events = spec
+        return layers.read(name, columns, events=events)
+
     # The other layers' values are joined onto a narrow frame of the table's keys and devices, in
     # the table's row order (every right side has one row per key), and then put beside the
     # table's columns: a join of the whole table would copy each of its columns, holding two
@@ -121,14 +151,14 @@ def finish_paths(lifecycle: pl.DataFrame | None, layers: Mapping[str, pl.DataFra
             lifecycle.lazy()
             .select(KEY, "prefill_device", "decode_device")
             .with_row_index(_ROW)
-            .join(_exec_per_request(gpu), on=KEY, how="left")
-            .join(_kv_per_request(layers.get("network")), on=KEY, how="left"),
-            device_table(gpu),
+            .join(_exec_per_request(read(_EXEC_READ)), on=KEY, how="left")
+            .join(_kv_per_request(read(_TRANSFER_READ)), on=KEY, how="left"),
+            device_table(layers.read("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))),
         )
         .sort(_ROW)  # the table's order: half the time of joins that each maintain the left order
         .drop(_ROW, KEY, "prefill_device", "decode_device")
     )
-    frame = _attach_steal(lifecycle.hstack(extras.collect()), layers.get("hypervisor"))
+    frame = _attach_steal(lifecycle.hstack(extras.collect()), read(_STEAL_READ))
     return frame.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
 
 
@@ -198,22 +228,27 @@ def _scheduler_lifecycle(sched_frame: pl.DataFrame) -> pl.LazyFrame:
         sched = sched.with_columns((pl.col("attempt") == pl.col("attempt").max().over(KEY)).alias("_final"))
     final = pl.col("_final") if has_retries else pl.lit(True)
     starts = ["arrive", "retry"]
-    parts = {
-        "dispatch": sched.filter(event == "dispatch"),
-        "start": sched.filter(event.is_in(starts)),
-        "rest": sched.filter(~event.is_in([*starts, "dispatch"])),
+    masks = {
+        "dispatch": event == "dispatch",
+        "start": event.is_in(starts),
+        "rest": ~event.is_in([*starts, "dispatch"]),
     }
+    parts = {name: sched.filter(mask) for name, mask in masks.items()}
     # An attribute with one value on every row of the layer (one env, say) is that value for
     # every request: no aggregation at all.
     constant = {c: sched_frame[c][0] for c in (*_ATTR_MIN, *_ATTR_MAX) if _single_value(sched_frame[c])}
     attrs = tuple(c for c in (*_ATTR_MIN, *_ATTR_MAX) if c not in constant)
-    with_values = dict(zip(parts, pl.collect_all([part.select(pl.col(*attrs).is_not_null().any()) for part in parts.values()])))
+    # Which parts have a value of each attribute: masks over the whole layer in one pass, not a
+    # filter per part (4.75M rows: 0.04 s against 0.15-0.20 s).
+    found = sched_frame.select(
+        (pl.col(c).is_not_null() & mask.fill_null(False)).any().alias(f"{name}:{c}") for name, mask in masks.items() for c in attrs
+    ).row(0, named=True)
 
     def attributes(part: str) -> list[pl.Expr]:
         return [
             (pl.col(c).min() if c in _ATTR_MIN else pl.col(c).max()).alias(f"{c}_{part}")
             for c in attrs
-            if with_values[part][c].item()
+            if found[f"{part}:{c}"]
         ]
 
     def attempt(part: str) -> list[pl.Expr]:

@@ -187,11 +187,11 @@ def _device_window_key(layers: Layers, window_ns: int) -> pl.Expr | None:
     that identifies (device, window_start_ns). None if it could overflow. The extent is over
     every gpu row, read a column at a time (a layer on disk loads one column at once)."""
     ts, code = pl.col("ts"), pl.col("device").to_physical()
-    lo, last = cast(pl.DataFrame, layers.read("gpu", ("ts",))).select(ts.min().alias("lo"), ts.max().alias("last")).row(0)
-    durations = cast(pl.DataFrame, layers.read("gpu", ("dur_ms",)))
+    lo, last = cast(pl.DataFrame, layers.read("gpu", ("ts",), ordered=False)).select(ts.min().alias("lo"), ts.max().alias("last")).row(0)
+    durations = cast(pl.DataFrame, layers.read("gpu", ("dur_ms",), ordered=False))
     longest_ms = durations.select(pl.col("dur_ms").max()).item() if "dur_ms" in durations.columns else 0.0
     del durations
-    top = cast(pl.DataFrame, layers.read("gpu", ("device",))).select(code.max()).item()
+    top = cast(pl.DataFrame, layers.read("gpu", ("device",), ordered=False)).select(code.max()).item()
     if lo is None or top is None:
         return None
     hi = last + math.ceil((longest_ms or 0.0) * NS_PER_MS)  # no span ends later

@@ -23,7 +23,8 @@ def _options(code: str, **env: str) -> dict[str, str]:
 def test_importing_the_package_first_sets_one_arena_per_core():
     options = _options(f"import os, coherence_diag, polars; print(os.environ.get({ENV!r}))")
     assert int(options["narenas"]) == len(os.sched_getaffinity(0))
-    assert options["dirty_decay_ms"] == "1000"
+    assert options["dirty_decay_ms"] == "500"
+    assert options["muzzy_decay_ms"] == "0"  # purged pages leave the RSS at once
 
 
 def test_a_process_that_loaded_polars_first_is_left_alone():
@@ -33,4 +34,4 @@ def test_a_process_that_loaded_polars_first_is_left_alone():
 
 def test_the_users_setting_wins():
     options = _options(f"import os, coherence_diag, polars; print(os.environ[{ENV!r}])", **{ENV: "narenas:7"})
-    assert options["narenas"] == "7" and options.get("dirty_decay_ms") != "1000"
+    assert options["narenas"] == "7" and options.get("muzzy_decay_ms") != "0"

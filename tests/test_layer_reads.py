@@ -20,10 +20,10 @@ def test_no_reader_after_the_paths_reads_a_whole_layer(path, monkeypatch):
     whole: list[str] = []
     read = Layers.read
 
-    def read_asking_for_columns(self, name, columns=None, *, events=None):  # type: ignore[no-untyped-def]
+    def read_asking_for_columns(self, name, columns=None, *, events=None, ordered=True):  # type: ignore[no-untyped-def]
         if columns is None:
             whole.append(f"read({name!r})")
-        return read(self, name, columns, events=events)
+        return read(self, name, columns, events=events, ordered=ordered)
 
     def getitem(self, name):  # type: ignore[no-untyped-def]
         whole.append(f"[{name!r}]")

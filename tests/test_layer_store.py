@@ -1,6 +1,7 @@
-"""A layer read from disk (layer_store.SpilledLayer, written by work units: scale/spill.py) gives
-the same frame as the layer in memory, for any columns and events asked for; the spill directory
-goes away with the last Layers that refers to it."""
+"""A layer read from disk (layer_store.SpilledLayer, written by work units: scale/spill.py) or kept
+in memory split by event (layer_store.EventParts) gives the same frame as the layer in memory, for
+any columns and events asked for; the spill directory goes away with the last Layers that refers
+to it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from coherence_diag.errors import InputError
 from coherence_diag.layer_store import (
     OWNER_FILE,
     SPILL_PREFIX,
+    EventParts,
     Layers,
     SpillDirectory,
     SpilledLayer,
@@ -76,6 +78,52 @@ def test_a_spilled_layer_reads_as_the_layer_in_memory(tmp_path_factory, frame, c
     assert_frame_equal(got, want, check_exact=True)
     assert on_disk.read("network", columns) is None  # a layer the trace does not have
     assert_frame_equal(on_disk["gpu"], frame, check_exact=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frame=layers(),
+    columns=st.none() | st.lists(st.sampled_from([*COLUMNS, "absent"]), unique=True),
+    events=st.none() | st.lists(st.sampled_from([*EVENTS, "other"]), unique=True),
+)
+def test_a_layer_split_by_event_reads_as_the_whole_layer(frame, columns, events):
+    whole, parts = Layers({"gpu": frame}), Layers.in_parts({"gpu": frame})
+    assert (parts.height("gpu"), parts.schema("gpu")) == (whole.height("gpu"), whole.schema("gpu"))
+    got, want = parts.read("gpu", columns, events=events), whole.read("gpu", columns, events=events)
+    assert got is not None and want is not None
+    assert_frame_equal(got, want, check_exact=True)
+    assert_frame_equal(parts["gpu"], frame, check_exact=True)
+    # Unordered: the same rows, each event's rows in their order, events not interleaved.
+    loose = parts.read("gpu", ["event", "ts", "dur_ms"], events=events, ordered=False)
+    ordered = whole.read("gpu", ["event", "ts", "dur_ms"], events=events)
+    assert loose is not None and ordered is not None and loose.height == ordered.height
+    for event in EVENTS:
+        assert_frame_equal(loose.filter(pl.col("event") == event), ordered.filter(pl.col("event") == event), check_exact=True)
+
+
+def test_a_part_keeps_only_the_columns_its_events_fill():
+    # gpu exec rows carry durations and no utilization, samples the reverse: as one frame every
+    # row holds a slot for both; as parts each column not filled by an event is one null value.
+    n = 50_000
+    frame = pl.DataFrame(
+        {
+            "event": ["exec", "sample"] * n,
+            "ts": range(2 * n),
+            "dur_ms": [1.5, None] * n,
+            "gpu_util": [None, 0.5] * n,
+        },
+        schema={"event": pl.Categorical, "ts": pl.Int64, "dur_ms": pl.Float64, "gpu_util": pl.Float64},
+    )
+    parts = EventParts.split(frame)
+    assert isinstance(parts, EventParts) and set(parts.parts) == {"exec", "sample"}
+    split_bytes = sum(part.estimated_size() for part in parts.parts.values())
+    assert split_bytes < 0.75 * frame.estimated_size()
+    assert parts.read(["dur_ms"], ["exec"])["dur_ms"].null_count() == 0
+
+
+def test_a_layer_of_one_event_is_not_split():
+    frame = pl.DataFrame({"event": ["sample", "sample"], "ts": [1, 2]}, schema={"event": pl.Categorical, "ts": pl.Int64})
+    assert EventParts.split(frame) is frame
 
 
 def test_columns_come_in_the_layers_order_whatever_order_they_are_asked_in():

@@ -62,7 +62,8 @@ _BINS_GPU_COLUMNS = ("dur_ms", "phase", *DEVICE_TABLE_COLUMNS)
 
 def _build_bins(ctx: FeatureContext) -> pl.DataFrame | None:
     sched = ctx.layer("scheduler", _BINS_SCHED_COLUMNS, events=("dispatch",))
-    gpu = ctx.layer("gpu", _BINS_GPU_COLUMNS, events=("exec", "device_info"))
+    # Exec and device_info rows are filtered apart below: their interleaving does not matter.
+    gpu = ctx.layer("gpu", _BINS_GPU_COLUMNS, events=("exec", "device_info"), ordered=False)
     if sched is None or gpu is None:
         return None
     if "predicted_ms" not in sched.columns or "device" not in sched.columns or not {"dur_ms", "device"} <= set(gpu.columns):

@@ -17,6 +17,8 @@ cannot operationalize it, so throughput does not scale with the devices added.
 
 from __future__ import annotations
 
+from typing import cast
+
 import polars as pl
 
 from coherence_diag.features.registry import FeatureContext, FeatureSpec, GroupResult, feature_group
@@ -40,7 +42,8 @@ STRANDED = (  # the features comparing the devices behind the link with their pe
 )
 # What the group reads of the layers (a large trace's layers are read from disk, column by column).
 _NET_COLUMNS = ("event", "request_key", "kind", "bytes", *NEEDS)
-_GPU_COLUMNS = ("ts", "event", "device", "dur_ms", "phase")  # _stranded: exec spans, every row's ts
+_EXEC_COLUMNS = ("ts", "event", "device", "dur_ms", "phase")  # _stranded: exec spans
+_EVERY_ROW_COLUMNS = ("ts", "device")  # _stranded: first and last ts of any gpu row (aggregated: any order)
 _DISPATCH_COLUMNS = ("event", "device", "pool")  # _stranded: dispatch pools, when device_info has none
 
 
@@ -204,10 +207,11 @@ def _stranded(
     if behind.is_empty():
         why = f"no device sends or receives {BEHIND_SHARE:.0%} of its KV transfers over the link under study"
         return {}, dict.fromkeys(STRANDED, why)
-    gpu = ctx.layer("gpu", _GPU_COLUMNS)
-    assert gpu is not None  # the caller checked that the trace has gpu rows
-    execs = gpu.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null() & pl.col("dur_ms").is_not_null())
-    phase = pl.col("phase").cast(pl.String) if "phase" in gpu.columns else pl.lit("all")
+    # The caller checked that the trace has gpu rows.
+    exec_rows = cast(pl.DataFrame, ctx.layer("gpu", _EXEC_COLUMNS, events=("exec",)))
+    gpu = cast(pl.DataFrame, ctx.layer("gpu", _EVERY_ROW_COLUMNS, ordered=False))
+    execs = exec_rows.lazy().filter((pl.col("event") == "exec") & pl.col("device").is_not_null() & pl.col("dur_ms").is_not_null())
+    phase = pl.col("phase").cast(pl.String) if "phase" in exec_rows.columns else pl.lit("all")
     info = device_table(_device_info(ctx)).select("device", "pool", "first_seen_ns").collect()
     if info["pool"].null_count() == info.height:
         sched = ctx.layer("scheduler", _DISPATCH_COLUMNS, events=("dispatch",))

@@ -113,13 +113,16 @@ class FeatureContext:
     def completed(self) -> pl.DataFrame:
         return leading_rows(self.inference, pl.col("outcome") == "completed")
 
-    def layer(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+    def layer(
+        self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None, ordered: bool = True
+    ) -> pl.DataFrame | None:
         """Layer `name`'s rows (of `events` when given) with those of `columns` it has (every
         column when None: avoid, a layer may be on disk); None when the trace has no such rows.
-        Ask for what you read: a large trace's layers are read from disk, one column at a time."""
+        Ask for what you read: a large trace's layers are read from disk, one column at a time.
+        `ordered=False`: events' rows not interleaved as in the layer (Layers.read)."""
         if not self.layers.has_rows(name):
             return None
-        return self.layers.read(name, columns, events=events)
+        return self.layers.read(name, columns, events=events, ordered=ordered)
 
     def has_layer(self, name: str) -> bool:
         """The trace has rows of layer `name`."""

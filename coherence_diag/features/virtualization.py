@@ -273,7 +273,7 @@ def _spans(ctx: FeatureContext) -> tuple[pl.DataFrame, float] | None:
     if key == "host" and samples is not None and "host" in ctx.layers.schema("gpu"):
         # Devices whose rows name a sampled host but that have no device_info host.
         extra = (
-            cast(pl.DataFrame, ctx.layer("gpu", ("device", "host"))).lazy()
+            cast(pl.DataFrame, ctx.layer("gpu", ("device", "host"), ordered=False)).lazy()
             .filter(pl.col("device").is_not_null() & pl.col("host").is_in(samples["host"].unique().implode()))
             .group_by("device")
             .agg(pl.col("host").min())
