@@ -102,9 +102,8 @@ class EventParts:
         # masks (a group-by would gather every column by event: +400 MiB for the 10M-row gpu layer).
         others = [c for c in frame.columns if c != "event"]
         is_event = [pl.col("event").eq_missing(pl.lit(e, frame.schema["event"])) for e in events]
-        counts = frame.select(
-            (pl.col(c).is_not_null() & mask).sum().alias(f"{i}:{c}") for i, mask in enumerate(is_event) for c in others
-        ).row(0)
+        sums = [(pl.col(c).is_not_null() & mask).sum().alias(f"{i}:{c}") for i, mask in enumerate(is_event) for c in others]
+        counts = frame.select(sums).row(0) if sums else ()
         numbered = frame.lazy().with_row_index(_ROW)
         parts = {}
         for i, (event, mask) in enumerate(zip(events, is_event, strict=True)):

@@ -217,7 +217,8 @@ def constants_as_scalars(frame: pl.DataFrame) -> pl.DataFrame:
 
 def constant_value(column: pl.Series) -> tuple[bool, object]:
     """(True, the value) when `column` holds one value on all its rows (None: only nulls), as
-    `constants_as_scalars` keeps it; (False, None) otherwise (ids and keys never are)."""
+    `constants_as_scalars` keeps it; (False, None) otherwise (ids and keys are only when null
+    throughout)."""
     if column.null_count() == len(column):
         return True, None  # of any type: a request key on rows of an event without requests
     if column.dtype in (pl.String, pl.Int128) or column.dtype.is_nested():

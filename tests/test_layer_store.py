@@ -126,6 +126,13 @@ def test_a_layer_of_one_event_is_not_split():
     assert EventParts.split(frame) is frame
 
 
+def test_a_layer_of_events_alone_splits_and_reads_back():
+    frame = pl.DataFrame({"event": ["exec", "sample", "exec", None]}, schema={"event": pl.Categorical})
+    parts = Layers.in_parts({"gpu": frame})
+    assert_frame_equal(parts["gpu"], frame)
+    assert parts.read("gpu", ["event"], events=["exec"])["event"].to_list() == ["exec", "exec"]  # type: ignore[index]
+
+
 def test_columns_come_in_the_layers_order_whatever_order_they_are_asked_in():
     frame = pl.DataFrame({"ts": [1, 2], "event": ["exec", "sample"], "device": ["a", "b"]})
     assert Layers({"gpu": frame}).read("gpu", ["device", "ts"]).columns == ["ts", "device"]  # type: ignore[union-attr]
