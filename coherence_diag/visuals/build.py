@@ -128,9 +128,11 @@ class VisualInputs:
         clock = self.clock(HEATMAP_BINS)
         return None if clock is None else iso_utc(clock.t0_ns)
 
-    def layer(self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None) -> pl.DataFrame | None:
+    def layer(
+        self, name: str, columns: Iterable[str] | None = None, *, events: Iterable[str] | None = None, ordered: bool = True
+    ) -> pl.DataFrame | None:
         """As FeatureContext.layer: the rows and columns a visual reads, None without such rows."""
-        return self.layers.read(name, columns, events=events) if self.layers.has_rows(name) else None
+        return self.layers.read(name, columns, events=events, ordered=ordered) if self.layers.has_rows(name) else None
 
     @cached_property
     def context(self) -> FeatureContext:
@@ -256,7 +258,8 @@ _HEATMAP_COLUMNS = ("ts", "event", "device", "request_key", "dur_ms", "phase", "
 def utilization_heatmap(inputs: VisualInputs) -> Visual:
     vid, title = "utilization-heatmap", "Nominal vs effective utilization per device over time"
     kind: VisualKind = "heatmap"
-    gpu, clock, origin = inputs.layer("gpu", _HEATMAP_COLUMNS), inputs.clock(HEATMAP_BINS), inputs.origin_utc()
+    # Samples and exec spans are filtered apart below: their interleaving does not matter.
+    gpu, clock, origin = inputs.layer("gpu", _HEATMAP_COLUMNS, ordered=False), inputs.clock(HEATMAP_BINS), inputs.origin_utc()
     if gpu is None or clock is None:
         return _omitted(vid, title, kind, "no gpu layer: device utilization needs gpu samples (gpu_util) or exec spans (dur_ms)", origin)
     has_util = "gpu_util" in gpu.columns and gpu.select(((pl.col("event") == "sample") & pl.col("gpu_util").is_not_null()).any()).item()
@@ -647,7 +650,8 @@ _POWER_COLUMNS = ("ts", "event", "device", "power_w")
 def energy_latency(inputs: VisualInputs) -> Visual:
     vid, title = "energy-latency", "Energy vs latency over time"
     kind: VisualKind = "energy"
-    gpu, clock, origin = inputs.layer("gpu", _POWER_COLUMNS), inputs.clock(TIMELINE_BINS), inputs.origin_utc()
+    # Only sample rows are aggregated below (any row's power tells whether there is any).
+    gpu, clock, origin = inputs.layer("gpu", _POWER_COLUMNS, ordered=False), inputs.clock(TIMELINE_BINS), inputs.origin_utc()
     has_power = gpu is not None and "power_w" in gpu.columns and gpu.select(pl.col("power_w").is_not_null().any()).item()
     if gpu is None or not has_power or clock is None:
         return _omitted(vid, title, kind, "no board power samples (gpu power_w)", origin)
