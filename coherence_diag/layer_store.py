@@ -1,12 +1,12 @@
 """The validated layers as the analysis reads them after the request paths (projection.py): in
-memory (one pass), or spilled to disk by work units (scale/reduce.py) when a trace is larger than
-memory (docs/scale.md, "Layers on disk").
+memory (one pass; split by event, EventParts), or spilled to disk by work units (scale/reduce.py)
+when a trace is larger than memory (docs/scale.md, "Layers on disk", "Layers split by event").
 
 Readers ask for the columns they use and, optionally, the events whose rows they use
-(`Layers.read`): from memory that is a selection (no copy) and a filter; from disk it reads only
-those columns, one file per column, already in the trace's row order. Either way the reader gets
-the same rows, in the same order, with the same values, so reports do not depend on where the
-layers were kept.
+(`Layers.read`): from memory that is a selection of those events' parts (no copy for one event);
+from disk it reads only those columns, one file per column, already in the trace's row order.
+Either way the reader gets the same rows, in the same order, with the same values, so reports do
+not depend on where the layers were kept.
 """
 
 from __future__ import annotations
