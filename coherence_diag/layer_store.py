@@ -95,19 +95,19 @@ class EventParts:
     @classmethod
     def split(cls, frame: pl.DataFrame) -> pl.DataFrame | EventParts:
         """The layer as parts, or the frame itself when it has one event (or no `event`)."""
-        if "event" not in frame.columns or frame["event"].n_unique() < 2:
+        events = frame["event"].unique(maintain_order=True).to_list() if "event" in frame.columns else []
+        if len(events) < 2:
             return frame
-        events = frame["event"].unique(maintain_order=True).to_list()
         # Which columns each event's rows fill, so that a part copies only those: counted with
         # masks (a group-by would gather every column by event: +400 MiB for the 10M-row gpu layer).
         others = [c for c in frame.columns if c != "event"]
         is_event = [pl.col("event").eq_missing(pl.lit(e, frame.schema["event"])) for e in events]
         sums = [(pl.col(c).is_not_null() & mask).sum().alias(f"{i}:{c}") for i, mask in enumerate(is_event) for c in others]
-        counts = frame.select(sums).row(0) if sums else ()
+        counts = frame.select(sums).row(0, named=True) if sums else {}
         numbered = frame.lazy().with_row_index(_ROW)
         parts = {}
         for i, (event, mask) in enumerate(zip(events, is_event, strict=True)):
-            filled = [c for j, c in enumerate(others) if counts[i * len(others) + j]]
+            filled = [c for c in others if counts[f"{i}:{c}"]]
             part = numbered.filter(mask).select(_ROW, "event", *filled).collect()
             unfilled = [pl.lit(None, frame.schema[c]).alias(c) for c in others if c not in filled]
             parts[event] = constants_as_scalars(part.with_columns(unfilled)).select(_ROW, *frame.columns)

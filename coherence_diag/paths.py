@@ -124,23 +124,16 @@ class _WholeFrames:
         return self.layers.get(name)
 
 
-# What finish_paths reads of the other layers: (layer, columns, events).
-_EXEC_READ = ("gpu", ("ts", "event", KEY, "phase", "dur_ms"), ("exec",))
-_TRANSFER_READ = ("network", ("ts", "event", KEY, "kind", "dur_ms", "bytes"), ("transfer",))
-_STEAL_READ = ("hypervisor", ("ts", "event", "host", "steal_frac"), ("sample",))
-
-
 def finish_paths(lifecycle: pl.DataFrame | None, layers: LayerReader) -> pl.DataFrame:
     """The request table from the scheduler lifecycle and the other layers' rows. Those need only
     what the projection keeps (projection.READS: exec and device_info rows, KV transfers, steal
     samples, with their columns), so `layers` may be whole or projected."""
     if lifecycle is None:
         return pl.DataFrame(schema=PATH_SCHEMA)
-
-    def read(spec: tuple[str, tuple[str, ...], tuple[str, ...]]) -> pl.DataFrame | None:
-        name, columns, events = spec
-        return layers.read(name, columns, events=events)
-
+    execs = layers.read("gpu", ("ts", "event", KEY, "phase", "dur_ms"), events=("exec",))
+    transfers = layers.read("network", ("ts", "event", KEY, "kind", "dur_ms", "bytes"), events=("transfer",))
+    infos = layers.read("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))
+    steal = layers.read("hypervisor", ("ts", "event", "host", "steal_frac"), events=("sample",))
     # The other layers' values are joined onto a narrow frame of the table's keys and devices, in
     # the table's row order (every right side has one row per key), and then put beside the
     # table's columns: a join of the whole table would copy each of its columns, holding two
@@ -151,14 +144,14 @@ def finish_paths(lifecycle: pl.DataFrame | None, layers: LayerReader) -> pl.Data
             lifecycle.lazy()
             .select(KEY, "prefill_device", "decode_device")
             .with_row_index(_ROW)
-            .join(_exec_per_request(read(_EXEC_READ)), on=KEY, how="left")
-            .join(_kv_per_request(read(_TRANSFER_READ)), on=KEY, how="left"),
-            device_table(layers.read("gpu", DEVICE_TABLE_COLUMNS, events=("device_info",))),
+            .join(_exec_per_request(execs), on=KEY, how="left")
+            .join(_kv_per_request(transfers), on=KEY, how="left"),
+            device_table(infos),
         )
         .sort(_ROW)  # the table's order: half the time of joins that each maintain the left order
         .drop(_ROW, KEY, "prefill_device", "decode_device")
     )
-    frame = _attach_steal(lifecycle.hstack(extras.collect()), read(_STEAL_READ))
+    frame = _attach_steal(lifecycle.hstack(extras.collect()), steal)
     return frame.lazy().with_columns(*_derived()).select([pl.col(c).cast(t) for c, t in PATH_SCHEMA.items()]).collect()
 
 
