@@ -74,6 +74,8 @@ REQUEST_SCHEMA: dict[str, pl.DataType] = {
     "prefill_exec_ms": pl.Float64(),
     "decode_exec_ms": pl.Float64(),
     "exec_ms": pl.Float64(),
+    "prefill_exec_end_ns": pl.Int64(),
+    "decode_exec_start_ns": pl.Int64(),
     "kv_transfer_ms": pl.Float64(),
     "kv_bytes": pl.Int64(),
     "decode_queue_ms": pl.Float64(),
@@ -370,12 +372,13 @@ def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
         "prefill_exec_ms": pl.Float64,
         "decode_exec_ms": pl.Float64,
         "exec_ms": pl.Float64,
-        "_prefill_end_ns": pl.Int64,
+        "prefill_exec_end_ns": pl.Int64,
+        "decode_exec_start_ns": pl.Int64,
     }
     if gpu is None:
         return pl.LazyFrame(schema=empty)
     dur = pl.col("dur_ms")
-    prefill = pl.col("phase") == "prefill"
+    prefill, decode = pl.col("phase") == "prefill", pl.col("phase") == "decode"
     end_ns = pl.col("ts") + (dur * NS_PER_MS).cast(pl.Int64)
     return (
         gpu.lazy()
@@ -383,9 +386,10 @@ def _exec_per_request(gpu: pl.DataFrame | None) -> pl.LazyFrame:
         .group_by(KEY)
         .agg(  # masked sums, not filters inside agg (0.104 -> 0.077 s at 1.7M spans)
             exact_ms_sum(pl.when(prefill).then(dur)).alias("prefill_exec_ms"),
-            exact_ms_sum(pl.when(pl.col("phase") == "decode").then(dur)).alias("decode_exec_ms"),
+            exact_ms_sum(pl.when(decode).then(dur)).alias("decode_exec_ms"),
             exact_ms_sum(dur).alias("exec_ms"),
-            pl.when(prefill).then(end_ns).max().alias("_prefill_end_ns"),
+            pl.when(prefill).then(end_ns).max().alias("prefill_exec_end_ns"),
+            pl.when(decode).then(pl.col("ts")).min().alias("decode_exec_start_ns"),
         )
     )
 
@@ -496,7 +500,7 @@ def _ms_between(later: str, earlier: str) -> pl.Expr:
 
 def _derived() -> list[pl.Expr]:
     completed = pl.col("complete_ns").is_not_null()
-    ready_ns = pl.max_horizontal("_prefill_end_ns", "_kv_end_ns")
+    ready_ns = pl.max_horizontal("prefill_exec_end_ns", "_kv_end_ns")
     decode_queue = ((pl.col("decode_dispatch_ns") - ready_ns).cast(pl.Float64) * MS_PER_NS).clip(lower_bound=0.0)
     outcome = (
         pl.when(completed)

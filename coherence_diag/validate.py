@@ -379,25 +379,36 @@ def _duplicates_in_pairs(data: pl.DataFrame, identity: list[str]) -> pl.Series |
 
 
 def _distinct_time_entity(data: pl.DataFrame, layer: str) -> bool:
-    """True when no two rows share `ts` and the layer's entity column (both identity columns):
-    then no row can be a duplicate.
+    """True when no two rows of one event share `ts` and the layer's entity column (identity
+    columns all three): then no row can be a duplicate.
 
     For layers whose `ts` is not sorted (GPU rows of many devices interleave): one packed Int64
-    key, (ts - min) x category codes + the entity's code, and an integer n_unique cost ≈0.1 s
-    on 4.7M GPU rows against ≈0.17 s for hashing every row's identity columns. False (hash as
-    before) when the entity has nulls, is not Categorical, or the key could overflow.
+    key, (ts - min) x category codes + the entity's code. Telemetry usually writes each event's
+    rows in (time, entity) order: then the key rises strictly within each event, checked with
+    one filter per event (0.04 s on 4.7M GPU rows). Else an integer n_unique of the key over
+    the layer (≈0.2 s; stricter, as it ignores the event), against ≈0.3 s for hashing every
+    row's identity columns. False (hash as before) when the entity or the event has nulls, the
+    entity is not Categorical, or the key could overflow.
     """
     entity = _TIME_ENTITY.get(layer)
     if entity is None or entity not in data.columns or data[entity].dtype != pl.Categorical:
         return False
     ts, codes = data["ts"], data[entity].to_physical().cast(pl.Int64)
-    if ts.null_count() or codes.null_count() or data.height < 2:
+    if ts.null_count() or codes.null_count() or data["event"].null_count() or data.height < 2:
         return False
     # Int64 columns without nulls (checked above): their extremes are ints.
     lo, hi, top = cast(int, ts.min()), cast(int, ts.max()), cast(int, codes.max())
     if (hi - lo + 1) * (top + 1) >= 1 << 62:
         return False
-    return ((ts - lo) * (top + 1) + codes).n_unique() == data.height
+    key = (ts - lo) * (top + 1) + codes
+    event = data["event"]
+    if all(_rises_strictly(key.filter(event == value)) for value in event.unique()):
+        return True
+    return key.n_unique() == data.height
+
+
+def _rises_strictly(values: pl.Series) -> bool:
+    return values.len() < 2 or cast(int, values.diff().min()) > 0
 
 
 # The entity whose rows a layer's timestamps are per (one GPU sample or span per device and

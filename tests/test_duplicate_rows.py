@@ -49,3 +49,38 @@ def test_sorted_layers_without_three_equal_timestamps_take_the_pair_path():
 def test_sorted_neighbours_that_differ_in_one_column_are_not_duplicates():
     frame = _scheduler([(1, "arrive", "r1", 0), (1, "arrive", "r1", 1), (2, "complete", "r1", 0), (2, "complete", "r1", 0)])
     assert validate._later_duplicates(frame, "scheduler").to_list() == [False, False, False, True]
+
+
+def _gpu(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        {"ts": [T0 + t for t, _, _ in rows], "event": [e for _, e, _ in rows], "device": [d for *_, d in rows]},
+        schema={"ts": pl.Int64, "event": pl.String, "device": pl.String},
+    )
+    no_request = pl.lit(None, pl.String)  # samples have none; exec rows' keys do not matter here
+    return frame.with_columns(
+        pl.col("event", "device").cast(pl.Categorical),
+        request_keys.hashed_key(no_request),
+        pl.lit(None, pl.Float64).alias("dur_ms"),
+        pl.lit(0.5).alias("gpu_util"),
+    )
+
+
+_gpu_row = st.tuples(st.integers(0, 6), st.sampled_from(["sample", "exec"]), st.sampled_from(["g0", "g1"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_gpu_row, min_size=0, max_size=12), st.booleans())
+def test_gpu_rows_in_time_and_device_order_per_event_find_the_same_copies(rows, ordered):
+    """GPU rows whose events interleave, each event in (time, device) order or not at all:
+    exactly the later copies, whichever way the check goes."""
+    if ordered:
+        by_event = {e: sorted(r for r in rows if r[1] == e) for e in ("sample", "exec")}
+        rows = [r for pair in zip(by_event["sample"], by_event["exec"]) for r in pair] + by_event["sample"][len(by_event["exec"]):] + by_event["exec"][len(by_event["sample"]):]
+    frame = _gpu(rows)
+    assert validate._later_duplicates(frame, "gpu").to_list() == _expected(frame)
+
+
+def test_an_exec_and_a_sample_at_one_instant_on_one_device_are_not_duplicates():
+    frame = _gpu([(1, "sample", "g0"), (1, "exec", "g0"), (2, "sample", "g0"), (2, "exec", "g1")])
+    assert validate._distinct_time_entity(frame, "gpu")
+    assert not validate._distinct_time_entity(_gpu([(1, "sample", "g0"), (2, "sample", "g0"), (1, "sample", "g0")]), "gpu")

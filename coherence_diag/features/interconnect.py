@@ -361,7 +361,6 @@ def _busy_ns(execs: pl.LazyFrame, t_on: int, t_end: int) -> dict[bool, int]:
 # same seconds is behind a path that cannot carry its work.
 HANDOFF_BIN_NS = 10_000_000_000  # handoffs are compared within 10-s bins of the same decode pool
 HANDOFF_NEEDS = ("dur_ms", "device")
-_EDGE_COLUMNS = ("ts", "event", "request_key", "dur_ms", "phase")  # _phase_edges: exec spans
 
 
 @feature_group(
@@ -386,16 +385,13 @@ _EDGE_COLUMNS = ("ts", "event", "request_key", "dur_ms", "phase")  # _phase_edge
     ],
 )
 def interconnect_handoff(ctx: FeatureContext) -> GroupResult:
-    gpu = ctx.layer("gpu", _EDGE_COLUMNS, events=("exec",))
     info = device_table(_device_info(ctx)).select("device", pl.col("host").cast(pl.String), pl.col("pool").cast(pl.String))
-    # The handoff from the exec spans (prefill end -> first decode span) when phases are recorded,
-    # else from the scheduler's decode dispatch (decode_queue_ms + the KV transfer, if recorded).
-    spans = _phase_edges(gpu)
-    done = ctx.completed.lazy().filter(pl.col("prefill_device").is_not_null() & (pl.col("latency_ms") > 0))
-    if spans is not None:
-        done = done.join(spans, on="request_key", how="left")
-    else:
-        done = done.with_columns(pl.lit(None, pl.Float64).alias("_span_handoff_ms"), pl.lit(None, pl.Int64).alias("_decode_ns"))
+    # The handoff from the exec spans (prefill end -> first decode span: the request table's
+    # columns) when phases are recorded, else from the scheduler's decode dispatch
+    # (decode_queue_ms + the KV transfer, if recorded).
+    done = ctx.completed.lazy().filter(pl.col("prefill_device").is_not_null() & (pl.col("latency_ms") > 0)).with_columns(
+        *_span_handoff()
+    )
     handoff = pl.coalesce(
         pl.col("_span_handoff_ms"),
         pl.when(pl.col("decode_dispatch_ns").is_not_null())
@@ -439,27 +435,12 @@ def interconnect_handoff(ctx: FeatureContext) -> GroupResult:
     )
 
 
-def _phase_edges(gpu: pl.DataFrame | None) -> pl.LazyFrame | None:
-    """Per request: the end of its last prefill span to the start of its first decode span (ms,
-    >= 0) and that start (ns); None without exec spans that record their phase."""
-    if gpu is None or not {"phase", "dur_ms"} <= set(gpu.columns):
-        return None
-    execs = gpu.lazy().filter(
-        (pl.col("event") == "exec") & pl.col("request_key").is_not_null() & pl.col("dur_ms").is_not_null()
-    )
-    # Narrow first, the phase compared as Categorical (no text per span) and masked aggregations
-    # instead of filters inside `agg`: 0.65 -> 0.33 s CPU at 1.75M spans, the same integers.
-    phase = pl.col("phase")
-    end_ns = pl.col("ts") + (pl.col("dur_ms") * NS_PER_MS).cast(pl.Int64)
-    return (
-        execs.select("request_key", "ts", "dur_ms", "phase")
-        .group_by("request_key")
-        .agg(pl.when(phase == "prefill").then(end_ns).max().alias("_prefill_end_ns"),
-             pl.when(phase == "decode").then(pl.col("ts")).min().alias("_decode_ns"))
-        .filter(pl.col("_prefill_end_ns").is_not_null() & pl.col("_decode_ns").is_not_null())
-        .select(
-            "request_key",
-            "_decode_ns",
-            ((pl.col("_decode_ns") - pl.col("_prefill_end_ns")).cast(pl.Float64) / NS_PER_MS).clip(0.0).alias("_span_handoff_ms"),
-        )
-    )
+def _span_handoff() -> list[pl.Expr]:
+    """`_span_handoff_ms`: from the end of the request's last prefill span to the start of its
+    first decode span (ms, >= 0), and `_decode_ns`: that start; both null unless the request has
+    spans of both phases."""
+    prefill_end, decode_start = pl.col("prefill_exec_end_ns"), pl.col("decode_exec_start_ns")
+    return [
+        ((decode_start - prefill_end).cast(pl.Float64) / NS_PER_MS).clip(0.0).alias("_span_handoff_ms"),
+        pl.when(prefill_end.is_not_null()).then(decode_start).alias("_decode_ns"),
+    ]

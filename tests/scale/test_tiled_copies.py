@@ -19,14 +19,14 @@ from polars.testing import assert_frame_equal
 
 from coherence_diag import analyze
 from coherence_diag.metrics import QUANTILES
-from coherence_diag.paths import is_inference
+from coherence_diag.paths import REQUEST_SCHEMA, is_inference
 from coherence_diag.scale.read import ScaleOptions
 from coherence_diag.simulate.tiling import tile_trace
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_traces"
 COPIES = 3
 SMALL_BUDGET = 16 * 2**20  # about four units per copy: units cut copies, copies cut units
-TIME_COLUMNS = ("arrive_ns", "final_start_ns", "dispatch_ns", "decode_dispatch_ns", "first_token_ns", "complete_ns")
+TIME_COLUMNS = tuple(c for c in REQUEST_SCHEMA if c.endswith("_ns"))  # instants, shifted with their copy
 
 
 @pytest.fixture(scope="module", params=["healthy", "retry-amplification"])
