@@ -79,7 +79,7 @@ READS: dict[str, LayerReads] = {
             "device_info",  # paths.device_table (features, indices, visuals), fleet.pool_devices, metrics' device count
         ),
         columns=(
-            "ts",  # every reader (timeseries._device_window_key, interconnect: over every row)
+            "ts",  # every reader (timeseries.device_window_key, interconnect: over every row)
             "event",  # every reader
             KEY,  # metrics._effective_utilization, holds, contention, interconnect, virtualization, indices, visuals
             "device",  # every reader
