@@ -285,7 +285,8 @@ def busy_intervals(gpu: pl.LazyFrame, window_ns: int) -> pl.LazyFrame:
     else:
         per_window = pieces.group_by("device", "window_start_ns").agg(pl.col("_overlap_ns").sum().alias("_busy_ns"))
     return per_window.select(
-        # Times the reciprocal, as Polars computed the division in the group-by (paths.MS_PER_NS).
+        # Times the reciprocal (paths.MS_PER_NS): same bits at every length; a division is such a
+        # multiply except on 1-2-row chunks, so the group-by it replaces could vary in the last bit.
         "device", "window_start_ns", (pl.col("_busy_ns").cast(pl.Float64) * MS_PER_NS).alias("busy_ms")
     ).with_columns((pl.col("busy_ms") * NS_PER_MS / window_ns).clip(0.0, 1.0).alias("busy_frac"))
 
