@@ -52,12 +52,13 @@ RESERVE_PER_ROW_BYTES = 11.0  # 277 MiB at 20M rows, 1,130 MiB at 100M
 ANALYSIS_FIXED_BYTES = 560 * 2**20
 ANALYSIS_PER_ROW_BYTES = 56.0  # 1,095 MiB at 10M rows, 1,645 at 20M, 5,986 at 100M
 # The single pass (analysis.read_single_pass, which validates and projects one layer at a time),
-# measured in session 11: peak RSS 1,547-1,654 MiB at 291-307 MiB of footer bytes (the three
-# 10M-row bench traces, `make bench`, largest of 5 runs each) and 2,353 MiB at 645 MiB (the tiled
-# trace's first 2 shards, 20.3M rows, one run). 768 MiB + 4x the footer bytes covers both, by
-# 20% and 42%; below ~35 MiB of footer bytes PEAK_PER_FOOTER_BYTE is the smaller and is kept.
-ONE_PASS_FIXED_BYTES = 768 * 2**20
-ONE_PASS_PER_FOOTER_BYTE = 4.0
+# refitted in session 13: peak RSS 1,360-1,414 MiB at 291-307 MiB of footer bytes (the three
+# 10M-row bench traces, `make bench`, largest of 5 runs each), 2,177 MiB at 645 MiB (the tiled
+# trace's first 2 shards, 20.3M rows) and 9,597 MiB at 3,227 MiB (all 10 shards, 101.6M rows; one
+# run each, `--memory-budget 22GiB`). 640 MiB + 3x the footer bytes covers them by 9%, 18% and 8%;
+# below ~28 MiB of footer bytes PEAK_PER_FOOTER_BYTE is the smaller and is kept.
+ONE_PASS_FIXED_BYTES = 640 * 2**20
+ONE_PASS_PER_FOOTER_BYTE = 3.0
 # Below this, a unit is all fixed part (~420 MiB, above) and no budget can be kept: the smallest
 # unit budget a whole-run budget is split into.
 MIN_UNIT_BUDGET_BYTES = 512 * 2**20
