@@ -27,6 +27,10 @@ _INSTALL = "pip install 'coherence-diag[dask]'"
 
 
 class Executor(Protocol):
+    # Tasks this executor runs at once on this machine (a remote cluster's: 1, as a unit's
+    # budget is per worker there): the whole-run budget is shared by that many units.
+    units_at_once: int
+
     def share(self, value: Any) -> Any:
         """`value` as an argument every task receives (sent to a cluster's workers once)."""
         ...
@@ -47,6 +51,8 @@ class Executor(Protocol):
 
 
 class InProcess:
+    units_at_once = 1
+
     def share(self, value: Any) -> Any:
         return value
 
@@ -71,8 +77,10 @@ class InProcess:
 class DaskExecutor:
     """Tasks as Dask distributed futures on `client`'s cluster."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, local_workers: int = 0) -> None:
         self.client = client
+        # A LocalCluster's single-threaded workers run one unit each at once on this machine.
+        self.units_at_once = max(1, local_workers)
 
     def share(self, value: Any) -> Any:
         return None if value is None else self.client.scatter(value, broadcast=True)
@@ -120,8 +128,9 @@ def executor(scheduler: str | None = None, *, workers: int | None = None) -> Ite
     except ImportError:
         raise InputError(f"--scheduler {scheduler} needs Dask, which is not installed: {_INSTALL}") from None
     if scheduler == "local":
-        with _local_cluster(dask, LocalCluster, workers or os.cpu_count() or 1) as cluster, Client(cluster) as client:
-            yield DaskExecutor(client)
+        count = workers or local_workers()
+        with _local_cluster(dask, LocalCluster, count) as cluster, Client(cluster) as client:
+            yield DaskExecutor(client, local_workers=count)
         return
     address = scheduler if scheduler != "dask" else dask.config.get("scheduler-address", None)
     if not address:
@@ -132,6 +141,11 @@ def executor(scheduler: str | None = None, *, workers: int | None = None) -> Ite
         raise InputError(f"--scheduler {address}: cannot reach the Dask scheduler ({exc})") from None
     with client:
         yield DaskExecutor(client)
+
+
+def local_workers() -> int:
+    """The worker processes of `--scheduler local`: one per core."""
+    return os.cpu_count() or 1
 
 
 @contextmanager

@@ -110,6 +110,10 @@ class RunEstimate:
 
     rows: int
     footer_bytes: int  # uncompressed bytes of every row group, as UnitPlan.footer_bytes of all columns
+    # Units running at once on this machine, each within the units' budget: 1 in this process,
+    # a local cluster's worker count (its workers' memory is the run's too; a remote cluster's
+    # workers are on their own machines and each gets the budget as one unit would here).
+    units_at_once: int = 1
 
     @property
     def reserve_bytes(self) -> float:
@@ -132,11 +136,17 @@ class RunEstimate:
     def smallest_budget_bytes(self) -> int:
         """The smallest whole-run budget the estimate fits: one pass, or units of the smallest
         budget, then the analysis."""
-        return math.ceil(max(self.analysis_bytes, min(self.one_pass_bytes, self.reserve_bytes + MIN_UNIT_BUDGET_BYTES)))
+        units = self.reserve_bytes + self._at_once * MIN_UNIT_BUDGET_BYTES
+        return math.ceil(max(self.analysis_bytes, min(self.one_pass_bytes, units)))
 
     def unit_budget_bytes(self, budget_bytes: int) -> int:
-        """The units' own budget within a run's `budget_bytes` (at least MIN_UNIT_BUDGET_BYTES)."""
-        return max(MIN_UNIT_BUDGET_BYTES, int(budget_bytes - self.reserve_bytes))
+        """Each unit's own budget within a run's `budget_bytes`: the budget less the reserve,
+        shared by the units running at once (at least MIN_UNIT_BUDGET_BYTES)."""
+        return max(MIN_UNIT_BUDGET_BYTES, int((budget_bytes - self.reserve_bytes) / self._at_once))
+
+    @property
+    def _at_once(self) -> int:
+        return max(1, self.units_at_once)
 
 
 def plan_units(

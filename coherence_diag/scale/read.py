@@ -27,7 +27,7 @@ from pathlib import Path
 from coherence_diag import validate
 from coherence_diag.errors import InputError
 from coherence_diag.ingest import FileSource, TraceSource, open_trace
-from coherence_diag.scale.executors import Executor, executor
+from coherence_diag.scale.executors import Executor, executor, local_workers
 from coherence_diag.scale.footers import read_footers
 from coherence_diag.scale.plan import RunEstimate, UnitPlan, plan_units
 from coherence_diag.scale.reduce import UnitProgress, plan_trace, run_units
@@ -122,7 +122,7 @@ def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> Unit
         if options.explicit:
             raise InputError(f"{source.display_path}: cannot be split into work units: {whole.unplannable}")
         return None
-    estimate = RunEstimate(whole.rows, whole.footer_bytes)
+    estimate = RunEstimate(whole.rows, whole.footer_bytes, units_at_once=units_at_once(options))
     if estimate.one_pass_bytes <= budget_bytes and not options.forced:
         return None
     if estimate.smallest_budget_bytes > budget_bytes:
@@ -133,6 +133,13 @@ def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> Unit
     plan = plan_units(footers, budget_bytes=estimate.unit_budget_bytes(budget_bytes), window_s=window_s)
     # One window cannot be split: units would only add their census to the single pass.
     return plan if len(plan.units) > 1 or options.forced else None
+
+
+def units_at_once(options: ScaleOptions) -> int:
+    """Units that run at once on this machine with `options`' executor (RunEstimate)."""
+    if options.executor is not None:
+        return options.executor.units_at_once
+    return local_workers() if options.scheduler == "local" else 1
 
 
 def over_budget_message(display_path: str, estimate: RunEstimate, budget_bytes: int, *, default: bool = False) -> str:

@@ -75,6 +75,32 @@ def test_the_units_get_the_budget_less_the_reserve_and_never_less_than_the_small
         assert unit_budget + estimate.reserve_bytes <= budget
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**9), st.integers(0, 10**11), st.integers(1, 10**12), st.integers(1, 16))
+def test_units_running_at_once_share_the_budget_less_the_reserve(rows, footer_bytes, budget, at_once):
+    """A local cluster's workers each run a unit at once on this machine: every unit, the others
+    beside it and the reserve fit the whole budget that the estimate accepts."""
+    estimate = RunEstimate(rows, footer_bytes, units_at_once=at_once)
+    unit_budget = estimate.unit_budget_bytes(budget)
+    assert unit_budget == max(plan.MIN_UNIT_BUDGET_BYTES, int((budget - estimate.reserve_bytes) / at_once))
+    if budget >= estimate.smallest_budget_bytes and estimate.one_pass_bytes > budget:
+        assert at_once * unit_budget + estimate.reserve_bytes <= budget
+    alone = RunEstimate(rows, footer_bytes)
+    assert estimate.smallest_budget_bytes >= alone.smallest_budget_bytes
+
+
+def test_the_local_scheduler_plans_one_share_of_the_budget_per_worker(small_model, trace, monkeypatch):
+    monkeypatch.setattr(read, "local_workers", lambda: 2)
+    estimate = estimate_of(trace)
+    budget = 2 * estimate.smallest_budget_bytes
+    local = plan_run(open_trace(trace), ScaleOptions(memory_budget_bytes=budget, scheduler="local"), window_s=1.0)
+    in_process = plan_run(open_trace(trace), ScaleOptions(memory_budget_bytes=budget), window_s=1.0)
+    shared = RunEstimate(estimate.rows, estimate.footer_bytes, units_at_once=2)
+    assert local is not None and local.budget_bytes == shared.unit_budget_bytes(budget)
+    assert local.budget_bytes < estimate.unit_budget_bytes(budget)
+    assert in_process is None or in_process.budget_bytes == estimate.unit_budget_bytes(budget)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 10**9), st.integers(1, 10**9))
 def test_the_reserve_and_the_analysis_grow_with_the_rows(rows, more):
