@@ -187,7 +187,8 @@ def _stress_series(ctx: FeatureContext) -> pl.DataFrame:
             .select(pl.concat_str(pl.lit("depth:"), pl.col("_q").cast(pl.String)).alias("entity"), "w",
                     pl.col("x").cast(pl.Float64), pl.lit(DEPTH_FLOOR).alias("floor"))
         )
-    network = ctx.layer("network", _LINK_COLUMNS)
+    # Rows with a link_util (samples), each link's in order: no need of the layer's interleaving.
+    network = ctx.layer("network", _LINK_COLUMNS, ordered=False)
     if network is not None and {"link", "link_util"} <= set(network.columns):
         parts.append(
             network.lazy().filter(pl.col("link_util").is_not_null() & pl.col("link").is_not_null())

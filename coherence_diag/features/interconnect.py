@@ -104,7 +104,8 @@ _DISPATCH_COLUMNS = ("event", "device", "pool")  # _stranded: dispatch pools, wh
     ],
 )
 def interconnect(ctx: FeatureContext) -> GroupResult:
-    net = ctx.layer("network", _NET_COLUMNS)
+    # Transfers and link samples are filtered apart: each event's rows in order suffice (no sort).
+    net = ctx.layer("network", _NET_COLUMNS, ordered=False)
     if net is None:
         return GroupResult({}, reason="no network layer")
     if not set(NEEDS) <= set(net.columns):
