@@ -34,10 +34,12 @@ from markupsafe import Markup
 
 from coherence_diag import __version__, units
 from coherence_diag.batch import VERDICTS, Batch, TraceEntry, verdict_counts
-from coherence_diag.model import Comparison, Finding, MeasureChange, Report, Visual
+from coherence_diag.model import COLUMN_STATUSES, Comparison, Finding, MeasureChange, Provenance, Report, Visual
 from coherence_diag.render.compare import shift_rows, verdict
+from coherence_diag.render.provenance_text import ABSENT_MEANING, column_how, summary_line
 
 MAX_EVIDENCE_ROWS = 20  # rows of one evidence table shown in the page; all are in the JSON report
+MAX_SUMMARY_ROWS = 20  # metric summaries shown per source; all are in the JSON report
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,29 @@ def _measure_cells(m: MeasureChange) -> tuple[str, str, str, str]:
     return units.display(m.base, m.unit), units.display(m.candidate, m.unit), units.delta(m.delta, m.unit), units.relative(m.relative_change)
 
 
+def _provenance_view(p: Provenance) -> dict[str, Any]:
+    """A converted trace's sources and where each column came from, in status order (observed
+    first, absent last), then layer and column; each source's first metric summaries."""
+    rank = {status: i for i, status in enumerate(COLUMN_STATUSES)}
+    columns = sorted(p.columns, key=lambda c: (rank.get(c.status, len(rank)), c.layer, c.column))
+    sources = [
+        {
+            "s": s,
+            "shift": f"{s.offset_s:+,.0f} s" if s.offset_s else "",
+            "unmapped": ", ".join(f"{k} {v:,}" for k, v in s.unmapped.items()),
+            "summaries": [summary_line(m) for m in s.summaries[:MAX_SUMMARY_ROWS]],
+            "more_summaries": max(0, len(s.summaries) - MAX_SUMMARY_ROWS),
+        }
+        for s in p.sources
+    ]
+    return {
+        "sources": sources,
+        "columns": [(f"{c.layer}.{c.column}", c.status, c.source or "", column_how(c)) for c in columns],
+        "absent_layers": ", ".join(p.absent_layers()),
+        "absent_meaning": ABSENT_MEANING,
+    }
+
+
 def _comparison_view(c: Comparison) -> dict[str, Any]:
     return {"c": c, "verdict": verdict(c), "shift_rows": shift_rows(c), "measures": [(m, _measure_cells(m)) for m in c.measures]}
 
@@ -236,6 +261,7 @@ def render_page(page: TracePage) -> str:
         finding_rules={f.rule for f in report.findings},
         not_evaluable=_not_evaluable(report),
         comparison=_comparison_view(entry.comparison) if entry.comparison is not None else None,
+        provenance=_provenance_view(report.provenance) if report.provenance is not None else None,
         index_href=page.index_href,
     )
 

@@ -10,7 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from coherence_diag import units
-from coherence_diag.model import Evaluability, FeatureReading, MetricSummary, Provenance, Quantiles, Report
+from coherence_diag.model import Evaluability, FeatureReading, Provenance, Quantiles, Report
+from coherence_diag.render.provenance_text import ABSENT_MEANING, column_how, summary_line
 from coherence_diag.render.style import SEVERITY_STYLE
 
 
@@ -64,17 +65,6 @@ def _trace_panel(report: Report) -> Panel:
 SUMMARY_LINES = 6  # metric summaries shown in the terminal (the JSON report has them all)
 
 
-def _summary_line(m: MetricSummary) -> str:
-    """One histogram or counter summary; histogram quantiles are labelled as the estimates they are."""
-    when = f"at {m.window_start} (since process start)" if m.cumulative else f"{m.window_start}..{m.window_end}"
-    if m.kind == "counter":
-        resets = f", {m.resets} reset(s)" if m.resets else ""
-        return f"{m.metric} {{{m.series}}} {when}: +{m.count:g} {m.unit}{resets}"
-    qs = ", ".join(f"{q} ~{v:.3g} {m.unit} in {m.quantile_buckets.get(q, '?')}" for q, v in m.quantiles.items())
-    mean = f", mean {m.mean:.3g} {m.unit}" if m.mean is not None else ""
-    return f"{m.metric} {{{m.series}}} {when}: {m.count:g} observations{mean}; histogram estimates: {qs}"
-
-
 def _provenance_panel(p: Provenance) -> Panel:
     """Where the columns came from: a converted trace's sources, then each status's columns."""
     lines = []
@@ -84,7 +74,7 @@ def _provenance_panel(p: Provenance) -> Panel:
         for note in s.notes:
             lines.append(f"  [dim]{escape(note)}[/dim]")
         for m in s.summaries[:SUMMARY_LINES]:
-            lines.append("  " + escape(_summary_line(m)))
+            lines.append("  " + escape(summary_line(m)))
         if len(s.summaries) > SUMMARY_LINES:
             lines.append(f"  [dim]... {len(s.summaries) - SUMMARY_LINES} more summaries in the JSON report[/dim]")
         if s.unmapped:
@@ -99,13 +89,13 @@ def _provenance_panel(p: Provenance) -> Panel:
             continue
         shown = []
         for e in entries:
-            how = e.formula if status == "derived" and e.formula else ", ".join(e.fields) or (e.note or "")
+            how = column_how(e)
             shown.append(f"{e.layer}.{e.column}" + (f" ({how})" if how else ""))
         lines.append(f"{status}: " + escape("; ".join(shown)))
     absent = p.absent_layers()
     if absent:
         lines.append(
-            "[yellow]absent layers: " + escape(", ".join(absent)) + "[/yellow] [dim](no source gives them: absent, not idle or empty)[/dim]"
+            "[yellow]absent layers: " + escape(", ".join(absent)) + f"[/yellow] [dim]({ABSENT_MEANING})[/dim]"
         )
     return Panel("\n".join(lines), title="provenance (converted trace)", expand=False)
 

@@ -327,3 +327,39 @@ def test_analyze_and_the_report_process_never_load_the_chart_libraries(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "[]", "3"]
     assert "<svg" in (tmp_path / "healthy.html").read_text()  # the charts were drawn, elsewhere
+
+
+def test_a_converted_trace_page_says_where_each_column_came_from_as_text(site):
+    """The provenance of a converted trace (sources, each column's status, absent layers, metric
+    summaries) is on its page as the terminal view has it, every string escaped."""
+    import dataclasses
+
+    from coherence_diag.model import ColumnOrigin, MetricSummary, Provenance, SourceUse
+
+    _, result = site
+    entry: TraceEntry = result.entries[0]
+    summaries = tuple(
+        MetricSummary(metric=f"vllm:e2e_request_latency_seconds{i}", series=f"model={SCRIPT_PAYLOAD}", kind="histogram", unit="s",
+                      window_start="2026-01-01T00:00:00Z", window_end="2026-01-01T00:01:00Z", cumulative=False, count=12.0,
+                      mean=0.5, quantiles={"p50": 0.4}, quantile_buckets={"p50": "(0.25, 0.5]"})
+        for i in range(html.MAX_SUMMARY_ROWS + 3)
+    )
+    provenance = Provenance(
+        sources=(SourceUse(name="prometheus", path=f"dir/{IMG_PAYLOAD}.prom", records=1200, rows=900, clock="absolute",
+                           offset_s=0.0, notes=(f"note {SCRIPT_PAYLOAD}",), unmapped={"no_series:metric": 7}, summaries=summaries),),
+        columns=(
+            ColumnOrigin("scheduler", "ts", "observed", "prometheus", fields=("timestamp",)),
+            ColumnOrigin("queue", "depth", "derived", "prometheus", formula=f"sum of {SCRIPT_PAYLOAD}"),
+            ColumnOrigin("gpu", "gpu_util", "absent", note="no DCGM source"),
+        ),
+    )
+    converted = dataclasses.replace(entry, report=dataclasses.replace(entry.report, provenance=provenance))
+    text = html.render_report(converted)
+    plain = html.render_report(entry)
+    assert 'id="provenance"' in text and 'id="provenance"' not in plain
+    assert "Absent layers: gpu" in text and "absent, not idle or empty" in text
+    assert "<code>scheduler.ts</code></th><td>observed</td><td>prometheus</td><td>timestamp</td>" in text
+    assert text.index("scheduler.ts") < text.index("queue.depth") < text.index("gpu.gpu_util")  # status order
+    assert "not converted: no_series:metric 7" in text
+    assert "p50 ~0.4 s in (0.25, 0.5]" in text and "… and 3 more in the JSON report." in text
+    assert SCRIPT_PAYLOAD not in text and IMG_PAYLOAD not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
