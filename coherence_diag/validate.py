@@ -408,10 +408,11 @@ def _time_entity_key(data: pl.DataFrame, layer: str) -> pl.Series | None:
 
 
 def _rises_within_each_event(key: pl.Series, event: pl.Series) -> bool:
-    return all(_rises_strictly(key.filter(event == value)) for value in event.unique())
+    return all(rises_strictly(key.filter(event == value)) for value in event.unique())
 
 
-def _rises_strictly(values: pl.Series) -> bool:
+def rises_strictly(values: pl.Series) -> bool:
+    """Each value of the integer column `values` (without nulls) above the one before it."""
     return values.len() < 2 or cast(int, values.diff().min()) > 0
 
 
