@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -64,10 +64,20 @@ class BatchOptions:
     # Traces larger than this are read in work units (scale/read.py; None: the machine's default).
     memory_budget_bytes: int | None = None
     scheduler: str | None = None  # work units on Dask (`local`, tcp://HOST:PORT, `dask`)
+    # Traces analyzed at once on this machine that share the budget (ScaleOptions.budget_share).
+    budget_share: int = 1
 
     @property
     def scale(self) -> ScaleOptions:
-        return ScaleOptions(self.memory_budget_bytes, self.scheduler)
+        return ScaleOptions(self.memory_budget_bytes, self.scheduler, budget_share=self.budget_share)
+
+    def for_workers(self, at_once_here: int) -> BatchOptions:
+        """These options as a worker runs them when each trace of the batch is a task of its own
+        (reports.py: worker processes, or a Dask cluster's workers): the worker analyzes the trace
+        itself (no scheduler of its own; in work units within its budget when the trace is large),
+        with 1/`at_once_here` of the budget, `at_once_here` traces being analyzed at once on this
+        machine (worker processes, a local cluster's workers; 1 for a remote cluster's)."""
+        return replace(self, scheduler=None, budget_share=self.budget_share * max(1, at_once_here))
 
 
 @dataclass(frozen=True)

@@ -419,7 +419,8 @@ def report(
     scheduler: SchedulerOption = None,
 ) -> None:
     """Write one self-contained offline HTML report per trace, an index (worst first) and summary.json.
-    With --scheduler, the traces are analyzed one after the other, each on the Dask cluster."""
+    With --scheduler, each trace is a task on the Dask cluster (one trace: its work units are);
+    traces analyzed at once on this machine share --memory-budget."""
     from coherence_diag.batch import BatchOptions
     from coherence_diag.gate import load_policy
     from coherence_diag.render.progress import progress_bar

@@ -55,6 +55,7 @@ from coherence_diag.model import Visual
 from coherence_diag.outputs import write_atomic
 from coherence_diag.render import chart_process, registry
 from coherence_diag.render.html import TracePage, chart_sections
+from coherence_diag.scale.executors import executor
 from coherence_diag.visuals import iter_visuals
 
 INDEX_FILE = "index.html"
@@ -114,6 +115,11 @@ def _analyze_in_worker(task: _Task) -> _Analyzed:
     return _analyze(task)
 
 
+def _analyze_numbered(i: int, task: _Task) -> tuple[int, _Analyzed]:
+    """`_analyze` on a Dask worker: the result comes back with the trace's place in the batch."""
+    return i, _analyze(task)
+
+
 def build_reports(
     traces: Sequence[str],
     out_dir: str | Path,
@@ -130,24 +136,35 @@ def build_reports(
         raise InputError(f"--jobs must be at least 1, got {jobs}")
     _check_usage(traces, out, options)
     tasks = [_Task(name, path, options) for name, path in zip(report_names(traces), traces)]
-    # With a Dask scheduler, each trace's work units use the cluster: traces one after the other.
-    in_process = jobs == 1 or len(tasks) == 1 or bool(options.scheduler)
-    with _chart_executor(jobs, len(tasks)) as drawing:  # started first: it warms up while the baseline and traces are read
+    # With a Dask scheduler, several traces are tasks on the cluster, each analyzed whole by a
+    # worker; a single trace is analyzed here, its work units on the cluster.
+    on_cluster = bool(options.scheduler) and len(tasks) > 1
+    in_process = not on_cluster and (jobs == 1 or len(tasks) == 1 or bool(options.scheduler))
+    # Started first: the chart process warms up (and the cluster starts) while the baseline is read.
+    with _chart_executor(jobs, len(tasks)) as drawing, executor(options.scheduler if on_cluster else None) as cluster:
+        # Traces analyzed at once on this machine share the budget: a local cluster's workers, or
+        # the worker processes (`jobs`); a remote cluster's workers each have their own machine.
+        at_once = cluster.units_at_once if on_cluster else min(jobs, len(tasks))
+        on_workers = options if in_process else options.for_workers(at_once)
         if options.baseline is not None:  # an unusable baseline is bad usage: exit 2 before any output
             if in_process:
                 baseline_analysis(options)  # kept for this process, where the traces are then analyzed
             else:
                 analysis.read_for_analysis(
-                    options.baseline, window_s=options.window_s, max_bad_fraction=options.max_bad_fraction, scale=options.scale
+                    options.baseline, window_s=options.window_s, max_bad_fraction=options.max_bad_fraction, scale=on_workers.scale
                 )
         out.mkdir(parents=True, exist_ok=True)
         pages = _Pages(out, drawing, len(tasks), progress or (lambda _done, _total, _message: None))
-        if in_process:
+        if on_cluster:
+            numbered = [(i, _Task(t.name, t.path, on_workers)) for i, t in enumerate(tasks)]
+            cluster.map(_analyze_numbered, numbered, label="traces", keep=lambda done: pages.accept(*done))
+        elif in_process:
             for i, task in enumerate(tasks):
                 pages.start(i, task.path)
                 pages.accept(i, _analyze(task, on_visual=partial(pages.draw, i)))
         else:
-            run_parallel(_analyze_in_worker, tasks, jobs=jobs, label=lambda t: t.path, on_result=pages.accept)
+            shared = [_Task(t.name, t.path, on_workers) for t in tasks]
+            run_parallel(_analyze_in_worker, shared, jobs=jobs, label=lambda t: t.path, on_result=pages.accept)
         entries = pages.finish()
     batch = Batch(entries, options)
     written = list(pages.written)

@@ -91,17 +91,6 @@ class UnitPlan:
     def over_budget(self) -> tuple[Unit, ...]:
         return tuple(u for u in self.units if u.over_budget)
 
-    def describe(self) -> str:
-        """One line for a user: units, budget, and any window over it."""
-        if self.unplannable:
-            return f"no plan from the footers: {self.unplannable}"
-        over = self.over_budget
-        text = f"{len(self.units)} unit(s) of whole {self.window_ns / 1e9:g} s windows within {self.budget_bytes / 2**30:.2f} GiB each"
-        if over:
-            worst = max(u.peak_bytes for u in over)
-            text += f"; {len(over)} window(s) alone exceed the budget (up to {worst / 2**30:.2f} GiB estimated)"
-        return text
-
 
 @dataclass(frozen=True)
 class RunEstimate:
@@ -143,6 +132,10 @@ class RunEstimate:
         """Each unit's own budget within a run's `budget_bytes`: the budget less the reserve,
         shared by the units running at once (at least MIN_UNIT_BUDGET_BYTES)."""
         return max(MIN_UNIT_BUDGET_BYTES, int((budget_bytes - self.reserve_bytes) / self._at_once))
+
+    def budget_for_unit_bytes(self, unit_peak_bytes: float) -> int:
+        """The smallest whole-run budget whose units' budget holds a unit of `unit_peak_bytes`."""
+        return math.ceil(self.reserve_bytes + self._at_once * unit_peak_bytes)
 
     @property
     def _at_once(self) -> int:

@@ -56,6 +56,9 @@ class ScaleOptions:
     # per unit. Overrides `memory_budget_bytes`.
     unit_budget_bytes: int | None = None
     note: Callable[[str], None] | None = None
+    # This run is one of `budget_share` runs at once on this machine (the traces of a batch on
+    # a local cluster's workers, reports.py): its budget is that share of the whole.
+    budget_share: int = 1
 
     @property
     def explicit(self) -> bool:
@@ -112,7 +115,7 @@ def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> Unit
     if options.unit_budget_bytes is not None:
         plan = plan_trace(source, budget_bytes=options.unit_budget_bytes, window_s=window_s)
         return plan if len(plan.units) > 1 or options.forced else None
-    budget_bytes = options.memory_budget_bytes or default_budget_bytes()
+    budget_bytes = (options.memory_budget_bytes or default_budget_bytes()) // max(1, options.budget_share)
     if not options.explicit and any(f.fmt != "parquet" for f in source.files):
         return None  # cannot be planned; the layout note suggests `normalize` for large ones
     footers = read_footers(source)
@@ -125,12 +128,22 @@ def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> Unit
     estimate = RunEstimate(whole.rows, whole.footer_bytes, units_at_once=units_at_once(options))
     if estimate.one_pass_bytes <= budget_bytes and not options.forced:
         return None
-    if estimate.smallest_budget_bytes > budget_bytes:
+    overrun = estimate.smallest_budget_bytes > budget_bytes
+    if overrun:
         if options.memory_budget_bytes is not None:
-            raise InputError(over_budget_message(source.display_path, estimate, budget_bytes))
+            raise InputError(over_budget_message(source.display_path, estimate, budget_bytes, share=options.budget_share))
         if options.note is not None:
-            options.note(over_budget_message(source.display_path, estimate, budget_bytes, default=True))
-    plan = plan_units(footers, budget_bytes=estimate.unit_budget_bytes(budget_bytes), window_s=window_s)
+            options.note(over_budget_message(source.display_path, estimate, budget_bytes, default=True, share=options.budget_share))
+    unit_budget_bytes = estimate.unit_budget_bytes(budget_bytes)
+    plan = plan_units(footers, budget_bytes=unit_budget_bytes, window_s=window_s)
+    if (len(plan.units) > 1 or options.forced) and not overrun and options.note is not None:
+        # A window is never split (its partials would not be exact): one whose own rows exceed the
+        # units' budget may take the run past it; told (once: not when the run is already told it
+        # exceeds the budget). Judged without the hypervisor look-back, which the plan counts as
+        # every row of row groups that mix layers (a unit reads far fewer): not refused either.
+        alone = plan_units(footers, budget_bytes=unit_budget_bytes, window_s=window_s, lookback_ns=0)
+        if alone.over_budget:
+            options.note(window_over_budget_message(source.display_path, alone, estimate, budget_bytes, share=options.budget_share))
     # One window cannot be split: units would only add their census to the single pass.
     return plan if len(plan.units) > 1 or options.forced else None
 
@@ -142,13 +155,33 @@ def units_at_once(options: ScaleOptions) -> int:
     return local_workers() if options.scheduler == "local" else 1
 
 
-def over_budget_message(display_path: str, estimate: RunEstimate, budget_bytes: int, *, default: bool = False) -> str:
-    """One line: the trace, what its run is estimated to need and why, the budget, the smallest that fits."""
+def over_budget_message(display_path: str, estimate: RunEstimate, budget_bytes: int, *, default: bool = False, share: int = 1) -> str:
+    """One line: the trace, what its run is estimated to need and why, the budget, the smallest
+    that fits (`share`: the run has 1/share of the budget, ScaleOptions.budget_share)."""
     smallest_bytes = estimate.smallest_budget_bytes
-    smallest_gib = math.ceil(smallest_bytes / 2**30 * 10) / 10  # rounded up, as a user would type it
+    smallest_gib = math.ceil(smallest_bytes * share / 2**30 * 10) / 10  # rounded up, as a user would type it
     in_analysis = smallest_bytes <= math.ceil(estimate.analysis_bytes)
     why = "its analysis after the work units" if in_analysis else "its smallest work units and what they keep"
     text = f"{display_path}: its {estimate.rows:,} rows are estimated to need {smallest_bytes / 2**30:.2f} GiB ({why}), "
+    whose = "" if share == 1 else f"{budget_bytes / 2**30:.2f} GiB, its 1/{share} share of "
     if default:
-        return text + f"over the default memory budget of {budget_bytes / 2**30:.2f} GiB (half this machine's memory); reading it anyway"
-    return text + f"over --memory-budget {budget_bytes / 2**30:.2f} GiB; the smallest budget that fits is --memory-budget {smallest_gib:g}GiB"
+        whole = f"the default memory budget of {budget_bytes * share / 2**30:.2f} GiB (half this machine's memory)"
+        return text + f"over {whose}{whole}; reading it anyway"
+    return (
+        text + f"over {whose}--memory-budget {budget_bytes * share / 2**30:.2f} GiB; "
+        f"the smallest budget that fits is --memory-budget {smallest_gib:g}GiB"
+    )
+
+
+def window_over_budget_message(display_path: str, plan: UnitPlan, estimate: RunEstimate, budget_bytes: int, *, share: int = 1) -> str:
+    """One line: the windows whose unit alone is estimated over the units' budget, the largest
+    estimate, and the whole-run budget that would hold it (or a shorter window)."""
+    over = plan.over_budget
+    worst = max(u.peak_bytes for u in over)
+    needed = max(estimate.budget_for_unit_bytes(worst), estimate.smallest_budget_bytes) * share
+    return (
+        f"{display_path}: {len(over)} of its {plan.window_ns / 1e9:g} s windows are each estimated to need more than a work "
+        f"unit's {plan.budget_bytes / 2**30:.2f} GiB (up to {worst / 2**30:.2f} GiB) and a window is never split: the run may "
+        f"exceed its budget of {budget_bytes * share / 2**30:.2f} GiB; --memory-budget {math.ceil(needed / 2**30 * 10) / 10:g}GiB "
+        "or a shorter --window would hold them"
+    )

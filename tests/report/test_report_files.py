@@ -147,6 +147,29 @@ def test_byte_identical_rebuild_in_workers(tmp_path, site):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
 
+def test_byte_identical_rebuild_with_each_trace_a_task_on_a_local_cluster(tmp_path, site):
+    """With --scheduler and several traces, each trace is a task on the cluster (a worker analyzes
+    it whole): the same bytes as in this process, the unusable trace an index row with its error."""
+    pytest.importorskip("distributed")
+    out, built = site
+    again = tmp_path / "cluster"
+    traces = [*map(sample, GOOD), str(built.entries[2].path)]
+    result = build_reports(traces, again, options=BatchOptions(scheduler="local"), jobs=1)
+    assert [e.error is not None for e in result.entries] == [False, False, True]
+    assert result.entries[2].error == built.entries[2].error
+    for name in ("burst-amplification.html", "healthy.html", "index.html", "summary.json"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in out.iterdir())
+
+
+def test_workers_of_a_batch_share_the_memory_budget():
+    options = BatchOptions(memory_budget_bytes=6 << 30, scheduler="local")
+    on_workers = options.for_workers(3)
+    assert on_workers.scheduler is None and on_workers.scale.budget_share == 3
+    assert on_workers.scale.memory_budget_bytes == 6 << 30  # the whole budget, of which each run plans a third
+    assert options.for_workers(1).scale.budget_share == 1 and on_workers.for_workers(2).budget_share == 6
+
+
 def test_pages_are_small(site):
     """Pages hold their charts and the numbers behind them: bounded by the visuals' fixed bins
     and top-N, not by the trace (the bar is 2 MB for a 10M-row trace: `make bench-report`)."""

@@ -101,6 +101,25 @@ def test_the_local_scheduler_plans_one_share_of_the_budget_per_worker(small_mode
     assert in_process is None or in_process.budget_bytes == estimate.unit_budget_bytes(budget)
 
 
+@pytest.mark.parametrize("share", [2, 3])
+def test_a_run_that_shares_the_machine_plans_within_its_share_of_the_budget(small_model, trace, share):
+    """The traces of a batch analyzed at once (worker processes, a local cluster's workers) each
+    have 1/share of the budget (ScaleOptions.budget_share): a run with a share plans as a run
+    given that share alone, and a share too small is refused naming the whole budget that fits."""
+    estimate = estimate_of(trace)
+    budget = share * estimate.smallest_budget_bytes + share
+    shared = plan_run(open_trace(trace), ScaleOptions(memory_budget_bytes=budget, budget_share=share), window_s=1.0)
+    alone = plan_run(open_trace(trace), ScaleOptions(memory_budget_bytes=budget // share), window_s=1.0)
+    assert shared is not None and alone is not None and shared == alone
+    too_small = share * estimate.smallest_budget_bytes - share * 1_000
+    with pytest.raises(InputError) as raised:
+        plan_run(open_trace(trace), ScaleOptions(memory_budget_bytes=too_small, budget_share=share), window_s=1.0)
+    message = str(raised.value)
+    assert f"its 1/{share} share of --memory-budget {too_small / 2**30:.2f} GiB" in message
+    suggested = re.search(r"the smallest budget that fits is --memory-budget (\S+)$", message)
+    assert suggested is not None and parse_bytes(suggested.group(1)) >= share * estimate.smallest_budget_bytes
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 10**9), st.integers(1, 10**9))
 def test_the_reserve_and_the_analysis_grow_with_the_rows(rows, more):
@@ -223,6 +242,33 @@ def test_the_cli_refuses_a_budget_below_the_estimate_with_exit_2_and_the_budget_
     again = run_cli("analyze", str(SAMPLE), "-f", "json", "--memory-budget", suggested.group(1), "--no-progress")
     plain = run_cli("analyze", str(SAMPLE), "-f", "json", "--no-progress")
     assert again.exit_code == plain.exit_code == 0 and again.stdout == plain.stdout
+
+
+def test_a_window_over_the_units_budget_is_told_with_the_budget_that_holds_it(small_model, trace):
+    """Windows are never split: a 10 s window whose estimate exceeds the units' budget may take
+    the run past its budget, and the run says so, naming a budget that holds it (at which the plan
+    has no such window). 1 s windows of the same trace at the same budget: nothing to tell."""
+    estimate = estimate_of(trace)
+    windows = plan_units(read_footers(open_trace(trace)), budget_bytes=1, window_s=10.0, lookback_ns=0)
+    heaviest = max(u.peak_bytes for u in windows.units)
+    budget = estimate.budget_for_unit_bytes(heaviest) - 1_000
+    assert budget >= estimate.smallest_budget_bytes and budget < estimate.one_pass_bytes
+    notes: list[str] = []
+
+    def plan_at(budget_bytes: int, window_s: float) -> plan.UnitPlan | None:
+        options = ScaleOptions(memory_budget_bytes=budget_bytes, scheduler="local", note=notes.append)
+        return read.plan_run(open_trace(trace), options, window_s=window_s)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(read, "local_workers", lambda: 1)
+        got = plan_at(budget, 10.0)
+        assert got is not None and len(notes) == 1
+        note = notes.pop()
+        assert "\n" not in note and str(trace) in note and "10 s windows" in note and "shorter --window" in note
+        suggested = re.search(r"--memory-budget (\S+) or a shorter --window", note)
+        assert suggested is not None
+        assert plan_at(parse_bytes(suggested.group(1)), 10.0) is not None and not notes
+        assert plan_at(budget, 1.0) is not None and not notes
 
 
 def test_a_trace_that_cannot_be_planned_says_so_before_the_budget(run_cli, tmp_path):
