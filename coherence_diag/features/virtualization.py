@@ -43,6 +43,12 @@ CONTENDED_STEAL_FRAC, CALM_STEAL_FRAC = 0.10, 0.05
 CONTENDED_COTENANT_FRAC, CALM_COTENANT_FRAC = 0.5, 0.25
 MIN_CONTRAST = 20  # virtualized spans on each side (contended, calm)
 TIME_BIN_NS = 2_000_000_000  # the fleet-wide load effect is removed per 2-s bin
+# The swing of a device's service over time (virt_stretch_swing_ratio): its median distortion per
+# 10-s window (contention episodes last seconds to minutes; a window needs a few spans of the
+# device), windows with >= 5 spans, devices with >= 6 such windows, strata with >= 3 devices on
+# each side (one or two devices are too few to tell a device's own quirks from the hypervisor's).
+SWING_WINDOW_NS = 10_000_000_000
+MIN_SWING_SPANS, MIN_SWING_WINDOWS, MIN_SWING_DEVICES = 5, 6, 3
 # What _spans reads of the layers (a large trace's layers are read from disk, column by column).
 # Of the gpu layer every row: a device's host may be named on any of its rows.
 # The exec spans (the only gpu rows _spans compares); the device -> host pass reads its two
@@ -112,6 +118,17 @@ def _spread(col: str) -> pl.Expr:
             "distortion is first taken relative to the median of its stratum (pool, phase) in its 2-s time bin, "
             "so fleet-wide load drops out. The same work on the same kind of device, only the neighbours differ: "
             "1 = contention does not reach the guest's execution. Needs >= 20 spans on each side.",
+            SPAN_COLUMNS,
+        ),
+        FeatureSpec(
+            "virt_stretch_swing_ratio", "ratio",
+            "How much more the same work's service swings over time on virtualized devices than on bare metal. "
+            "Per device, the spread (p90 - p10) over 10-s windows (>= 5 spans each, >= 6 windows) of the window's "
+            "median log(realized / predicted), less the device's own median (a fixed overhead drops out); per "
+            "stratum (env, pool, phase, accelerator class) with >= 3 devices on each side, the median over its "
+            "virtualized devices divided by the median over its bare-metal ones; averaged weighted by the "
+            "virtualized devices. Intermittent contention (co-tenants, steal) makes a guest's service come and go; "
+            "a calm overhead does not, and a fleet-wide load swing reaches both sides. Needs no hypervisor layer.",
             SPAN_COLUMNS,
         ),
         FeatureSpec(
@@ -191,6 +208,9 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
         values["virt_coupling_rho"] = None
         values["virt_coupling_p"] = None
     values["virt_contention_stretch_ratio"], contrast = _contention_stretch(spans)
+    values["virt_stretch_swing_ratio"], swing = _stretch_swing(spans)
+    if swing:
+        details["virt_stretch_swing_ratio"] = swing
     if contrast:
         details["virt_contention_stretch_ratio"] = contrast
     steal = coupled["steal_frac"].drop_nulls() if "steal_frac" in coupled.columns else None
@@ -207,6 +227,10 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
         "virt_dispersion_ratio": no_stratum,
         "virt_slowdown_ratio": no_stratum,
         "virt_steal_spread": "no steal_frac sample for the virtualized spans",
+        "virt_stretch_swing_ratio": (
+            f"no stratum with {MIN_SWING_DEVICES} virtualized and {MIN_SWING_DEVICES} bare-metal devices each with "
+            f"{MIN_SWING_WINDOWS} windows of {SWING_WINDOW_NS // 1_000_000_000} s with {MIN_SWING_SPANS} spans"
+        ),
     })
     for col, name in COUPLINGS:
         result.explain(f"fewer than {MIN_COUPLING} virtualized spans with a {col} sample, or it does not vary", [name])
@@ -214,6 +238,38 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
         f"fewer than {MIN_COUPLING} virtualized spans with a varying steal_frac or cotenant_util sample",
         ["virt_coupling_rho", "virt_coupling_p"],
     )
+
+
+def _stretch_swing(spans: pl.DataFrame) -> tuple[float | None, dict[str, object]]:
+    """virt_stretch_swing_ratio (FeatureSpec) and its details; None without a comparable stratum.
+    Medians and linear quantiles of each device's windows: the value does not depend on row order."""
+    ts = pl.col("ts").cast(pl.Int64)
+    per_window = (
+        spans.lazy()
+        .group_by("device", "_virt", *STRATA, (ts // SWING_WINDOW_NS).alias("_w"))
+        .agg(pl.col("_r").median().alias("_m"), pl.len().alias("_n"))
+        .filter(pl.col("_n") >= MIN_SWING_SPANS)
+    )
+    per_device = (
+        per_window.with_columns((pl.col("_m") - pl.col("_m").median().over("device", "_virt")).alias("_res"))
+        .group_by("device", "_virt", *STRATA)
+        .agg(_spread("_res").alias("_swing"), pl.len().alias("_windows"))
+        .filter(pl.col("_windows") >= MIN_SWING_WINDOWS)
+    )
+    sides = per_device.group_by(*STRATA, "_virt").agg(pl.col("_swing").median(), pl.len().alias("_devices")).collect()
+    both = (
+        sides.filter(pl.col("_virt"))
+        .join(sides.filter(~pl.col("_virt")), on=list(STRATA), suffix="_bare", nulls_equal=True)
+        .filter((pl.col("_devices") >= MIN_SWING_DEVICES) & (pl.col("_devices_bare") >= MIN_SWING_DEVICES) & (pl.col("_swing_bare") > 0))
+    )
+    if both.is_empty():
+        return None, {}
+    ratio, devices, bare = both.select(
+        ((pl.col("_swing") / pl.col("_swing_bare")) * pl.col("_devices")).sum() / pl.col("_devices").sum(),
+        pl.col("_devices").sum(),
+        pl.col("_devices_bare").sum(),
+    ).row(0)
+    return float(ratio), {"virtualized_devices_compared": int(devices), "bare_metal_devices_compared": int(bare), "strata_compared": both.height}
 
 
 def _contention_stretch(spans: pl.DataFrame) -> tuple[float | None, dict[str, object]]:

@@ -140,3 +140,58 @@ def test_no_virtualized_device_leaves_the_slo_comparison_undefined(tmp_path):
     result = features.compute(context(tmp_path, rows), set(SLO_NAMES))
     assert result.values["virt_slo_miss_ratio"] is None
     assert "virtualized" in result.reasons["virt_slo_miss_ratio"]
+
+
+# --- the swing of service over time, without the hypervisor layer ------------------------------
+
+SWING_DEVICES = [("v0", "vh0"), ("v1", "vh1"), ("v2", "vh2"), ("b0", "h0"), ("b1", "h1"), ("b2", "h2")]
+
+
+def _swing_rows(vm_factor, vms: int = 3) -> list[dict]:
+    """Six devices of one pool and class, the first `vms` flagged virtualized, no hypervisor layer;
+    a request every 100 ms in turn on each device for 300 s (~16 spans per device and 10-s
+    window). Service is 100 ms x lognormal noise (sigma 0.05), times `vm_factor(device index, t_s)`
+    on the virtualized devices."""
+    rng = np.random.default_rng(3)
+    rows = [device_info(d, h, "dec", virtualized=(k < vms)) for k, (d, h) in enumerate(SWING_DEVICES)]
+    for i in range(3000):
+        t_ms = i * 100.0
+        k = i % len(SWING_DEVICES)
+        device = SWING_DEVICES[k][0]
+        dur = 100.0 * float(np.exp(0.05 * rng.standard_normal()))
+        if k < vms:
+            dur *= vm_factor(k, t_ms / 1000)
+        rid = f"r{i}"
+        rows += [
+            sched(rid, "arrive", t_ms, priority=1, slo_ms=10_000.0, prompt_tokens=100, workload_class="inference"),
+            sched(rid, "dispatch", t_ms, device=device, pool="dec", predicted_ms=100.0),
+            exec_span(rid, device, t_ms, dur, "decode"),
+            sched(rid, "complete", t_ms + dur + 1, output_tokens=10),
+        ]
+    return rows
+
+
+def _episodes(k: int, t_s: float) -> float:
+    """Co-tenant episodes: 20 s of double service every 60 s, each host at its own phase."""
+    return 2.0 if (t_s + 17 * k) % 60 < 20 else 1.0
+
+
+def test_intermittent_contention_swings_the_guests_service_over_time(tmp_path):
+    v = compute(context(tmp_path, _swing_rows(_episodes)), "virt_stretch_swing_ratio", "virt_slowdown_ratio", "virt_coupling_rho")
+    assert v["virt_coupling_rho"] is None  # no hypervisor readings at all
+    # Window medians of the guests jump by log 2 between episodes; bare metal's barely move.
+    assert v["virt_stretch_swing_ratio"] > 10
+    # A third of the time at double service: the mean rises by a third, the median barely.
+    assert 1.0 < v["virt_slowdown_ratio"] < 1.1
+
+
+def test_a_calm_overhead_shifts_the_guests_service_but_does_not_swing_it(tmp_path):
+    v = compute(context(tmp_path, _swing_rows(lambda _k, _t: 1.15)), "virt_stretch_swing_ratio", "virt_slowdown_ratio")
+    assert v["virt_slowdown_ratio"] == pytest.approx(1.15, rel=0.02)
+    assert 0.5 < v["virt_stretch_swing_ratio"] < 1.5
+
+
+def test_the_swing_needs_three_devices_on_each_side(tmp_path):
+    result = features.compute(context(tmp_path, _swing_rows(_episodes, vms=2)), {"virt_stretch_swing_ratio"})
+    assert result.values["virt_stretch_swing_ratio"] is None
+    assert "3 virtualized and 3 bare-metal devices" in result.reasons["virt_stretch_swing_ratio"]
