@@ -261,6 +261,7 @@ def _stretch_swing(spans: pl.DataFrame) -> tuple[float | None, dict[str, object]
         sides.filter(pl.col("_virt"))
         .join(sides.filter(~pl.col("_virt")), on=list(STRATA), suffix="_bare", nulls_equal=True)
         .filter((pl.col("_devices") >= MIN_SWING_DEVICES) & (pl.col("_devices_bare") >= MIN_SWING_DEVICES) & (pl.col("_swing_bare") > 0))
+        .sort(*STRATA, nulls_last=True)  # the weighted mean adds in one order, whatever the group-by's
     )
     if both.is_empty():
         return None, {}
