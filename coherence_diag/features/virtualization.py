@@ -159,7 +159,7 @@ def virtualization_features(ctx: FeatureContext) -> GroupResult:
     bare = strata.filter(~pl.col("_virt"))
     both = virt.join(bare, on=list(STRATA), suffix="_bare", nulls_equal=True).filter(
         (pl.col("n") >= MIN_STRATUM) & (pl.col("n_bare") >= MIN_STRATUM) & (pl.col("spread_bare") > 0)
-    )
+    ).sort(*STRATA, nulls_last=True)  # the weighted means add in one order, whatever the group-by's
     if both.height:
         row = both.select(
             ((pl.col("spread") / pl.col("spread_bare")) * pl.col("n")).sum() / pl.col("n").sum(),
