@@ -91,6 +91,9 @@ class TraceEntry:
     gate: GateResult | None = None  # against BatchOptions.policy
     next_checks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # rule id -> what to check next
     error: str | None = None  # the trace could not be analyzed: the message naming file and problem
+    # What the run told about reading the trace (ScaleOptions.note: over the default memory
+    # budget, a window over the units' budget): for the user, not part of any report file.
+    notes: tuple[str, ...] = ()
 
     @property
     def worst_finding(self) -> Finding | None:
@@ -196,6 +199,7 @@ def analyze_entry(name: str, path: str, options: BatchOptions, progress: analysi
     """Analyze one trace of a batch. A trace that cannot be read or analyzed (InputError) is an
     entry with its error, not an exception: the batch goes on without it."""
     rules_dirs = [Path(d) for d in options.rules_dirs]
+    notes: list[str] = []
     try:
         result = analysis.analyze(
             path,
@@ -203,10 +207,10 @@ def analyze_entry(name: str, path: str, options: BatchOptions, progress: analysi
             max_bad_fraction=options.max_bad_fraction,
             rules_dirs=rules_dirs,
             progress=progress,
-            scale=options.scale,
+            scale=replace(options.scale, note=notes.append),
         )
     except InputError as exc:
-        return Analyzed(TraceEntry(name=name, path=path, error=str(exc)))
+        return Analyzed(TraceEntry(name=name, path=path, error=str(exc), notes=tuple(notes)))
     comparison = gate = None
     base = baseline_analysis(options) if options.baseline is not None else None
     if base is not None:
@@ -216,7 +220,8 @@ def analyze_entry(name: str, path: str, options: BatchOptions, progress: analysi
     fired = {f.rule for f in result.report.findings} | {f.rule for f in (comparison.pair_findings if comparison else ())}
     next_checks = {r.id: r.next_checks for r in result.rules if r.id in fired}
     entry = TraceEntry(
-        name=name, path=path, report=result.report, comparison=comparison, gate=gate, next_checks=dict(sorted(next_checks.items()))
+        name=name, path=path, report=result.report, comparison=comparison, gate=gate, next_checks=dict(sorted(next_checks.items())),
+        notes=tuple(notes),
     )
     return Analyzed(entry, result, base)
 

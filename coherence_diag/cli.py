@@ -433,6 +433,9 @@ def report(
         options = BatchOptions(window, max_bad_fraction, tuple(str(r) for r in rules or ()), baseline, checked, budget, scheduler or None)
         with progress_bar(err_console, progress) as step:
             result = build_reports(traces, out, options=options, jobs=jobs, progress=step)
+        for entry in result.entries:
+            for line in entry.notes:
+                _note(line)
         for entry in result.failed:
             err_console.print(f"error: {entry.error}", markup=False)
     if result.failed:

@@ -293,3 +293,20 @@ def test_the_default_budget_is_quiet_when_the_trace_fits(small_model, trace, mon
     notes: list[str] = []
     read_in_units(trace, ScaleOptions(note=notes.append), window_s=1.0, max_bad_fraction=1.0)
     assert notes == []
+
+
+def test_a_batch_tells_each_traces_notes_but_keeps_them_out_of_its_files(small_model, trace, monkeypatch, tmp_path, run_cli):
+    """`report` runs each trace with its own note list (ScaleOptions.note): the entry carries the
+    notes, the command prints them on stderr, and no page, index or summary holds them (the files
+    do not depend on the budget)."""
+    from coherence_diag.reports import build_reports
+
+    estimate = estimate_of(trace)
+    monkeypatch.setattr(read, "default_budget_bytes", lambda: estimate.smallest_budget_bytes - 1)
+    result = build_reports([str(trace)], tmp_path / "lib", jobs=1)
+    (entry,) = result.entries
+    assert entry.report is not None and len(entry.notes) == 1 and "default memory budget" in entry.notes[0]
+    for path in (tmp_path / "lib").iterdir():
+        assert "memory budget" not in path.read_text(), path.name
+    shown = run_cli("report", trace, "--out", tmp_path / "cli", "--jobs", "1", "--no-progress")
+    assert shown.exit_code == 0 and f"note: {entry.notes[0]}" in " ".join(shown.stderr.split())
