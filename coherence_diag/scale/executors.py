@@ -156,7 +156,9 @@ def _local_cluster(dask: Any, local_cluster: Any, workers: int) -> Iterator[Any]
     saved = os.environ.get("POLARS_MAX_THREADS")
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ.POLARS_MAX_THREADS": "1"}):
-            cluster = local_cluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            # ":0": the scheduler's HTTP server on a free port. It starts even without a dashboard,
+            # on 8787 by default, and a second run at once then warns that the port is taken.
+            cluster = local_cluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     finally:
         if saved is None:
             os.environ.pop("POLARS_MAX_THREADS", None)
