@@ -33,7 +33,7 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -155,15 +155,15 @@ def build_reports(
                 )
         out.mkdir(parents=True, exist_ok=True)
         pages = _Pages(out, drawing, len(tasks), progress or (lambda _done, _total, _message: None))
+        shared = [replace(t, options=on_workers) for t in tasks]  # the tasks as the workers run them
         if on_cluster:
-            numbered = [(i, _Task(t.name, t.path, on_workers)) for i, t in enumerate(tasks)]
+            numbered = list(enumerate(shared))
             cluster.map(_analyze_numbered, numbered, label="traces", keep=lambda done: pages.accept(*done))
         elif in_process:
             for i, task in enumerate(tasks):
                 pages.start(i, task.path)
                 pages.accept(i, _analyze(task, on_visual=partial(pages.draw, i)))
         else:
-            shared = [_Task(t.name, t.path, on_workers) for t in tasks]
             run_parallel(_analyze_in_worker, shared, jobs=jobs, label=lambda t: t.path, on_result=pages.accept)
         entries = pages.finish()
     batch = Batch(entries, options)

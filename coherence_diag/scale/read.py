@@ -136,7 +136,9 @@ def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> Unit
             options.note(over_budget_message(source.display_path, estimate, budget_bytes, default=True, share=options.budget_share))
     unit_budget_bytes = estimate.unit_budget_bytes(budget_bytes)
     plan = plan_units(footers, budget_bytes=unit_budget_bytes, window_s=window_s)
-    if (len(plan.units) > 1 or options.forced) and not overrun and options.note is not None:
+    # One window cannot be split: units would only add their census to the single pass.
+    in_units = len(plan.units) > 1 or options.forced
+    if in_units and not overrun and options.note is not None:
         # A window is never split (its partials would not be exact): one whose own rows exceed the
         # units' budget may take the run past it; told (once: not when the run is already told it
         # exceeds the budget). Judged without the hypervisor look-back, which the plan counts as
@@ -144,8 +146,7 @@ def plan_run(source: FileSource, options: ScaleOptions, window_s: float) -> Unit
         alone = plan_units(footers, budget_bytes=unit_budget_bytes, window_s=window_s, lookback_ns=0)
         if alone.over_budget:
             options.note(window_over_budget_message(source.display_path, alone, estimate, budget_bytes, share=options.budget_share))
-    # One window cannot be split: units would only add their census to the single pass.
-    return plan if len(plan.units) > 1 or options.forced else None
+    return plan if in_units else None
 
 
 def units_at_once(options: ScaleOptions) -> int:
@@ -159,7 +160,6 @@ def over_budget_message(display_path: str, estimate: RunEstimate, budget_bytes: 
     """One line: the trace, what its run is estimated to need and why, the budget, the smallest
     that fits (`share`: the run has 1/share of the budget, ScaleOptions.budget_share)."""
     smallest_bytes = estimate.smallest_budget_bytes
-    smallest_gib = math.ceil(smallest_bytes * share / 2**30 * 10) / 10  # rounded up, as a user would type it
     in_analysis = smallest_bytes <= math.ceil(estimate.analysis_bytes)
     why = "its analysis after the work units" if in_analysis else "its smallest work units and what they keep"
     text = f"{display_path}: its {estimate.rows:,} rows are estimated to need {smallest_bytes / 2**30:.2f} GiB ({why}), "
@@ -169,7 +169,7 @@ def over_budget_message(display_path: str, estimate: RunEstimate, budget_bytes: 
         return text + f"over {whose}{whole}; reading it anyway"
     return (
         text + f"over {whose}--memory-budget {budget_bytes * share / 2**30:.2f} GiB; "
-        f"the smallest budget that fits is --memory-budget {smallest_gib:g}GiB"
+        f"the smallest budget that fits is --memory-budget {_typed_gib(smallest_bytes * share)}"
     )
 
 
@@ -182,6 +182,11 @@ def window_over_budget_message(display_path: str, plan: UnitPlan, estimate: RunE
     return (
         f"{display_path}: {len(over)} of its {plan.window_ns / 1e9:g} s windows are each estimated to need more than a work "
         f"unit's {plan.budget_bytes / 2**30:.2f} GiB (up to {worst / 2**30:.2f} GiB) and a window is never split: the run may "
-        f"exceed its budget of {budget_bytes * share / 2**30:.2f} GiB; --memory-budget {math.ceil(needed / 2**30 * 10) / 10:g}GiB "
+        f"exceed its budget of {budget_bytes * share / 2**30:.2f} GiB; --memory-budget {_typed_gib(needed)} "
         "or a shorter --window would hold them"
     )
+
+
+def _typed_gib(size_bytes: float) -> str:
+    """`size_bytes` rounded up to 0.1 GiB, as a user would type it for --memory-budget."""
+    return f"{math.ceil(size_bytes / 2**30 * 10) / 10:g}GiB"
